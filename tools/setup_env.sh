@@ -38,7 +38,7 @@ PIP=("$PY" -m pip --disable-pip-version-check -q)
 
 log "installing torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION and build tools"
 "${PIP[@]}" install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
-    "setuptools<70" wheel ninja packaging
+    "setuptools>=77,<81" wheel ninja packaging
 
 # CUDA ops are built when nvcc is usable; the wheel cache key records which.
 if "$PY" -c 'import sys, torch; from torch.utils.cpp_extension import CUDA_HOME; sys.exit(0 if torch.cuda.is_available() and CUDA_HOME else 1)'; then

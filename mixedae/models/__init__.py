@@ -1,0 +1,3 @@
+from .backbones import ViT
+
+__all__ = ['ViT']

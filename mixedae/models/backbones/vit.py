@@ -1,0 +1,367 @@
+"""The transfer ViT backbone, ``mixedae.ViT``.
+
+Built from timm's layers with timm's parameter names (``patch_embed.proj``, ``cls_token``,
+``pos_embed``, ``blocks.i.{norm1,attn.qkv,attn.proj,ls1,norm2,mlp.fc1,mlp.fc2,ls2}``, ``norm``),
+so MAE, iBOT, timm and mixedae pretraining checkpoints load with prefix changes only (see
+``tools/convert_checkpoint.py``). Adds what dense prediction needs: multi-level NCHW outputs,
+position-embedding interpolation to any input size, BEiT relative position bias, layer scale,
+ViTDet window attention, gradient checkpointing and ``get_layer_depth`` for layer-wise lr decay.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from functools import partial
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from timm.layers import DropPath, LayerScale, Mlp, PatchEmbed, trunc_normal_
+from timm.models import named_apply
+from timm.models.vision_transformer import init_weights_vit_timm
+
+from mixedae.registry import MODELS
+from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
+from ..utils.pos_embed import (Grid, num_relative_entries, relative_position_index,
+                               resize_pos_embed, resize_rel_pos_table)
+from ..utils.window import window_partition, window_unpartition
+
+#: LayerNorm as in timm's ViT and MAE (eps 1e-6).
+LayerNorm = partial(nn.LayerNorm, eps=1e-6)
+
+#: parameters a checkpoint may lack: they keep their initial value (zero relative position
+#: bias, as in BEiT/MAE fine-tuning; layer scale at ``init_values``).
+EXPECTED_MISSING = re.compile(r'^blocks\.\d+\.(attn\.relative_position_bias_table|ls[12]\.gamma)$')
+
+
+class ViTAttention(nn.Module):
+    """Multi-head self-attention (timm names) with an optional BEiT relative position bias.
+
+    Always runs ``F.scaled_dot_product_attention``; the relative bias and any extra additive
+    mask are passed to it as a float ``attn_mask``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
+                 proj_drop: float = 0., rel_pos_grid: Optional[Grid] = None,
+                 with_cls_token: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'embed dim {dim} is not divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.rel_pos_grid = tuple(rel_pos_grid) if rel_pos_grid else None
+        self.with_cls_token = with_cls_token
+        if self.rel_pos_grid:
+            self.relative_position_bias_table = nn.Parameter(
+                torch.zeros(num_relative_entries(self.rel_pos_grid, with_cls_token), num_heads))
+
+    def relative_position_bias(self, grid: Grid) -> torch.Tensor:
+        """heads x N x N bias for a token grid (resampling the table if ``grid`` differs)."""
+        table = resize_rel_pos_table(self.relative_position_bias_table, self.rel_pos_grid, grid,
+                                     self.with_cls_token)
+        index = relative_position_index(tuple(grid), self.with_cls_token).to(table.device)
+        n = index.shape[0]
+        return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor, grid: Optional[Grid] = None,
+                attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: B x N x C; ``grid`` (h, w) of the patch tokens, needed with a relative bias;
+        ``attn_mask``: additive float or boolean mask broadcastable to B x heads x N x N."""
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(
+            2, 0, 3, 1, 4).unbind(0)                                   # each B x heads x N x hd
+        if self.rel_pos_grid:
+            if grid is None:
+                raise ValueError('relative position bias needs the token grid')
+            bias = self.relative_position_bias(grid).to(q.dtype).unsqueeze(0)
+            if attn_mask is not None and attn_mask.dtype == torch.bool:
+                attn_mask = torch.zeros_like(bias).masked_fill(~attn_mask, float('-inf'))
+            attn_mask = bias if attn_mask is None else bias + attn_mask
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop if self.training else 0.)
+        x = x.transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(x))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer block (timm names) with optional window attention and layer scale."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
+                 drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
+                 init_values: Optional[float] = None, window_size: int = 0,
+                 rel_pos_grid: Optional[Grid] = None, with_cls_token: bool = True,
+                 norm_layer=LayerNorm) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.with_cls_token = with_cls_token
+        if window_size and rel_pos_grid:
+            rel_pos_grid = (window_size, window_size)
+        self.norm1 = norm_layer(dim)
+        self.attn = ViTAttention(dim, num_heads, qkv_bias, attn_drop, drop, rel_pos_grid,
+                                 with_cls_token=with_cls_token and not window_size)
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def _attention(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+        if not self.window_size:
+            return self.attn(x, grid)
+        b, _, c = x.shape                                              # no class token here
+        windows, padded = window_partition(x.view(b, *grid, c), self.window_size)
+        windows = self.attn(windows, (self.window_size, self.window_size))
+        return window_unpartition(windows, self.window_size, padded, grid).view(b, -1, c)
+
+    def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self._attention(self.norm1(x), grid)))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+@MODELS.register_module()
+class ViT(BaseModule):
+    """Plain ViT backbone for dense prediction.
+
+    Args:
+        img_size: training input size; sets the stored position-embedding grid. Inputs of any
+            other size are handled by resampling the position embedding (and relative tables).
+        patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: as in timm.
+        drop_rate, attn_drop_rate, drop_path_rate: dropout / stochastic depth (linear rule).
+        out_indices: blocks whose outputs are returned as B x C x H/p x W/p maps.
+        final_norm: apply the final LayerNorm to the last block's output.
+        with_cls_token: prepend a class token (must be off with window attention, as in ViTDet).
+        use_abs_pos_embed: learnable absolute position embedding.
+        use_rel_pos_bias: per-block BEiT relative position bias, zero-initialised.
+        init_values: layer-scale initial value (None: no layer scale).
+        window_size / window_block_indexes: ViTDet window attention in the listed blocks;
+            the other blocks attend globally.
+        with_cp: gradient checkpointing of every block during training.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` loads a backbone
+            checkpoint (see ``tools/convert_checkpoint.py``) with a checked key report.
+    """
+
+    def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16,
+                 in_chans: int = 3, embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
+                 mlp_ratio: float = 4., qkv_bias: bool = True, drop_rate: float = 0.,
+                 attn_drop_rate: float = 0., drop_path_rate: float = 0.,
+                 out_indices: Union[int, Sequence[int]] = -1, final_norm: bool = True,
+                 with_cls_token: bool = True, use_abs_pos_embed: bool = True,
+                 use_rel_pos_bias: bool = False, init_values: Optional[float] = None,
+                 window_size: int = 0, window_block_indexes: Sequence[int] = (),
+                 with_cp: bool = False, init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.depth = depth
+        self.embed_dim = embed_dim
+        self.out_indices = self._check_indices(out_indices, depth)
+        self.final_norm = final_norm
+        self.with_cls_token = with_cls_token
+        self.num_prefix_tokens = int(with_cls_token)
+        self.with_cp = with_cp
+        window_blocks = set(self._check_indices(list(window_block_indexes), depth))
+        if window_blocks and not window_size:
+            raise ValueError('window_block_indexes given but window_size is 0')
+        if window_size and with_cls_token:
+            raise ValueError('window attention needs with_cls_token=False (ViTDet drops it)')
+        self._check_pretrained(init_cfg)
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim,
+                                      output_fmt='NHWC', strict_img_size=False,
+                                      dynamic_img_pad=True)
+        grid = self.patch_embed.grid_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if with_cls_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(
+            1, self.num_prefix_tokens + grid[0] * grid[1], embed_dim)) if use_abs_pos_embed else None
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList([
+            ViTBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
+                     dpr[i], init_values, window_size if i in window_blocks else 0,
+                     grid if use_rel_pos_bias else None, with_cls_token)
+            for i in range(depth)])
+        self.norm = LayerNorm(embed_dim) if final_norm else nn.Identity()
+        self._init_random()
+
+    @staticmethod
+    def _check_indices(indices: Union[int, Sequence[int]], depth: int) -> List[int]:
+        indices = [indices] if isinstance(indices, int) else list(indices)
+        out = []
+        for i in indices:
+            if not -depth <= i < depth:
+                raise ValueError(f'block index {i} out of range for depth {depth}')
+            out.append(i % depth)
+        return out
+
+    @staticmethod
+    def _check_pretrained(init_cfg: Optional[dict]) -> None:
+        """Fail at model build time (before any data is read) on a missing checkpoint."""
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            path = init_cfg.get('checkpoint')
+            if not path or not os.path.isfile(os.path.expanduser(str(path))):
+                raise FileNotFoundError(
+                    f'model.backbone.init_cfg.checkpoint: checkpoint file not found: {path!r}')
+
+    def _init_random(self) -> None:
+        if self.pos_embed is not None:
+            trunc_normal_(self.pos_embed, std=.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        named_apply(init_weights_vit_timm, self)
+
+    # ---------------------------------------------------------------- forward
+    def prepare_tokens(self, x: torch.Tensor) -> Tuple[torch.Tensor, Grid]:
+        """Images B x 3 x H x W -> tokens B x (P + h*w) x D (class token first) and (h, w)."""
+        x = self.patch_embed(x)                                        # B x h x w x D
+        b, h, w, d = x.shape
+        x = x.reshape(b, h * w, d)
+        prefix = self.cls_token.expand(b, -1, -1) if self.cls_token is not None else None
+        if self.pos_embed is not None:
+            pos = resize_pos_embed(self.pos_embed, self.patch_embed.grid_size, (h, w),
+                                   self.num_prefix_tokens)
+            x = x + pos[:, self.num_prefix_tokens:]
+            if prefix is not None:
+                prefix = prefix + pos[:, :self.num_prefix_tokens]
+        if prefix is not None:
+            x = torch.cat([prefix, x], dim=1)
+        return self.pos_drop(x), (h, w)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """x: B x 3 x H x W -> one B x D x ceil(H/p) x ceil(W/p) map per ``out_indices``."""
+        x, (h, w) = self.prepare_tokens(x)
+        outs = []
+        for i, block in enumerate(self.blocks):
+            if self.with_cp and self.training and x.requires_grad:
+                x = cp.checkpoint(block, x, (h, w), use_reentrant=False)
+            else:
+                x = block(x, (h, w))
+            if i == self.depth - 1:
+                x = self.norm(x)
+            if i in self.out_indices:
+                patches = x[:, self.num_prefix_tokens:]
+                outs.append(patches.transpose(1, 2).reshape(x.shape[0], -1, h, w).contiguous())
+        return tuple(outs)
+
+    # ------------------------------------------------------- layer-wise decay
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """(layer id, number of layers) of a parameter for layer-wise lr decay.
+
+        Embeddings are layer 0, block i is layer i + 1, the final norm is the last layer
+        (``depth + 1``); anything else in the backbone also counts as the last layer.
+        """
+        num_layers = self.depth + 2
+        name = param_name[len(prefix):] if prefix and param_name.startswith(prefix) else param_name
+        if name in ('cls_token', 'pos_embed') or name.startswith('patch_embed.'):
+            return 0, num_layers
+        if name.startswith('blocks.'):
+            return int(name.split('.')[1]) + 1, num_layers
+        return num_layers - 1, num_layers
+
+    # ------------------------------------------------------ pretrained loading
+    def init_weights(self) -> None:
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            self.load_pretrained(self.init_cfg['checkpoint'], self.init_cfg.get('prefix'))
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor], source: str
+                         ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+        """Fit a backbone state dict to this model's configuration.
+
+        Resamples the position embedding and relative position tables to this model's grids,
+        and drops the class token / position embedding when this model has none. Returns the
+        new dict and a list of human-readable notes of what was changed.
+        """
+        sd = dict(state_dict)
+        notes = []
+        grid = self.patch_embed.grid_size
+        if 'pos_embed' in sd:
+            if self.pos_embed is None:
+                del sd['pos_embed']
+                notes.append('dropped pos_embed (use_abs_pos_embed=False)')
+            else:
+                pos = sd['pos_embed']
+                src_prefix, src_grid = _infer_pos_layout(pos.shape[1], source)
+                if src_prefix and not self.with_cls_token:
+                    pos = pos[:, src_prefix:]
+                    notes.append('dropped the class-token entry of pos_embed')
+                elif self.with_cls_token and not src_prefix:
+                    raise CheckpointError(f'{source}: pos_embed has no class-token entry but the '
+                                          'model uses a class token')
+                sd['pos_embed'] = resize_pos_embed(pos, src_grid, grid, self.num_prefix_tokens)
+                if tuple(src_grid) != tuple(grid):
+                    notes.append(f'resampled pos_embed from grid {src_grid} to {tuple(grid)}')
+        if 'cls_token' in sd and self.cls_token is None:
+            del sd['cls_token']
+            notes.append('dropped cls_token (with_cls_token=False)')
+        for i, block in enumerate(self.blocks):
+            key = f'blocks.{i}.attn.relative_position_bias_table'
+            if key in sd and block.attn.rel_pos_grid:
+                table = sd[key]
+                dst = block.attn.rel_pos_grid
+                src = _infer_rel_pos_grid(table.shape[0], block.attn.with_cls_token, source, key)
+                sd[key] = resize_rel_pos_table(table, src, dst, block.attn.with_cls_token)
+                if src != tuple(dst):
+                    notes.append(f'resampled {key} from grid {src} to {dst}')
+        return sd, notes
+
+    def load_pretrained(self, path: str, prefix: Optional[str] = None) -> None:
+        """Load a backbone checkpoint; raise unless every key matches or is expected-missing."""
+        sd = state_dict_of(load_checkpoint_file(path), path)
+        if prefix:
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            if not sd:
+                raise CheckpointError(f'{path}: no keys start with prefix {prefix!r}')
+        sd, notes = self.adapt_state_dict(sd, path)
+        missing, unexpected = self.load_state_dict(sd, strict=False)
+        expected_missing = [k for k in missing if EXPECTED_MISSING.match(k)]
+        bad_missing = [k for k in missing if not EXPECTED_MISSING.match(k)]
+        if bad_missing or unexpected:
+            raise CheckpointError(
+                f'{path} does not fit mixedae.ViT: missing keys {bad_missing}, unexpected keys '
+                f'{unexpected}. Convert it first with tools/convert_checkpoint.py.')
+        report = [f'loaded {len(sd)} tensors from {path}']
+        report += notes
+        if expected_missing:
+            report.append(f'{len(expected_missing)} tensors kept at their initial value '
+                          f'(absent from the checkpoint, expected): '
+                          f'{_summarize_keys(expected_missing)}')
+        print_log('mixedae.ViT: ' + '; '.join(report), logger='current')
+
+
+def _infer_pos_layout(num_tokens: int, source: str) -> Tuple[int, Grid]:
+    """(prefix tokens, square grid) of a checkpoint position embedding with ``num_tokens``."""
+    for prefix in (0, 1):
+        side = math.isqrt(num_tokens - prefix)
+        if side * side == num_tokens - prefix:
+            return prefix, (side, side)
+    raise CheckpointError(f'{source}: pos_embed with {num_tokens} entries is not a square grid')
+
+
+def _infer_rel_pos_grid(rows: int, with_cls_token: bool, source: str, key: str) -> Grid:
+    side = (math.isqrt(rows - (3 if with_cls_token else 0)) + 1) // 2
+    if num_relative_entries((side, side), with_cls_token) != rows:
+        raise CheckpointError(f'{source}: {key} has {rows} rows, not a square-window table')
+    return side, side
+
+
+def _summarize_keys(keys: List[str]) -> str:
+    """Collapse per-block keys: 'blocks.{0..11}.attn.relative_position_bias_table'."""
+    groups: Dict[str, List[str]] = {}
+    for k in keys:
+        m = re.match(r'^blocks\.(\d+)\.(.*)$', k)
+        if m:
+            groups.setdefault(m.group(2), []).append(m.group(1))
+        else:
+            groups.setdefault(k, [])
+    return ', '.join(f'blocks.{{{",".join(ids)}}}.{name}' if ids else name
+                     for name, ids in groups.items())

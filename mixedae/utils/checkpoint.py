@@ -1,0 +1,80 @@
+"""The one safe checkpoint loader.
+
+Every checkpoint read in mixedae, and every local checkpoint MMEngine reads (``load_from``,
+``resume``, ``init_cfg=dict(type='Pretrained')``), goes through :func:`load_checkpoint_file`:
+``torch.load(weights_only=True)`` with exactly the non-tensor globals that MMEngine checkpoints
+contain allow-listed. A pickle that would construct anything else (i.e. run code) is refused.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any, Dict, List, Union
+
+import numpy as np
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read, or its contents are not what was expected."""
+
+
+def _numpy_globals() -> List[Any]:
+    """numpy objects that appear in MMEngine's message hub (HistoryBuffer arrays, scalars)."""
+    core = np._core if hasattr(np, '_core') else np.core  # numpy 2.x vs 1.x
+    dtype_classes = [type(np.dtype(t)) for t in (
+        np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+        np.uint8, np.bool_)]
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype,
+            *dtype_classes]
+
+
+#: globals allowed besides tensors and plain Python containers. ``getattr`` is needed because
+#: HistoryBuffer pickles its statistics methods as ``getattr(HistoryBuffer, 'mean')``; it only
+#: reaches attributes of objects already admitted here, and the unpickler still refuses to call
+#: anything outside this list.
+SAFE_GLOBALS: List[Any] = [HistoryBuffer, getattr, *_numpy_globals()]
+
+
+def load_checkpoint_file(path: PathLike, map_location: Union[str, torch.device, None] = 'cpu'
+                         ) -> Dict[str, Any]:
+    """Load a checkpoint file with ``weights_only=True`` and the mixedae allow-list.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is not a loadable checkpoint, or its pickle references a
+            global outside :data:`SAFE_GLOBALS` (which could execute code).
+    """
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'checkpoint file not found: {path}')
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f'refused to load {path}: it is not a plain weights checkpoint (its pickle needs '
+            f'objects outside the allow-list, which could execute code). Details: {err}') from err
+    except (RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(f'could not read checkpoint {path}: {err}') from err
+
+
+def _load_from_local(filename: str, map_location=None) -> Dict[str, Any]:
+    return load_checkpoint_file(filename, map_location=map_location)
+
+
+def register_safe_local_loader() -> None:
+    """Route MMEngine's local-file checkpoint loading through :func:`load_checkpoint_file`."""
+    CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local, force=True)
+
+
+def state_dict_of(checkpoint: Dict[str, Any], source: PathLike) -> Dict[str, torch.Tensor]:
+    """The weights of a loaded checkpoint: its ``state_dict`` entry, or the dict itself."""
+    sd = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f'{source}: no state_dict of tensors found')
+    return sd

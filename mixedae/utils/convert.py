@@ -1,0 +1,96 @@
+"""Conversion of pretraining checkpoints to ``mixedae.ViT`` backbone state dicts.
+
+Supported layouts (``src_format``):
+
+- ``mixedae``: this project's MMEngine pretraining checkpoints, ``{'state_dict': ...}``; the
+  transfer encoder lives under ``backbone.``; decoder, contrastive head, mask token and the
+  pretraining-only encoder parameters (segment embeddings) are dropped.
+- ``mae``: the official MAE release, ``{'model': ...}`` with timm names; ``mask_token``,
+  ``decoder_*`` and fine-tuning heads are dropped.
+- ``ibot``: the official iBOT release, ``{'teacher': ..., 'student': ...}`` (pick one with
+  ``key``, teacher by default) or a backbone-only ``{'state_dict': ...}``; ``module.`` and
+  ``backbone.`` prefixes are removed, the projection head and ``masked_embed`` are dropped.
+- ``timm``: a plain timm ``VisionTransformer`` state dict; the classifier head is dropped.
+
+Anything that is neither a known backbone key nor a known droppable key is an error.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from .checkpoint import CheckpointError
+
+FORMATS = ('mixedae', 'mae', 'ibot', 'timm')
+
+#: every key a ``mixedae.ViT`` state dict may hold.
+BACKBONE_KEY = re.compile(
+    r'^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)'
+    r'|blocks\.\d+\.((norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)'
+    r'|ls[12]\.gamma|attn\.relative_position_bias_table))$')
+
+#: keys each format may carry that are not part of the transfer backbone.
+DROPPABLE = {
+    'mixedae': re.compile(r'^segment_embed(\..*)?$'),
+    'mae': re.compile(r'^(mask_token|decoder_.*|head\..*|fc_norm\..*)$'),
+    'ibot': re.compile(r'^(masked_embed|head\..*)$'),
+    'timm': re.compile(r'^(head\..*|fc_norm\..*)$'),
+}
+
+
+def _weights(checkpoint: Any, entry: str, source: str) -> Dict[str, torch.Tensor]:
+    if not isinstance(checkpoint, dict) or entry not in checkpoint:
+        found = list(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f'{source}: expected a {entry!r} entry, found {found}')
+    return checkpoint[entry]
+
+
+def _strip(name: str, prefix: str) -> str:
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoint>',
+                     key: Optional[str] = None
+                     ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Backbone state dict of a loaded checkpoint, and the list of dropped keys."""
+    if src_format not in FORMATS:
+        raise ValueError(f'unknown src_format {src_format!r}; choose from {FORMATS}')
+    dropped: List[str] = []
+    if src_format == 'mixedae':
+        flat = {}
+        for name, value in _weights(checkpoint, 'state_dict', source).items():
+            if name.startswith('backbone.'):
+                flat[_strip(name, 'backbone.')] = value
+            else:
+                dropped.append(name)
+    elif src_format == 'mae':
+        flat = dict(_weights(checkpoint, 'model', source))
+    elif src_format == 'ibot':
+        if isinstance(checkpoint, dict) and 'state_dict' in checkpoint and not key:
+            raw = checkpoint['state_dict']
+        else:
+            raw = _weights(checkpoint, key or 'teacher', source)
+        flat = {_strip(_strip(n, 'module.'), 'backbone.'): v for n, v in raw.items()}
+    else:  # timm
+        if not isinstance(checkpoint, dict) or not all(
+                isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            raise CheckpointError(f'{source}: a timm checkpoint is a plain dict of tensors')
+        flat = dict(checkpoint)
+
+    backbone, unknown = {}, []
+    for name, value in flat.items():
+        if BACKBONE_KEY.match(name):
+            backbone[name] = value
+        elif DROPPABLE[src_format].match(name):
+            dropped.append(name)
+        else:
+            unknown.append(name)
+    if unknown:
+        raise CheckpointError(f'{source}: keys not recognised for --src-format {src_format}: '
+                              f'{unknown[:20]}{" ..." if len(unknown) > 20 else ""}')
+    if not backbone:
+        raise CheckpointError(f'{source}: no backbone weights found for --src-format '
+                              f'{src_format}')
+    return backbone, dropped

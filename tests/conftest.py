@@ -1,0 +1,32 @@
+import importlib.util
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
+    path = os.path.join(ROOT, 'tools', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'tools_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: the smallest ViT the tests use: 32x32 images, 8x8 patches (a 4x4 grid), 2 blocks.
+TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def tiny_cfg():
+    return dict(TINY)

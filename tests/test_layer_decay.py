@@ -1,0 +1,105 @@
+"""Layer-wise lr decay: the lr scale and weight decay of every parameter of a toy model."""
+import pytest
+import torch.nn as nn
+from mmengine.logging import MMLogger
+from mmengine.optim import build_optim_wrapper
+
+import mixedae  # noqa: F401
+from mixedae.engine.optimizers.layer_decay_constructor import format_param_groups
+from mixedae.models import ViT
+from conftest import TINY
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = ViT(**TINY, use_rel_pos_bias=True, init_values=0.1)
+        self.neck = nn.Conv2d(32, 16, 1)
+        self.head = nn.Linear(16, 3)
+
+
+def expected(name, param, rate=0.5, depth=2, base_lr=1.0, wd=0.05):
+    """Independent statement of the rule: (lr, weight decay) of one parameter."""
+    if name.startswith('backbone.'):
+        short = name[len('backbone.'):]
+        if short in ('cls_token', 'pos_embed') or short.startswith('patch_embed.'):
+            layer = 0
+        elif short.startswith('blocks.'):
+            layer = int(short.split('.')[1]) + 1
+        else:
+            layer = depth + 1
+        lr = base_lr * rate ** (depth + 1 - layer)
+    else:
+        lr = base_lr
+    no_wd = (param.ndim == 1 or name.endswith(('cls_token', 'pos_embed'))
+             or 'relative_position_bias_table' in name)
+    return lr, 0.0 if no_wd else wd
+
+
+def build(model, **paramwise):
+    cfg = dict(type='OptimWrapper',
+               optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05),
+               constructor='mixedae.LayerDecayOptimWrapperConstructor',
+               paramwise_cfg=dict(layer_decay_rate=0.5, **paramwise))
+    return build_optim_wrapper(model, cfg)
+
+
+def test_every_parameter_gets_its_scale_and_decay():
+    model = Toy()
+    wrapper = build(model)
+    where = {}
+    for group in wrapper.optimizer.param_groups:
+        for p in group['params']:
+            assert id(p) not in where, 'a parameter is in two groups'
+            where[id(p)] = (group['lr'], group['weight_decay'])
+    named = dict(model.named_parameters())
+    assert len(where) == len(named)
+    for name, param in named.items():
+        lr, wd = where[id(param)]
+        exp_lr, exp_wd = expected(name, param)
+        assert lr == pytest.approx(exp_lr), name
+        assert wd == exp_wd, name
+    # spot checks of the rule in numbers (depth 2 -> 4 layers, rate 0.5)
+    by_name = {n: where[id(p)] for n, p in named.items()}
+    assert by_name['backbone.patch_embed.proj.weight'] == (0.125, 0.05)
+    assert by_name['backbone.pos_embed'] == (0.125, 0.0)
+    assert by_name['backbone.blocks.0.attn.qkv.weight'] == (0.25, 0.05)
+    assert by_name['backbone.blocks.1.attn.relative_position_bias_table'] == (0.5, 0.0)
+    assert by_name['backbone.blocks.1.ls1.gamma'] == (0.5, 0.0)
+    assert by_name['backbone.norm.weight'] == (1.0, 0.0)
+    assert by_name['head.weight'] == (1.0, 0.05)
+    assert by_name['neck.bias'] == (1.0, 0.0)
+
+
+def test_frozen_parameters_are_left_out():
+    model = Toy()
+    model.backbone.patch_embed.requires_grad_(False)
+    wrapper = build(model)
+    grouped = {id(p) for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert id(model.backbone.patch_embed.proj.weight) not in grouped
+
+
+def test_group_table_is_logged(tmp_path):
+    log_file = tmp_path / 'log.txt'
+    MMLogger.get_instance('mixedae_test_layer_decay', log_file=str(log_file))
+    wrapper = build(Toy())
+    table = format_param_groups(wrapper.optimizer.param_groups)
+    assert table in log_file.read_text()
+    assert 'backbone_layer_0_decay' in table and 'non_backbone_no_decay' in table
+    assert len(table.splitlines()) == 3 + len(wrapper.optimizer.param_groups)
+
+
+@pytest.mark.parametrize('bad', [0, 1.5, None, 'x'])
+def test_bad_rate_is_rejected(bad):
+    with pytest.raises(ValueError, match='layer_decay_rate'):
+        build_optim_wrapper(Toy(), dict(
+            optimizer=dict(type='AdamW', lr=1.0),
+            constructor='mixedae.LayerDecayOptimWrapperConstructor',
+            paramwise_cfg=dict(layer_decay_rate=bad)))
+
+
+def test_unknown_key_and_missing_backbone_are_rejected():
+    with pytest.raises(ValueError, match='unknown keys'):
+        build(Toy(), custom_keys={})
+    with pytest.raises(ValueError, match='get_layer_depth'):
+        build(nn.Sequential(nn.Linear(2, 2)))

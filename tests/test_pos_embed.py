@@ -1,0 +1,72 @@
+"""Position tables: BEiT relative index, relative table and absolute embedding resampling."""
+import pytest
+import torch
+
+from mixedae.models.utils.pos_embed import (num_relative_entries, relative_position_index,
+                                            resize_pos_embed, resize_rel_pos_table)
+
+
+@pytest.mark.parametrize('grid', [(3, 3), (2, 4)])
+def test_relative_index_depends_only_on_offset(grid):
+    h, w = grid
+    index = relative_position_index(grid, with_cls_token=False)
+    assert index.shape == (h * w, h * w)
+    seen = {}
+    for i in range(h * w):
+        for j in range(h * w):
+            offset = (i // w - j // w, i % w - j % w)
+            assert seen.setdefault(offset, index[i, j].item()) == index[i, j].item()
+    assert len(set(seen.values())) == len(seen)                 # distinct offsets, distinct rows
+    assert index.max().item() < num_relative_entries(grid, False)
+    assert index[0, 0].item() == (h - 1) * (2 * w - 1) + (w - 1)  # zero offset: the centre
+
+
+def test_relative_index_class_token_rows():
+    index = relative_position_index((2, 2), with_cls_token=True)
+    assert index.shape == (5, 5)
+    assert index[0, 1:].unique().tolist() == [9]
+    assert index[1:, 0].unique().tolist() == [10]
+    assert index[0, 0].item() == 11
+    torch.testing.assert_close(index[1:, 1:], relative_position_index((2, 2), False))
+
+
+def test_rel_table_resize_identity_and_structure():
+    table = torch.randn(num_relative_entries((3, 3), True), 4)
+    assert resize_rel_pos_table(table, (3, 3), (3, 3), True) is table
+    big = resize_rel_pos_table(table, (3, 3), (5, 4), True)
+    assert big.shape == (num_relative_entries((5, 4), True), 4)
+    torch.testing.assert_close(big[-3:], table[-3:])             # class-token rows copied
+    src = table[:25].T.reshape(4, 5, 5)
+    dst = big[:-3].T.reshape(4, 9, 7)
+    torch.testing.assert_close(dst[:, 4, 3], src[:, 2, 2])      # zero offset stays in place
+    for (a, b), (c, d) in [((0, 0), (0, 0)), ((0, -1), (0, -1)), ((-1, 0), (-1, 0))]:
+        torch.testing.assert_close(dst[:, a, b], src[:, c, d])  # largest offsets stay in place
+
+
+def test_rel_table_resize_keeps_a_constant_table_constant():
+    table = torch.full((num_relative_entries((4, 4), False), 2), 0.5)
+    out = resize_rel_pos_table(table, (4, 4), (7, 7), False)
+    torch.testing.assert_close(out, torch.full_like(out, 0.5))
+
+
+def test_rel_table_resize_rejects_wrong_rows():
+    with pytest.raises(ValueError, match='expected 28'):
+        resize_rel_pos_table(torch.zeros(27, 2), (3, 3), (4, 4), True)
+
+
+def test_abs_pos_embed_resize_non_square():
+    pos = torch.randn(1, 1 + 16, 8)
+    out = resize_pos_embed(pos, (4, 4), (3, 6), num_prefix_tokens=1)
+    assert out.shape == (1, 1 + 18, 8)
+    torch.testing.assert_close(out[:, :1], pos[:, :1])
+    assert resize_pos_embed(pos, (4, 4), (4, 4), 1) is pos
+    with pytest.raises(ValueError, match='expected 16'):
+        resize_pos_embed(pos, (4, 4), (2, 2), num_prefix_tokens=0)
+
+
+def test_rel_table_resize_beit_224_to_512():
+    # a ViT-B/16 table pretrained at 224 (14x14) used at 512 (32x32)
+    table = torch.randn(num_relative_entries((14, 14), True), 12)
+    out = resize_rel_pos_table(table, (14, 14), (32, 32), True)
+    assert out.shape == (63 * 63 + 3, 12)
+    assert torch.isfinite(out).all()
