@@ -1,3 +1,5 @@
-from .backbones import ViT
+from .algorithms import MixedAE
+from .backbones import MixedViT, ViT
+from .necks import MAEDecoder
 
-__all__ = ['ViT']
+__all__ = ['MAEDecoder', 'MixedAE', 'MixedViT', 'ViT']

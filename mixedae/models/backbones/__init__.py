@@ -1,3 +1,4 @@
+from .mixed_vit import MixedViT
 from .vit import ViT
 
-__all__ = ['ViT']
+__all__ = ['MixedViT', 'ViT']

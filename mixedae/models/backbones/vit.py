@@ -27,6 +27,7 @@ from timm.models.vision_transformer import init_weights_vit_timm
 
 from mixedae.registry import MODELS
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
+from ..utils.homologous import HomologousContext, homologous_attention
 from ..utils.pos_embed import (Grid, num_relative_entries, relative_position_index,
                                resize_pos_embed, resize_rel_pos_table)
 from ..utils.window import window_partition, window_unpartition
@@ -73,12 +74,20 @@ class ViTAttention(nn.Module):
         return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, grid: Optional[Grid] = None,
-                attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                attn_mask: Optional[torch.Tensor] = None,
+                homologous: Optional[HomologousContext] = None) -> torch.Tensor:
         """x: B x N x C; ``grid`` (h, w) of the patch tokens, needed with a relative bias;
-        ``attn_mask``: additive float or boolean mask broadcastable to B x heads x N x N."""
+        ``attn_mask``: additive float or boolean mask broadcastable to B x heads x N x N;
+        ``homologous``: mixed-sequence pretraining, selects keys per its mode (no other mask)."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(
             2, 0, 3, 1, 4).unbind(0)                                   # each B x heads x N x hd
+        dropout_p = self.attn_drop if self.training else 0.
+        if homologous is not None:
+            if self.rel_pos_grid or attn_mask is not None:
+                raise ValueError('homologous attention takes no relative bias or extra mask')
+            x = homologous_attention(q, k, v, homologous, dropout_p)
+            return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
         if self.rel_pos_grid:
             if grid is None:
                 raise ValueError('relative position bias needs the token grid')
@@ -86,8 +95,7 @@ class ViTAttention(nn.Module):
             if attn_mask is not None and attn_mask.dtype == torch.bool:
                 attn_mask = torch.zeros_like(bias).masked_fill(~attn_mask, float('-inf'))
             attn_mask = bias if attn_mask is None else bias + attn_mask
-        x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop if self.training else 0.)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
 
@@ -123,8 +131,13 @@ class ViTBlock(nn.Module):
         windows = self.attn(windows, (self.window_size, self.window_size))
         return window_unpartition(windows, self.window_size, padded, grid).view(b, -1, c)
 
-    def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self._attention(self.norm1(x), grid)))
+    def forward(self, x: torch.Tensor, grid: Optional[Grid] = None,
+                homologous: Optional[HomologousContext] = None) -> torch.Tensor:
+        if homologous is not None:
+            attn = self.attn(self.norm1(x), homologous=homologous)
+        else:
+            attn = self._attention(self.norm1(x), grid)
+        x = x + self.drop_path1(self.ls1(attn))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 

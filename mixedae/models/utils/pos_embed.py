@@ -83,3 +83,24 @@ def resize_rel_pos_table(table: torch.Tensor, src_grid: Grid, dst_grid: Grid,
     offsets = F.interpolate(offsets.float(), size=(2 * dst_grid[0] - 1, 2 * dst_grid[1] - 1),
                             mode='bicubic', align_corners=True).to(table.dtype)
     return torch.cat([offsets.reshape(heads, -1).T, extra], dim=0)
+
+
+def sincos_2d_pos_embed(dim: int, grid: Grid, num_prefix_tokens: int = 0) -> torch.Tensor:
+    """MAE's fixed 2-D sine-cosine embedding: 1 x (P + H*W) x dim (prefix entries zero).
+
+    Half of the channels encode the row, half the column, each as sin/cos of the coordinate
+    at frequencies 1/10000^(k/(dim/4)).
+    """
+    if dim % 4:
+        raise ValueError(f'sin-cos position embedding needs dim % 4 == 0, got {dim}')
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
+                                torch.arange(grid[1], dtype=torch.float64), indexing='ij')
+
+    def encode(coord: torch.Tensor) -> torch.Tensor:
+        angles = coord.reshape(-1, 1) * omega.view(1, -1)              # HW x dim/4
+        return torch.cat([angles.sin(), angles.cos()], dim=1)          # HW x dim/2
+
+    emb = torch.cat([encode(rows), encode(cols)], dim=1).float()       # HW x dim
+    emb = torch.cat([torch.zeros(num_prefix_tokens, dim), emb], dim=0)
+    return emb.unsqueeze(0)

@@ -1,0 +1,124 @@
+"""The pretraining encoder: ``mixedae.ViT`` plus what MAE / MixedAE pretraining adds.
+
+Its parameters are those of :class:`~mixedae.models.backbones.vit.ViT` plus ``segment_embed``
+(G x D), so the trained encoder loads into the transfer backbone with prefix changes only
+(``tools/convert_checkpoint.py --src-format mixedae``). The position embedding is MAE's fixed
+2-D sine-cosine table.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+
+from mixedae.registry import MODELS
+from ..utils.homologous import ATTN_MODES, HomologousContext
+from ..utils.mixing import mix
+from ..utils.pos_embed import sincos_2d_pos_embed
+from .vit import ViT
+
+
+@MODELS.register_module()
+class MixedViT(ViT):
+    """ViT encoder for MixedAE (G >= 2) and MAE (G = 1) pretraining.
+
+    Args:
+        group_size: G, images mixed into one sequence (1 = MAE, no mixing).
+        attn_mode: ``topk`` (homologous attention), ``vanilla`` or ``oracle``.
+        homologous_layers: ``'all'``, ``'last_half'`` or block indices that use ``attn_mode``;
+            the other blocks attend over the whole mixed sequence.
+        topk: keys kept per query in ``topk`` mode; default N/G + 1 (one image's share).
+        use_segment_embed: add a learned embedding of the source image to every token.
+        **kwargs: architecture arguments of :class:`ViT` (img_size, patch_size, embed_dim, ...).
+    """
+
+    def __init__(self, group_size: int = 4, attn_mode: str = 'topk',
+                 homologous_layers: Union[str, Sequence[int]] = 'all',
+                 topk: Optional[int] = None, use_segment_embed: bool = True, **kwargs) -> None:
+        for fixed in ('with_cls_token', 'use_abs_pos_embed', 'window_size', 'use_rel_pos_bias'):
+            if fixed in kwargs:
+                raise ValueError(f'MixedViT does not take {fixed!r} (pretraining uses a class '
+                                 'token and fixed absolute positions)')
+        super().__init__(**kwargs)
+        num_patches = self.patch_embed.num_patches
+        if not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f'group_size must be a positive integer, got {group_size!r}')
+        if num_patches % group_size:
+            raise ValueError(f'group_size {group_size} does not divide the {num_patches} patches '
+                             f'of a {self.patch_embed.img_size} image')
+        if attn_mode not in ATTN_MODES:
+            raise ValueError(f'unknown attn_mode {attn_mode!r}; choose from {ATTN_MODES}')
+        self.group_size = group_size
+        self.attn_mode = attn_mode
+        self.topk = num_patches // group_size + 1 if topk is None else topk
+        if not 1 <= self.topk <= num_patches + group_size:
+            raise ValueError(f'topk must be in [1, {num_patches + group_size}] (tokens of a mixed '
+                             f'sequence), got {self.topk}')
+        self.homologous_layers = self._resolve_layers(homologous_layers)
+        self.segment_embed = (nn.Parameter(torch.zeros(group_size, self.embed_dim))
+                              if use_segment_embed and group_size > 1 else None)
+        if self.segment_embed is not None:
+            trunc_normal_(self.segment_embed, std=.02)
+        self.pos_embed.requires_grad_(False)
+        with torch.no_grad():
+            self.pos_embed.copy_(sincos_2d_pos_embed(self.embed_dim, self.patch_embed.grid_size,
+                                                     num_prefix_tokens=1))
+
+    def _resolve_layers(self, layers: Union[str, Sequence[int]]) -> Tuple[int, ...]:
+        if layers == 'all':
+            return tuple(range(self.depth))
+        if layers == 'last_half':
+            return tuple(range(self.depth // 2, self.depth))
+        if isinstance(layers, str):
+            raise ValueError(f"homologous_layers must be 'all', 'last_half' or indices, got "
+                             f'{layers!r}')
+        return tuple(self._check_indices(list(layers), self.depth))
+
+    def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W (the pretraining size) -> B x N x D patch tokens with positions."""
+        x = self.patch_embed(images)
+        b, h, w, d = x.shape
+        if (h, w) != tuple(self.patch_embed.grid_size):
+            raise ValueError(f'pretraining images must be {self.patch_embed.img_size}, got '
+                             f'{tuple(images.shape[-2:])}')
+        return x.reshape(b, h * w, d) + self.pos_embed[:, 1:]
+
+    def class_tokens(self, n: int) -> torch.Tensor:
+        """n x 1 x D class tokens with their position entry."""
+        return (self.cls_token + self.pos_embed[:, :1]).expand(n, -1, -1)
+
+    def encode_masked(self, images: torch.Tensor, visible_ids: torch.Tensor) -> torch.Tensor:
+        """MAE encoder: B x 3 x H x W and kept positions B x K -> B x (1 + K) x D."""
+        patches = self.embed_patches(images)
+        visible = patches.gather(1, visible_ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+        x = torch.cat([self.class_tokens(len(images)), visible], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def encode_mixed(self, images: torch.Tensor, assign: torch.Tensor, groups: torch.Tensor
+                     ) -> Tuple[torch.Tensor, HomologousContext]:
+        """MixedAE encoder.
+
+        images: B x 3 x H x W (B = S*G); assign: T x N sources; groups: T group of each
+        sequence. Returns T x (G + N) x D (the G class tokens first, in source order) and the
+        attention context (with the homologous-recognition precisions of the topk layers).
+        """
+        g = self.group_size
+        patches = mix(self.embed_patches(images), assign, groups, g)    # T x N x D
+        t = patches.shape[0]
+        sources = torch.arange(g, device=assign.device)
+        cls = self.class_tokens(t * g).reshape(t, g, -1)                # T x G x D
+        if self.segment_embed is not None:
+            patches = patches + self.segment_embed[assign]
+            cls = cls + self.segment_embed
+        x = torch.cat([cls, patches], dim=1)                           # T x (G+N) x D
+        labels = torch.cat([sources.expand(t, g), assign], dim=1)      # T x (G+N)
+        homologous = HomologousContext(self.attn_mode, labels, self.topk)
+        plain = HomologousContext('vanilla', labels, self.topk)
+        for i, block in enumerate(self.blocks):
+            ctx = homologous if i in self.homologous_layers else plain
+            x = block(x, homologous=ctx)
+        return self.norm(x), homologous
