@@ -82,14 +82,14 @@ else
     else
         log "using cached mmcv wheel from $WHEEL_DIR"
     fi
+    # its run-time requirements (mmengine, opencv, ...) come with the package below
     "${PIP[@]}" install --no-deps "$WHEEL_DIR"/mmcv-*.whl
-    # mmcv's own run-time requirements (it was installed without them).
-    "${PIP[@]}" install addict "packaging" Pillow pyyaml yapf "opencv-python-headless<5"
-    mmcv_ok || { echo "setup_env: mmcv $MMCV_VERSION installed but its ops do not import" >&2; exit 1; }
 fi
 
 log "installing mixedae (editable) and its pinned dependencies"
 "${PIP[@]}" install -e "$ROOT[dev]"
+"$PY" -c "from mmcv.ops import nms, roi_align" \
+    || { echo "setup_env: mmcv $MMCV_VERSION is installed but its compiled ops do not import" >&2; exit 1; }
 
 rm -f "$VENV"/.mixedae-setup-*
 touch "$STAMP"
