@@ -7,6 +7,6 @@ from .utils.checkpoint import register_safe_local_loader
 
 register_safe_local_loader()
 
-from . import engine, models  # noqa: E402,F401  (registration)
+from . import datasets, engine, models  # noqa: E402,F401  (registration)
 
 __version__ = '0.1.0'

@@ -1,0 +1,22 @@
+# ImageNet-1K train images with MAE's pretraining augmentation.
+data_root = 'data/imagenet/'
+batch_size = 512  # per GPU; must be divisible by the model's group_size
+
+train_pipeline = [
+    dict(type='LoadRGBImage'),
+    dict(type='RandomResizedCrop', size=224, scale=(0.2, 1.0), interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackImageInputs'),
+]
+train_dataloader = dict(
+    batch_size=batch_size,
+    num_workers=10,
+    persistent_workers=True,
+    pin_memory=True,
+    sampler=dict(type='GroupSampler', group_size=4, shuffle=True),
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(
+        type='ImageFolder',
+        data_root=data_root,
+        data_prefix=dict(img_path='train/'),
+        pipeline=train_pipeline))

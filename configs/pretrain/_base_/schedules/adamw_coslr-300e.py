@@ -1,0 +1,22 @@
+# MAE's pretraining schedule: AdamW (0.9, 0.95), base lr 1.5e-4 per 256 images, wd 0.05
+# (none on norms, biases, position/class/mask tokens and segment embeddings),
+# 40 warm-up epochs then cosine decay.
+base_batch_size = 4096
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1.5e-4 * base_batch_size / 256, betas=(0.9, 0.95),
+                   weight_decay=0.05),
+    # layer_decay_rate=1.0: no layer decay, only the shared no-weight-decay rule
+    constructor='mixedae.LayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=1.0))
+warmup_epochs = 40
+max_epochs = 300
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=0.0,
+         by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+# --auto-scale-lr rescales lr by (GPUs x batch per GPU) / base_batch_size
+auto_scale_lr = dict(base_batch_size=base_batch_size, enable=False)

@@ -1,0 +1,7 @@
+_base_ = [
+    '_base_/models/mixedae_vit-base-p16.py',
+    '_base_/datasets/imagenet_pretrain.py',
+    '_base_/schedules/adamw_coslr-300e.py',
+    '_base_/default_runtime.py',
+]
+model = dict(batch_size={{_base_.batch_size}})
