@@ -149,6 +149,17 @@ def test_loading_at_another_resolution_resamples_pos_embed(tmp_path):
     torch.testing.assert_close(model.pos_embed[:, :1], src.pos_embed[:, :1])
 
 
+def test_model_without_final_norm_drops_it(tmp_path):
+    src = source_vit()
+    torch.save(src.state_dict(), tmp_path / 'timm.pth')
+    run([tmp_path / 'timm.pth', tmp_path / 'out.pth', '--src-format', 'timm'])
+    model = load_converted(tmp_path / 'out.pth', final_norm=False)
+    x = torch.randn(1, 3, 32, 32)
+    expected = torch.nn.Sequential(*src.blocks)(src._pos_embed(src.patch_embed(x)))
+    torch.testing.assert_close(model(x)[0], expected[:, 1:].transpose(1, 2).reshape(1, 32, 4, 4),
+                               atol=1e-5, rtol=1e-5)
+
+
 def test_window_model_drops_class_token(tmp_path):
     torch.save(source_vit().state_dict(), tmp_path / 'timm.pth')
     run([tmp_path / 'timm.pth', tmp_path / 'out.pth', '--src-format', 'timm'])

@@ -7,13 +7,13 @@
 The config decides the task; one script serves all three. Multi-GPU: tools/dist_train.sh.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
+
+from mixedae.utils.launch import init_cpu_distributed, load_config, set_local_rank
 
 
 def parse_args(argv=None):
@@ -37,18 +37,12 @@ def parse_args(argv=None):
     # torchrun passes --local-rank (older launchers --local_rank)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    set_local_rank(args.local_rank)
     return args
 
 
 def build_config(args) -> Config:
-    if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file not found: {args.config}')
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(args.cfg_options)
-    cfg.launcher = args.launcher
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
@@ -67,15 +61,13 @@ def build_config(args) -> Config:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
-    if not torch.cuda.is_available():
-        # CPU runs: the distributed path uses gloo, SyncBN is not available
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     return cfg
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
+    init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
     return 0

@@ -291,7 +291,7 @@ class ViT(BaseModule):
         """Fit a backbone state dict to this model's configuration.
 
         Resamples the position embedding and relative position tables to this model's grids,
-        and drops the class token / position embedding when this model has none. Returns the
+        and drops the class token / position embedding / final norm when this model has none. Returns the
         new dict and a list of human-readable notes of what was changed.
         """
         sd = dict(state_dict)
@@ -313,6 +313,9 @@ class ViT(BaseModule):
                 sd['pos_embed'] = resize_pos_embed(pos, src_grid, grid, self.num_prefix_tokens)
                 if tuple(src_grid) != tuple(grid):
                     notes.append(f'resampled pos_embed from grid {src_grid} to {tuple(grid)}')
+        if not self.final_norm and any(k.startswith('norm.') for k in sd):
+            sd = {k: v for k, v in sd.items() if not k.startswith('norm.')}
+            notes.append('dropped the final norm (final_norm=False)')
         if 'cls_token' in sd and self.cls_token is None:
             del sd['cls_token']
             notes.append('dropped cls_token (with_cls_token=False)')

@@ -1,0 +1,4 @@
+# ADE20K recipe of upernet_vit-b16-scratch_... with the backbone pretrained by MixedAE, converted with --src-format mixedae.
+# Another file: --cfg-options model.backbone.init_cfg.checkpoint=PATH
+_base_ = './upernet_vit-b16-scratch_8xb2-160k_ade20k-512x512.py'
+model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='pretrain/mixedae_vit-b16_backbone.pth')))

@@ -1,0 +1,9 @@
+# UperNet + ViT-B/16 on ADE20K, 160k iterations, 8 GPUs x 2 images: the shared recipe.
+# The method configs beside this one differ from it only in the backbone checkpoint; this one
+# starts from random initialisation.
+_base_ = [
+    '_base_/models/upernet_vit-b16_ms-adapter.py',
+    '_base_/datasets/ade20k.py',
+    '_base_/schedules/adamw_ld0.65_160k.py',
+    '_base_/default_runtime.py',
+]

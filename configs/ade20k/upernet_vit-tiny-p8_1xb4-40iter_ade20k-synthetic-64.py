@@ -1,0 +1,45 @@
+# Tiny CPU configuration (tests and `make demo`): the ADE20K recipe scaled down to a 4-block
+# 64-d ViT with 8x8 patches on 64x64 crops of the synthetic ADE20K-format data, 40 iterations,
+# BN instead of SyncBN (no GPU process group on CPU).
+_base_ = './upernet_vit-b16-scratch_8xb2-160k_ade20k-512x512.py'
+data_root = 'data/synthetic/ade'
+crop_size = (64, 64)
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(img_size=crop_size, patch_size=8, embed_dim=64, depth=4, num_heads=4,
+                  drop_path_rate=0.0, out_indices=(0, 1, 2, 3)),
+    neck=dict(embed_dim=64, norm_cfg=norm_cfg),
+    decode_head=dict(in_channels=[64] * 4, channels=32, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=64, channels=16, norm_cfg=norm_cfg),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(43, 43)))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.75, 1.5), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(128, 64), keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+max_iters = 40
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=5),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=5, end=max_iters),
+]
+train_cfg = dict(max_iters=max_iters, val_interval=20)
+default_hooks = dict(logger=dict(interval=5),
+                     checkpoint=dict(interval=10, max_keep_ckpts=2, save_best=None),
+                     visualization=dict(draw=False))
+env_cfg = dict(cudnn_benchmark=False)

@@ -1,0 +1,53 @@
+"""Config set-up shared by tools/train.py and tools/test.py."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Optional
+
+import torch
+from mmengine.config import Config
+
+
+def load_config(path: str, cfg_options: Optional[dict], launcher: str,
+                work_dir: Optional[str]) -> Config:
+    """Read a config, apply ``--cfg-options``, the launcher and the work dir.
+
+    Work dir: ``work_dir``, else the config's, else ``./work_dirs/<config name>``. Without a
+    GPU, distributed runs use gloo and DDP wraps the CPU model without device ids, so
+    ``dist_train.sh`` / ``dist_test.sh`` also work on CPU machines.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(path))[0])
+    if not torch.cuda.is_available():
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        if launcher != 'none':
+            cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+    return cfg
+
+
+def set_local_rank(local_rank: int) -> None:
+    """torchrun passes ``--local-rank``; MMEngine reads ``LOCAL_RANK``."""
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+
+
+def init_cpu_distributed(launcher: str) -> None:
+    """Start the gloo process group for torchrun-launched CPU processes.
+
+    MMEngine's own initialisation calls ``torch.cuda.set_device``, which fails without a GPU;
+    the Runner skips it when a process group already exists.
+    """
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    if launcher != 'pytorch':
+        raise ValueError(f'--launcher {launcher} needs GPUs; on CPU use --launcher pytorch '
+                         '(tools/dist_train.sh)')
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint with a config (ADE20K mIoU, COCO box/mask AP, ...).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out-metrics FILE.json]
+                         [--show-dir DIR] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+
+Configs that define ``tta_model`` / ``tta_pipeline`` (the ``-ms`` variants) are evaluated with
+that test-time augmentation. ``--out-metrics`` writes the final metrics as flat JSON, once.
+Multi-GPU: tools/dist_test.sh.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+from mmengine.dist import get_rank
+from mmengine.runner import Runner
+
+from mixedae.utils.launch import init_cpu_distributed, load_config, set_local_rank
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where logs go (default: ./work_dirs/<config name>)')
+    parser.add_argument('--out-metrics', help='write the final metrics here as flat JSON')
+    parser.add_argument('--show-dir', help='save visualised predictions here')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    set_local_rank(args.local_rank)
+    return args
+
+
+def build_config(args):
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    cfg.load_from = args.checkpoint
+    if cfg.get('tta_model'):
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    if args.show_dir:
+        hooks = cfg.get('default_hooks', {})
+        if 'visualization' not in hooks:
+            raise ValueError(f'{args.config}: --show-dir needs default_hooks.visualization')
+        hooks.visualization.update(draw=True)
+        cfg.visualizer.save_dir = args.show_dir
+    return cfg
+
+
+def write_metrics(metrics: dict, path: str) -> None:
+    """Flat JSON of scalar metrics, written atomically."""
+    flat = {k: (float(v) if hasattr(v, '__float__') else v) for k, v in metrics.items()}
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(flat, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = build_config(args)
+    init_cpu_distributed(args.launcher)
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    if args.out_metrics and get_rank() == 0:
+        write_metrics(metrics, args.out_metrics)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
