@@ -2,12 +2,17 @@
 """Verify a dataset layout before a long run; every problem is reported with its file.
 
     python tools/check_dataset.py ade20k data/ade/ADEChallengeData2016
+    python tools/check_dataset.py coco data/coco
 
 ADE20K: images/{training,validation}/*.jpg paired with annotations/{...}/*.png of the same
 size and stem, label values 0-150 (0 = other, ignored in training).
+COCO: annotations/instances_{train,val}2017.json readable, every listed image present in
+{train,val}2017/ with the listed size, category ids defined and unique, each annotation's
+image and category known, boxes inside the image, polygons / RLE well formed.
 Exit status 0 when no problem was found, 1 otherwise.
 """
 import argparse
+import json
 import os
 import sys
 from typing import List
@@ -67,7 +72,89 @@ def check_ade20k(root: str, verbose: bool = False) -> List[str]:
     return problems
 
 
-CHECKS = dict(ade20k=check_ade20k)
+COCO_SPLITS = ('train2017', 'val2017')
+
+
+def _check_segmentation(seg, height: int, width: int) -> str:
+    """'' if the segmentation is a valid polygon list or RLE for an image of this size."""
+    if isinstance(seg, list):
+        if not seg:
+            return 'empty polygon list'
+        for poly in seg:
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                return 'a polygon needs an even number (>= 6) of coordinates'
+            xs, ys = poly[0::2], poly[1::2]
+            if min(xs) < -1 or min(ys) < -1 or max(xs) > width + 1 or max(ys) > height + 1:
+                return 'polygon outside the image'
+        return ''
+    if isinstance(seg, dict) and 'counts' in seg and 'size' in seg:
+        if list(seg['size']) != [height, width]:
+            return f'RLE size {seg["size"]} differs from the image ({height}, {width})'
+        from pycocotools import mask as mask_utils
+        try:
+            rle = seg if not isinstance(seg['counts'], list) else \
+                mask_utils.frPyObjects(seg, height, width)
+            mask_utils.area(rle)
+        except Exception as err:  # pycocotools raises plain exceptions on bad RLE
+            return f'invalid RLE ({err})'
+        return ''
+    return 'segmentation is neither polygons nor RLE'
+
+
+def check_coco(root: str, verbose: bool = False) -> List[str]:
+    """Problems of a COCO-2017-style instance dataset (empty list: all good)."""
+    problems: List[str] = []
+    for split in COCO_SPLITS:
+        ann_file = os.path.join(root, 'annotations', f'instances_{split}.json')
+        img_dir = os.path.join(root, split)
+        try:
+            with open(ann_file) as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            problems.append(f'{ann_file}: cannot read ({err})')
+            continue
+        missing = [k for k in ('images', 'annotations', 'categories') if k not in data]
+        if missing:
+            problems.append(f'{ann_file}: missing keys {missing}')
+            continue
+        cat_ids = [c['id'] for c in data['categories']]
+        if len(set(cat_ids)) != len(cat_ids):
+            problems.append(f'{ann_file}: duplicate category ids')
+        images = {}
+        for img in data['images']:
+            images[img['id']] = img
+            path = os.path.join(img_dir, img['file_name'])
+            if not os.path.isfile(path):
+                problems.append(f'{path}: image {img["id"]} listed in {ann_file} is missing')
+                continue
+            shape = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+            if shape is None:
+                problems.append(f'{path}: unreadable image')
+            elif shape.shape[:2] != (img['height'], img['width']):
+                problems.append(f'{path}: size {shape.shape[:2]} differs from the listed '
+                                f'({img["height"]}, {img["width"]})')
+        for ann in data['annotations']:
+            where = f'{ann_file}: annotation {ann.get("id")}'
+            img = images.get(ann.get('image_id'))
+            if img is None:
+                problems.append(f'{where}: unknown image_id {ann.get("image_id")}')
+                continue
+            if ann.get('category_id') not in cat_ids:
+                problems.append(f'{where}: unknown category_id {ann.get("category_id")}')
+            x, y, w, h = ann.get('bbox', (0, 0, 0, 0))
+            if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > img['width'] + 1 or \
+                    y + h > img['height'] + 1:
+                problems.append(f'{where}: bbox {[x, y, w, h]} empty or outside the image')
+            error = _check_segmentation(ann.get('segmentation'), img['height'], img['width'])
+            if error:
+                problems.append(f'{where}: {error}')
+        if verbose:
+            print(f'{split}: {len(data["images"])} images, {len(data["annotations"])} '
+                  f'annotations, {len(cat_ids)} categories')
+    return problems
+
+
+CHECKS = dict(ade20k=check_ade20k, coco=check_coco)
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,7 @@ SHAPE_CLASSES: List[Tuple[str, Tuple[int, int, int]]] = [
     ('disc', (220, 60, 50)),
     ('square', (40, 160, 70)),
     ('triangle', (50, 90, 220)),
-    ('ring', (230, 200, 40)),
+    ('cross', (230, 200, 40)),
     ('bar', (170, 60, 200)),
 ]
 
@@ -44,13 +44,16 @@ def _shape_mask(rng: np.random.Generator, category: int, h: int, w: int) -> np.n
     name = SHAPE_CLASSES[category][0]
     if name == 'disc':
         cv2.circle(mask, (int(cx), int(cy)), int(size / 2), 1, -1)
-    elif name == 'ring':
-        cv2.circle(mask, (int(cx), int(cy)), int(size / 2), 1, max(2, int(size / 6)))
     else:
         if name == 'square':
             pts = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) * size / 2
         elif name == 'triangle':
             pts = np.array([[0, -1], [0.87, 0.5], [-0.87, 0.5]], np.float32) * size / 1.6
+        elif name == 'cross':
+            a, b = 0.3, 1.0
+            pts = np.array([[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a], [a, b],
+                            [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a]],
+                           np.float32) * size / 2
         else:  # bar
             pts = np.array([[-1, -0.2], [1, -0.2], [1, 0.2], [-1, 0.2]], np.float32) * size / 1.2
         angle = rng.uniform(0, np.pi)
@@ -68,24 +71,47 @@ def _texture(rng: np.random.Generator, category: int, h: int, w: int) -> np.ndar
     return np.clip(colour[None, None] + stripes[..., None], 0, 255)
 
 
-def render_scene(rng: np.random.Generator, height: int, width: int, max_objects: int = 4
-                 ) -> Tuple[np.ndarray, List[Instance]]:
-    """One scene: H x W x 3 uint8 RGB image and its visible instances (empty masks dropped)."""
+def _has_hole(mask: np.ndarray) -> bool:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.drawContours(filled, contours, -1, 1, -1)
+    return bool((filled.astype(bool) != mask).any())
+
+
+def _visible(masks: List[np.ndarray]) -> List[np.ndarray]:
+    """Visible part of each mask when later masks are drawn on top."""
+    covered = np.zeros(masks[0].shape, bool) if masks else None
+    out = []
+    for mask in reversed(masks):
+        out.append(mask & ~covered)
+        covered = covered | mask
+    return out[::-1]
+
+
+def render_scene(rng: np.random.Generator, height: int, width: int, max_objects: int = 4,
+                 tries: int = 10) -> Tuple[np.ndarray, List[Instance]]:
+    """One scene: H x W x 3 uint8 RGB image and its visible instances.
+
+    Objects overlap and occlude each other, but a placement that would leave a hole in any
+    visible region is redrawn (up to ``tries`` times, then the object is skipped), so every
+    instance is exactly described by outer polygons (:func:`mask_to_polygons`). Instances with
+    fewer than 4 visible pixels are dropped.
+    """
     image = _background(rng, height, width).astype(np.float32)
     drawn: List[Tuple[int, np.ndarray]] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
-        category = int(rng.integers(len(SHAPE_CLASSES)))
-        mask = _shape_mask(rng, category, height, width)
-        image[mask] = _texture(rng, category, height, width)[mask]
-        drawn.append((category, mask))
-    instances = []
-    covered = np.zeros((height, width), bool)
-    for category, mask in reversed(drawn):           # later objects occlude earlier ones
-        visible = mask & ~covered
-        covered |= mask
-        if visible.sum() >= 4:
-            instances.append(Instance(category, visible))
-    return image.astype(np.uint8), instances[::-1]
+        for _ in range(tries):
+            category = int(rng.integers(len(SHAPE_CLASSES)))
+            mask = _shape_mask(rng, category, height, width)
+            visible = _visible([m for _, m in drawn] + [mask])
+            if mask.any() and not any(_has_hole(v) for v in visible):
+                image[mask] = _texture(rng, category, height, width)[mask]
+                drawn.append((category, mask))
+                break
+    visible = _visible([m for _, m in drawn])
+    instances = [Instance(c, v) for (c, _), v in zip(drawn, visible) if v.sum() >= 4]
+    return image.astype(np.uint8), instances
 
 
 def semantic_label(instances: List[Instance], height: int, width: int) -> np.ndarray:
@@ -111,4 +137,62 @@ def write_ade20k(root: str, num_train: int, num_val: int, size: Tuple[int, int] 
             cv2.imwrite(os.path.join(img_dir, name + '.jpg'), image[..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             cv2.imwrite(os.path.join(ann_dir, name + '.png'), semantic_label(instances, *size))
+    return root
+
+
+def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
+    """COCO polygons [x0, y0, x1, y1, ...] of a hole-free binary mask.
+
+    The contour is traced on the mask upsampled 2x, so its vertices lie a quarter pixel inside
+    the pixel edges; COCO's rasteriser (pixel (x, y) spans [x, x+1) x [y, y+1)) then gives back
+    exactly the mask's pixels.
+    """
+    up = np.kron(mask.astype(np.uint8), np.ones((2, 2), np.uint8))
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return [((c.reshape(-1, 2) + 0.5) / 2).reshape(-1).tolist() for c in contours
+            if len(c) >= 3]
+
+
+def write_coco(root: str, num_train: int, num_val: int, size: Tuple[int, int] = (64, 64),
+               seed: int = 0) -> str:
+    """Write a COCO-2017-style instance dataset under ``root``; returns ``root``.
+
+    Layout: ``{train,val}2017/*.jpg`` and ``annotations/instances_{train,val}2017.json``.
+    Each visible instance is stored as polygons that COCO rasterises back to exactly its
+    pixels (the pixels of its class in the ADE20K view of the same seed); ``area`` and
+    ``bbox`` are computed from that rasterisation.
+    """
+    from pycocotools import mask as mask_utils
+    import json
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    categories = [dict(id=k + 1, name=name, supercategory='shape')
+                  for k, (name, _) in enumerate(SHAPE_CLASSES)]
+    os.makedirs(os.path.join(root, 'annotations'), exist_ok=True)
+    ann_id = 1
+    for split, count in (('train2017', num_train), ('val2017', num_val)):
+        os.makedirs(os.path.join(root, split), exist_ok=True)
+        images, annotations = [], []
+        for i in range(count):
+            image, instances = render_scene(rng, h, w)
+            file_name = f'{i + 1:012d}.jpg'
+            cv2.imwrite(os.path.join(root, split, file_name), image[..., ::-1],
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            images.append(dict(id=i + 1, file_name=file_name, height=h, width=w))
+            for inst in instances:
+                polygons = mask_to_polygons(inst.mask)
+                if not polygons:
+                    continue
+                rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+                area = float(mask_utils.area(rle))
+                if area < 4:
+                    continue
+                annotations.append(dict(
+                    id=ann_id, image_id=i + 1, category_id=inst.category + 1,
+                    segmentation=polygons, area=area,
+                    bbox=[float(v) for v in mask_utils.toBbox(rle)], iscrowd=0))
+                ann_id += 1
+        with open(os.path.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
+            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
     return root

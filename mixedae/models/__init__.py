@@ -1,5 +1,5 @@
 from .algorithms import MixedAE
 from .backbones import MixedViT, ViT
-from .necks import MAEDecoder
+from .necks import LayerNorm2d, MAEDecoder, SimpleFeaturePyramid
 
-__all__ = ['MAEDecoder', 'MixedAE', 'MixedViT', 'ViT']
+__all__ = ['LayerNorm2d', 'MAEDecoder', 'MixedAE', 'MixedViT', 'SimpleFeaturePyramid', 'ViT']

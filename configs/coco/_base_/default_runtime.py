@@ -1,0 +1,3 @@
+# mmdet's runtime, plus the mixedae modules (and mmseg's Feature2Pyramid adapter).
+_base_ = 'mmdet::_base_/default_runtime.py'
+custom_imports = dict(imports=['mixedae', 'mmseg.models'], allow_failed_imports=False)

@@ -1,0 +1,8 @@
+# Protocol A, 1x: Mask R-CNN + ViT-B/16 + adapter + FPN, 8 GPUs x 2 images, 12 epochs.
+# The method configs beside this one differ from it only in the backbone checkpoint.
+_base_ = [
+    '_base_/models/mask-rcnn_vit-b16_ms-adapter_fpn.py',
+    '_base_/datasets/coco_instance_ms.py',
+    '_base_/schedules/adamw_ld0.75_1x.py',
+    '_base_/default_runtime.py',
+]

@@ -1,0 +1,3 @@
+# vitdet_mask-rcnn_vit-b16-scratch_... with the backbone pretrained by MixedAE (--src-format mixedae).
+_base_ = './vitdet_mask-rcnn_vit-b16-scratch_16xb4-100e_coco-lsj-1024.py'
+model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='pretrain/mixedae_vit-b16_backbone.pth')))

@@ -1,0 +1,10 @@
+# Protocol B (ViTDet): 16 GPUs x 4 images, LSJ 1024, ~100 epochs, layer decay 0.7.
+# The method configs beside this one differ from it only in the backbone checkpoint.
+_base_ = [
+    '_base_/models/mask-rcnn_vitdet-b16_sfp.py',
+    '_base_/datasets/coco_instance_lsj-1024.py',
+    '_base_/schedules/adamw_ld0.7_100e.py',
+    '_base_/default_runtime.py',
+]
+default_hooks = dict(checkpoint=dict(by_epoch=False, interval=5000, max_keep_ckpts=2))
+log_processor = dict(by_epoch=False)
