@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixedae.datasets.synthetic import write_ade20k
+from mixedae.datasets.synthetic import write_dataset
 from conftest import ROOT, load_tool
 
 TINY = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
@@ -20,8 +20,8 @@ PY = sys.executable
 
 @pytest.fixture(scope='module')
 def ade_root(tmp_path_factory):
-    return write_ade20k(str(tmp_path_factory.mktemp('ade') / 'ADEChallengeData2016'),
-                        num_train=12, num_val=4, size=(64, 80), seed=0)
+    return write_dataset(str(tmp_path_factory.mktemp('data')), num_train=12, num_val=4,
+                         size=(64, 80), seed=0, views=('ade20k',))['ade20k']
 
 
 def data_opts(root):
@@ -48,8 +48,9 @@ def test_generated_labels_follow_the_image(ade_root):
 def test_check_dataset_accepts_generated_and_reports_problems(ade_root, tmp_path):
     check = load_tool('check_dataset')
     assert check.main(['ade20k', ade_root]) == 0
-    broken = tmp_path / 'ADE'
-    write_ade20k(str(broken), num_train=3, num_val=1, size=(32, 32), seed=1)
+    broken = tmp_path / 'ade'
+    write_dataset(str(tmp_path), num_train=3, num_val=1, size=(32, 32), seed=1,
+                  views=('ade20k',))
     os.remove(broken / 'annotations/training/ADE_train_00000001.png')
     cv2.imwrite(str(broken / 'annotations/validation/ADE_valid_00000000.png'),
                 np.full((32, 32), 200, np.uint8))
@@ -114,8 +115,10 @@ def test_killed_training_resumes_without_losing_checkpoints(ade_root, tmp_path):
     proc = subprocess.Popen(cmd + ['train_cfg.max_iters=1000'], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (work / 'iter_10.pth').exists() and time.time() < deadline:
+    while not (work / 'iter_10.pth').exists() and time.time() < deadline \
+            and proc.poll() is None:
         time.sleep(0.2)
+    assert proc.poll() is None, 'the run ended before it could be killed'
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (work / 'iter_10.pth').exists()

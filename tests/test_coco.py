@@ -9,7 +9,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from mixedae.datasets.synthetic import write_ade20k, write_coco
+from mixedae.datasets.synthetic import write_dataset
 from conftest import ROOT, load_tool
 
 PY = sys.executable
@@ -21,8 +21,8 @@ TINY = {
 
 @pytest.fixture(scope='module')
 def coco_root(tmp_path_factory):
-    return write_coco(str(tmp_path_factory.mktemp('coco')) + '/', num_train=8, num_val=4,
-                      size=(64, 80), seed=0)
+    return write_dataset(str(tmp_path_factory.mktemp('data')), num_train=8, num_val=4,
+                         size=(64, 80), seed=0, views=('coco',))['coco'] + '/'
 
 
 def data_opts(root):
@@ -39,8 +39,9 @@ def run(args, **kw):
 
 def test_coco_view_agrees_with_segmentation_view(tmp_path):
     import cv2
-    coco = write_coco(str(tmp_path / 'coco'), 3, 1, (48, 56), seed=7)
-    ade = write_ade20k(str(tmp_path / 'ade'), 3, 1, (48, 56), seed=7)
+    views = write_dataset(str(tmp_path), 3, 1, (48, 56), seed=7)
+    coco, ade = views['coco'], views['ade20k']
+    assert sorted(os.listdir(views['pretrain'])) == [f'{i:08d}.jpg' for i in range(3)]
     data = json.load(open(os.path.join(coco, 'annotations/instances_train2017.json')))
     for img in data['images']:
         label = cv2.imread(os.path.join(ade, 'annotations/training',
@@ -64,7 +65,7 @@ def test_coco_view_agrees_with_segmentation_view(tmp_path):
 def test_check_dataset_coco(coco_root, tmp_path):
     check = load_tool('check_dataset')
     assert check.main(['coco', coco_root]) == 0
-    bad = write_coco(str(tmp_path / 'bad') + '/', 2, 1, (32, 32), seed=3)
+    bad = write_dataset(str(tmp_path / 'bad'), 2, 1, (32, 32), seed=3, views=('coco',))['coco']
     ann_file = os.path.join(bad, 'annotations/instances_train2017.json')
     data = json.load(open(ann_file))
     data['annotations'][0]['category_id'] = 99

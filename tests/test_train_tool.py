@@ -27,34 +27,41 @@ def images(tmp_path):
     return folder
 
 
-def train_cmd(work_dir, images, *extra):
+def train_cmd(work_dir, images, *options, resume=False):
+    """One --cfg-options list (a second flag would replace the first)."""
     return [sys.executable, os.path.join(ROOT, 'tools/train.py'), TINY_CFG,
-            '--work-dir', str(work_dir), *extra,
-            '--cfg-options', f'train_dataloader.dataset.data_root={images}']
+            '--work-dir', str(work_dir), *(['--resume'] if resume else []),
+            '--cfg-options', f'train_dataloader.dataset.data_root={images}', *options]
 
 
 def test_killed_run_resumes_and_finishes(tmp_path, images):
     work_dir = tmp_path / 'work'
-    # 40 epochs are far more than it can run before the kill below
-    proc = subprocess.Popen(train_cmd(work_dir, images, '--cfg-options',
-                                      'train_cfg.max_epochs=40'),
+    # 200 epochs are far more than it can run before the kill below
+    proc = subprocess.Popen(train_cmd(work_dir, images, 'train_cfg.max_epochs=200',
+                                      'default_hooks.checkpoint.max_keep_ckpts=50'),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.time() + 240
-    while not (work_dir / 'epoch_2.pth').exists() and time.time() < deadline:
+    while not (work_dir / 'epoch_2.pth').exists() and time.time() < deadline \
+            and proc.poll() is None:
         time.sleep(0.2)
+    assert proc.poll() is None, 'the run ended before it could be killed'
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (work_dir / 'epoch_2.pth').exists(), 'the run never reached its second checkpoint'
-    assert not (work_dir / 'epoch_40.pth').exists()
-    done = subprocess.run(train_cmd(work_dir, images, '--resume', '--cfg-options',
-                                    'train_cfg.max_epochs=6'),
+    # the checkpoint MMEngine recorded as complete (a kill may cut a later one short)
+    recorded = (work_dir / 'last_checkpoint').read_text().strip()
+    last = int(os.path.basename(recorded).split('_')[1].split('.')[0])
+    assert 2 <= last < 200
+    target = last + 3
+    done = subprocess.run(train_cmd(work_dir, images, f'train_cfg.max_epochs={target}',
+                                    'default_hooks.checkpoint.max_keep_ckpts=50', resume=True),
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stdout + done.stderr
-    assert 'resumed epoch:' in log
-    assert (work_dir / 'epoch_6.pth').exists()
-    ckpt = load_checkpoint_file(work_dir / 'epoch_6.pth')  # a real MMEngine checkpoint
-    assert ckpt['meta']['epoch'] == 6
+    assert f'resumed epoch: {last}' in log
+    ckpt = load_checkpoint_file(work_dir / f'epoch_{target}.pth')  # a real MMEngine checkpoint
+    assert ckpt['meta']['epoch'] == target
+    assert all((work_dir / f'epoch_{e}.pth').exists() for e in range(1, target + 1))
 
 
 def test_build_config_options(tmp_path):
@@ -74,7 +81,7 @@ def test_build_config_options(tmp_path):
 
 def test_pretrained_checkpoint_converts_to_transfer_backbone(tmp_path, images):
     work_dir = tmp_path / 'work'
-    out = subprocess.run(train_cmd(work_dir, images, '--cfg-options', 'train_cfg.max_epochs=1'),
+    out = subprocess.run(train_cmd(work_dir, images, 'train_cfg.max_epochs=1'),
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     convert = load_tool('convert_checkpoint')

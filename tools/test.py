@@ -14,11 +14,11 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import DictAction
 from mmengine.dist import get_rank
 from mmengine.runner import Runner
 
-from mixedae.utils.launch import init_cpu_distributed, load_config, set_local_rank
+from mixedae.utils.launch import (add_launch_args, init_cpu_distributed, load_config,
+                                  parse_launch_args)
 
 
 def parse_args(argv=None):
@@ -29,14 +29,8 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where logs go (default: ./work_dirs/<config name>)')
     parser.add_argument('--out-metrics', help='write the final metrics here as flat JSON')
     parser.add_argument('--show-dir', help='save visualised predictions here')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        help='override config entries')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    set_local_rank(args.local_rank)
-    return args
+    add_launch_args(parser)
+    return parse_launch_args(parser, argv)
 
 
 def build_config(args):

@@ -10,10 +10,11 @@ import argparse
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mixedae.utils.launch import init_cpu_distributed, load_config, set_local_rank
+from mixedae.utils.launch import (add_launch_args, init_cpu_distributed, load_config,
+                                  parse_launch_args)
 
 
 def parse_args(argv=None):
@@ -30,15 +31,8 @@ def parse_args(argv=None):
                         help='dtype of --amp (default float16)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale lr by the actual total batch / auto_scale_lr.base_batch_size')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        help='override config entries, e.g. model.backbone.drop_path_rate=0.2')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    # torchrun passes --local-rank (older launchers --local_rank)
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    set_local_rank(args.local_rank)
-    return args
+    add_launch_args(parser)
+    return parse_launch_args(parser, argv)
 
 
 def build_config(args) -> Config:

@@ -9,7 +9,8 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(img_size=crop_size, patch_size=8, embed_dim=64, depth=4, num_heads=4,
                   drop_path_rate=0.0, out_indices=(0, 1, 2, 3)),
-    neck=dict(embed_dim=64, norm_cfg=norm_cfg),
+    # 8x8 patches: rescale the stride-8 maps to strides 4, 8, 16, 32 as in the recipe
+    neck=dict(embed_dim=64, rescales=[2, 1, 0.5, 0.25], norm_cfg=norm_cfg),
     decode_head=dict(in_channels=[64] * 4, channels=32, norm_cfg=norm_cfg),
     auxiliary_head=dict(in_channels=64, channels=16, norm_cfg=norm_cfg),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(43, 43)))

@@ -5,7 +5,8 @@ norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     backbone={{_base_.tiny_backbone_fpn}},
     neck=[
-        dict(type='mmseg.Feature2Pyramid', embed_dim=64, rescales=[4, 2, 1, 0.5],
+        # 8x8 patches: stride 8 -> rescale to strides 4, 8, 16, 32 as FPN and anchors expect
+        dict(type='mmseg.Feature2Pyramid', embed_dim=64, rescales=[2, 1, 0.5, 0.25],
              norm_cfg=norm_cfg),
         dict(type='FPN', in_channels=[64] * 4, out_channels=32, num_outs=5),
     ],

@@ -6,7 +6,8 @@ data_root = {{_base_.tiny_data_root}}
 image_size = (64, 64)
 model = dict(
     backbone={{_base_.tiny_backbone_vitdet}},
-    neck=dict(in_channels=64, out_channels=32),
+    # 8x8 patches: stride 8 -> strides 4, 8, 16, 32 (+64) as the heads expect
+    neck=dict(in_channels=64, out_channels=32, scales=(2.0, 1.0, 0.5, 0.25)),
     rpn_head={{_base_.tiny_rpn_head}},
     roi_head={{_base_.tiny_roi_head_vitdet}},
     train_cfg={{_base_.tiny_model_train_cfg}},

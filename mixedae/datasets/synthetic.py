@@ -1,13 +1,15 @@
 """Seeded synthetic scenes: objects of a few shape classes with their own colours and
-textures, at random sizes and positions, overlapping (later objects occlude earlier ones) on a
-textured background. Each scene comes with exact per-instance visible masks, from which the
+textures, at random sizes and positions, overlapping (later objects occlude earlier ones) on
+crops of natural photographs (scikit-image's bundled sample images). Each scene comes with exact per-instance visible masks, from which the
 dataset writers derive segmentation labels and instance annotations that agree pixel for pixel.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
-from typing import List, Tuple
+from functools import lru_cache
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -29,12 +31,34 @@ class Instance:
     mask: np.ndarray     # H x W bool, the visible (unoccluded) pixels
 
 
+#: natural photographs that ship inside scikit-image (no download), used as backgrounds.
+BACKGROUND_IMAGES = ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg',
+                     'motorcycle_left.png', 'hubble_deep_field.jpg', 'brick.png', 'grass.png',
+                     'gravel.png', 'camera.png', 'coins.png')
+
+
+@lru_cache(maxsize=1)
+def _background_pool() -> Tuple[np.ndarray, ...]:
+    import skimage.data
+    folder = os.path.dirname(skimage.data.__file__)
+    pool = []
+    for name in BACKGROUND_IMAGES:
+        img = cv2.imread(os.path.join(folder, name), cv2.IMREAD_COLOR)
+        if img is None:
+            raise FileNotFoundError(f'scikit-image sample image missing: {folder}/{name}')
+        pool.append(img[..., ::-1])                                    # BGR -> RGB
+    return tuple(pool)
+
+
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Smooth random colour field with fine grain: H x W x 3 uint8."""
-    coarse = rng.uniform(40, 200, size=(4, 4, 3)).astype(np.float32)
-    field = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
-    field += rng.normal(0, 6, size=field.shape).astype(np.float32)
-    return np.clip(field, 0, 255).astype(np.uint8)
+    """A random crop of a scikit-image sample photograph, resized: H x W x 3 uint8."""
+    pool = _background_pool()
+    img = pool[int(rng.integers(len(pool)))]
+    ih, iw = img.shape[:2]
+    side = int(rng.uniform(0.25, 0.8) * min(ih, iw))
+    top, left = int(rng.integers(ih - side + 1)), int(rng.integers(iw - side + 1))
+    crop = img[top:top + side, left:left + side]
+    return cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def _shape_mask(rng: np.random.Generator, category: int, h: int, w: int) -> np.ndarray:
@@ -122,24 +146,6 @@ def semantic_label(instances: List[Instance], height: int, width: int) -> np.nda
     return label
 
 
-def write_ade20k(root: str, num_train: int, num_val: int, size: Tuple[int, int] = (64, 64),
-                 seed: int = 0) -> str:
-    """Write an ADEChallengeData2016-style tree under ``root``; returns ``root``."""
-    rng = np.random.default_rng(seed)
-    for split, count in (('training', num_train), ('validation', num_val)):
-        img_dir = os.path.join(root, 'images', split)
-        ann_dir = os.path.join(root, 'annotations', split)
-        os.makedirs(img_dir, exist_ok=True)
-        os.makedirs(ann_dir, exist_ok=True)
-        for i in range(count):
-            image, instances = render_scene(rng, *size)
-            name = f'ADE_{split[:5]}_{i:08d}'
-            cv2.imwrite(os.path.join(img_dir, name + '.jpg'), image[..., ::-1],
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
-            cv2.imwrite(os.path.join(ann_dir, name + '.png'), semantic_label(instances, *size))
-    return root
-
-
 def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
     """COCO polygons [x0, y0, x1, y1, ...] of a hole-free binary mask.
 
@@ -153,46 +159,80 @@ def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
             if len(c) >= 3]
 
 
-def write_coco(root: str, num_train: int, num_val: int, size: Tuple[int, int] = (64, 64),
-               seed: int = 0) -> str:
-    """Write a COCO-2017-style instance dataset under ``root``; returns ``root``.
+Scene = Tuple[np.ndarray, List[Instance]]
+VIEWS = ('pretrain', 'ade20k', 'coco')
+#: (split name of the ADE20K view, of the COCO view)
+SPLITS = (('training', 'train2017'), ('validation', 'val2017'))
 
-    Layout: ``{train,val}2017/*.jpg`` and ``annotations/instances_{train,val}2017.json``.
-    Each visible instance is stored as polygons that COCO rasterises back to exactly its
-    pixels (the pixels of its class in the ADE20K view of the same seed); ``area`` and
-    ``bbox`` are computed from that rasterisation.
-    """
+
+def _write_jpg(path: str, image: np.ndarray) -> None:
+    cv2.imwrite(path, image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+
+def _write_ade20k_split(root: str, split: str, scenes: List[Scene]) -> None:
+    img_dir = os.path.join(root, 'images', split)
+    ann_dir = os.path.join(root, 'annotations', split)
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(ann_dir, exist_ok=True)
+    for i, (image, instances) in enumerate(scenes):
+        name = f'ADE_{split[:5]}_{i:08d}'
+        _write_jpg(os.path.join(img_dir, name + '.jpg'), image)
+        cv2.imwrite(os.path.join(ann_dir, name + '.png'),
+                    semantic_label(instances, *image.shape[:2]))
+
+
+def _write_coco_split(root: str, split: str, scenes: List[Scene]) -> None:
     from pycocotools import mask as mask_utils
-    import json
-
-    rng = np.random.default_rng(seed)
-    h, w = size
+    os.makedirs(os.path.join(root, split), exist_ok=True)
+    os.makedirs(os.path.join(root, 'annotations'), exist_ok=True)
+    images, annotations = [], []
+    for i, (image, instances) in enumerate(scenes):
+        h, w = image.shape[:2]
+        file_name = f'{i + 1:012d}.jpg'
+        _write_jpg(os.path.join(root, split, file_name), image)
+        images.append(dict(id=i + 1, file_name=file_name, height=h, width=w))
+        for inst in instances:
+            polygons = mask_to_polygons(inst.mask)
+            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+            annotations.append(dict(
+                id=len(annotations) + 1, image_id=i + 1, category_id=inst.category + 1,
+                segmentation=polygons, area=float(mask_utils.area(rle)),
+                bbox=[float(v) for v in mask_utils.toBbox(rle)], iscrowd=0))
     categories = [dict(id=k + 1, name=name, supercategory='shape')
                   for k, (name, _) in enumerate(SHAPE_CLASSES)]
-    os.makedirs(os.path.join(root, 'annotations'), exist_ok=True)
-    ann_id = 1
-    for split, count in (('train2017', num_train), ('val2017', num_val)):
-        os.makedirs(os.path.join(root, split), exist_ok=True)
-        images, annotations = [], []
-        for i in range(count):
-            image, instances = render_scene(rng, h, w)
-            file_name = f'{i + 1:012d}.jpg'
-            cv2.imwrite(os.path.join(root, split, file_name), image[..., ::-1],
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
-            images.append(dict(id=i + 1, file_name=file_name, height=h, width=w))
-            for inst in instances:
-                polygons = mask_to_polygons(inst.mask)
-                if not polygons:
-                    continue
-                rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
-                area = float(mask_utils.area(rle))
-                if area < 4:
-                    continue
-                annotations.append(dict(
-                    id=ann_id, image_id=i + 1, category_id=inst.category + 1,
-                    segmentation=polygons, area=area,
-                    bbox=[float(v) for v in mask_utils.toBbox(rle)], iscrowd=0))
-                ann_id += 1
-        with open(os.path.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
-            json.dump(dict(images=images, annotations=annotations, categories=categories), f)
-    return root
+    with open(os.path.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
+        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+
+
+def write_dataset(root: str, num_train: int, num_val: int, size: Tuple[int, int] = (64, 64),
+                  seed: int = 0, views: Sequence[str] = VIEWS) -> Dict[str, str]:
+    """Render ``num_train + num_val`` scenes from ``seed`` and write views of the same scenes:
+
+    - ``pretrain``: ``root/pretrain/*.jpg``, the training images without labels;
+    - ``ade20k``: ``root/ade/`` in ADEChallengeData2016 layout (label k + 1 for class k);
+    - ``coco``: ``root/coco/`` in COCO 2017 layout; each visible instance as polygons that COCO
+      rasterises back to exactly its pixels, with ``area`` and ``bbox`` of that rasterisation
+      (so the union of a class's instance masks equals its pixels in the ADE20K view).
+
+    Returns the root folder of each written view.
+    """
+    unknown = set(views) - set(VIEWS)
+    if unknown:
+        raise ValueError(f'unknown views {sorted(unknown)}; choose from {VIEWS}')
+    rng = np.random.default_rng(seed)
+    scenes = {'train': [render_scene(rng, *size) for _ in range(num_train)],
+              'val': [render_scene(rng, *size) for _ in range(num_val)]}
+    out = {}
+    if 'pretrain' in views:
+        out['pretrain'] = os.path.join(root, 'pretrain')
+        os.makedirs(out['pretrain'], exist_ok=True)
+        for i, (image, _) in enumerate(scenes['train']):
+            _write_jpg(os.path.join(out['pretrain'], f'{i:08d}.jpg'), image)
+    for key, (ade_split, coco_split) in zip(('train', 'val'), SPLITS):
+        if 'ade20k' in views:
+            out['ade20k'] = os.path.join(root, 'ade')
+            _write_ade20k_split(out['ade20k'], ade_split, scenes[key])
+        if 'coco' in views:
+            out['coco'] = os.path.join(root, 'coco')
+            _write_coco_split(out['coco'], coco_split, scenes[key])
+    return out

@@ -1,12 +1,13 @@
 """Config set-up shared by tools/train.py and tools/test.py."""
 from __future__ import annotations
 
+import argparse
 import os
 import os.path as osp
 from typing import Optional
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 
 def load_config(path: str, cfg_options: Optional[dict], launcher: str,
@@ -32,9 +33,21 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     return cfg
 
 
-def set_local_rank(local_rank: int) -> None:
-    """torchrun passes ``--local-rank``; MMEngine reads ``LOCAL_RANK``."""
-    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+def add_launch_args(parser: argparse.ArgumentParser) -> None:
+    """``--cfg-options``, ``--launcher`` and torchrun's ``--local-rank`` (tools/train.py and
+    tools/test.py)."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config entries, e.g. model.backbone.drop_path_rate=0.2')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_launch_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse, then export the local rank: MMEngine reads ``LOCAL_RANK``."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def init_cpu_distributed(launcher: str) -> None:

@@ -94,9 +94,14 @@ class MixedAE(BaseModel):
         return dict(loss_rec=masked_mse(pred, target, visible_mask(visible_ids, self.num_patches),
                                         self.norm_pix_loss))
 
-    def loss_mixed(self, images: torch.Tensor, assign: torch.Tensor, groups: torch.Tensor
-                   ) -> Dict[str, torch.Tensor]:
-        """MixedAE: encode mixed sequences, unmix, reconstruct each source image."""
+    def reconstruct_mixed(self, images: torch.Tensor, assign: torch.Tensor,
+                          groups: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Encode mixed sequences, unmix, and predict every patch of each source image.
+
+        Returns ``pred`` and ``target`` ((T*G) x N x p*p*3; row t*G + g is image
+        ``sources[t*G + g]``), ``visible`` ((T*G) x N bool), ``sources``, ``latent``
+        (T x (G+N) x D) and the attention context ``ctx``.
+        """
         g = self.group_size
         latent, ctx = self.backbone.encode_mixed(images, assign, groups)  # T x (G+N) x D
         t, _, d = latent.shape
@@ -105,16 +110,23 @@ class MixedAE(BaseModel):
         visible_ids = owned_positions(assign, g).reshape(t * g, -1)
         pred = self.decoder(torch.cat([cls, visible], dim=1), visible_ids)
         sources = groups.repeat_interleave(g) * g + torch.arange(g, device=groups.device).repeat(t)
-        target = patchify(images, self.patch_size)[sources]
-        losses = dict(loss_rec=masked_mse(pred, target,
-                                          visible_mask(visible_ids, self.num_patches),
+        return dict(pred=pred, target=patchify(images, self.patch_size)[sources],
+                    visible=visible_mask(visible_ids, self.num_patches), sources=sources,
+                    latent=latent, ctx=ctx)
+
+    def loss_mixed(self, images: torch.Tensor, assign: torch.Tensor, groups: torch.Tensor
+                   ) -> Dict[str, torch.Tensor]:
+        """MixedAE: reconstruction of each source image, homologous contrastive loss."""
+        g = self.group_size
+        out = self.reconstruct_mixed(images, assign, groups)
+        losses = dict(loss_rec=masked_mse(out['pred'], out['target'], out['visible'],
                                           self.norm_pix_loss))
         if self.contrast_head is not None:
-            features = self.contrast_head(latent[:, g:])
+            features = self.contrast_head(out['latent'][:, g:])
             losses['loss_hc'] = self.contrast_weight * homologous_contrastive(
                 features, assign, self.contrast_tau)
-        if ctx.precisions:
-            losses['hr_acc'] = torch.stack(ctx.precisions).mean()
+        if out['ctx'].precisions:
+            losses['hr_acc'] = torch.stack(out['ctx'].precisions).mean()
         return losses
 
     # ------------------------------------------------------------ interface

@@ -331,21 +331,26 @@ class ViT(BaseModule):
         return sd, notes
 
     def load_pretrained(self, path: str, prefix: Optional[str] = None) -> None:
-        """Load a backbone checkpoint; raise unless every key matches or is expected-missing."""
+        """Load a backbone checkpoint file (``prefix``: keep and strip keys with it)."""
         sd = state_dict_of(load_checkpoint_file(path), path)
         if prefix:
             sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
             if not sd:
                 raise CheckpointError(f'{path}: no keys start with prefix {prefix!r}')
-        sd, notes = self.adapt_state_dict(sd, path)
+        self.load_backbone_state(sd, path)
+
+    def load_backbone_state(self, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+        """Load backbone weights; raise unless every key matches or is expected-missing, and
+        log a key report."""
+        sd, notes = self.adapt_state_dict(state_dict, source)
         missing, unexpected = self.load_state_dict(sd, strict=False)
         expected_missing = [k for k in missing if EXPECTED_MISSING.match(k)]
         bad_missing = [k for k in missing if not EXPECTED_MISSING.match(k)]
         if bad_missing or unexpected:
             raise CheckpointError(
-                f'{path} does not fit mixedae.ViT: missing keys {bad_missing}, unexpected keys '
-                f'{unexpected}. Convert it first with tools/convert_checkpoint.py.')
-        report = [f'loaded {len(sd)} tensors from {path}']
+                f'{source} does not fit mixedae.ViT: missing keys {bad_missing}, unexpected '
+                f'keys {unexpected}. Convert it first with tools/convert_checkpoint.py.')
+        report = [f'loaded {len(sd)} tensors from {source}']
         report += notes
         if expected_missing:
             report.append(f'{len(expected_missing)} tensors kept at their initial value '

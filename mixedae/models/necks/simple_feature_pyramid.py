@@ -25,9 +25,10 @@ class LayerNorm2d(nn.LayerNorm):
 
 @MODELS.register_module()
 class SimpleFeaturePyramid(BaseModule):
-    """Multi-scale maps from the last (stride-16) ViT map: x4 and x2 by transposed convolutions,
-    x1, x0.5 by max pooling, each followed by a 1x1 and a 3x3 conv with norm; plus an extra
-    max-pooled level on top (P6), as in ViTDet.
+    """Multi-scale maps from the last ViT map: x4 and x2 by transposed convolutions, x1,
+    x0.5 / x0.25 by max pooling, each followed by a 1x1 and a 3x3 conv with norm; plus an extra
+    max-pooled level on top (P6), as in ViTDet. With 16x16 patches the default scales give
+    strides 4-32 (and 64); patch 8 needs (2, 1, 0.5, 0.25) for the same strides.
 
     in: (B x C x H x W,) -> out: len(scales) + 1 maps of ``out_channels``.
     """
@@ -51,10 +52,10 @@ class SimpleFeaturePyramid(BaseModule):
             elif scale == 2.0:
                 layers.append(nn.ConvTranspose2d(dim, dim // 2, 2, stride=2))
                 dim //= 2
-            elif scale == 0.5:
-                layers.append(nn.MaxPool2d(2, stride=2))
+            elif scale in (0.5, 0.25):
+                layers.append(nn.MaxPool2d(int(1 / scale), stride=int(1 / scale)))
             elif scale != 1.0:
-                raise ValueError(f'unsupported scale {scale}; use 4, 2, 1 or 0.5')
+                raise ValueError(f'unsupported scale {scale}; use 4, 2, 1, 0.5 or 0.25')
             layers += [ConvModule(dim, out_channels, 1, norm_cfg=norm_cfg, act_cfg=None),
                        ConvModule(out_channels, out_channels, 3, padding=1, norm_cfg=norm_cfg,
                                   act_cfg=None)]
