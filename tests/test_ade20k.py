@@ -134,13 +134,13 @@ def test_dist_train_two_gloo_processes(ade_root, tmp_path):
     work = tmp_path / 'dist'
     env = dict(os.environ, PORT=str(29500 + os.getpid() % 1000))
     out = run(['bash', 'tools/dist_train.sh', TINY, '2', '--work-dir', str(work),
-               '--cfg-options', *data_opts(ade_root), 'train_cfg.max_iters=4',
-               'train_cfg.val_interval=4', 'train_dataloader.batch_size=2',
-               'default_hooks.checkpoint.interval=4'], env=env, timeout=600)
+               '--cfg-options', *data_opts(ade_root), 'train_cfg.max_iters=6',
+               'train_cfg.val_interval=6', 'train_dataloader.batch_size=2',
+               'default_hooks.checkpoint.interval=6'], env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
-    assert (work / 'iter_4.pth').exists()
+    assert (work / 'iter_6.pth').exists()
     metrics_file = tmp_path / 'm.json'
-    out = run(['bash', 'tools/dist_test.sh', TINY, str(work / 'iter_4.pth'), '2',
+    out = run(['bash', 'tools/dist_test.sh', TINY, str(work / 'iter_6.pth'), '2',
                '--work-dir', str(work), '--out-metrics', str(metrics_file),
                '--cfg-options', *data_opts(ade_root)], env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]

@@ -81,16 +81,16 @@ def test_build_config_options(tmp_path):
 
 def test_pretrained_checkpoint_converts_to_transfer_backbone(tmp_path, images):
     work_dir = tmp_path / 'work'
-    out = subprocess.run(train_cmd(work_dir, images, 'train_cfg.max_epochs=1'),
+    out = subprocess.run(train_cmd(work_dir, images, 'train_cfg.max_epochs=2'),
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     convert = load_tool('convert_checkpoint')
-    assert convert.main([str(work_dir / 'epoch_1.pth'), str(tmp_path / 'vit.pth'),
+    assert convert.main([str(work_dir / 'epoch_2.pth'), str(tmp_path / 'vit.pth'),
                          '--src-format', 'mixedae']) == 0
     from mixedae.models import ViT
     vit = ViT(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4,
               init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'vit.pth')))
     vit.init_weights()
-    state = load_checkpoint_file(work_dir / 'epoch_1.pth')['state_dict']
+    state = load_checkpoint_file(work_dir / 'epoch_2.pth')['state_dict']
     torch.testing.assert_close(vit.blocks[3].mlp.fc2.weight,
                                state['backbone.blocks.3.mlp.fc2.weight'])

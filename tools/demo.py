@@ -99,9 +99,7 @@ class Demo:
                 lambda m=m, wd=wd, ckpt=ckpt: train(
                     CONFIGS[f'pretrain_{m}'], wd, ckpt,
                     [f'train_dataloader.dataset.data_root={d}/pretrain',
-                     f'train_cfg.max_epochs={PRETRAIN_EPOCHS}',
-                     f'param_scheduler.1.T_max={PRETRAIN_EPOCHS - 1}',
-                     f'param_scheduler.1.end={PRETRAIN_EPOCHS}', 'default_hooks.logger.interval=50',
+                     f'train_cfg.max_epochs={PRETRAIN_EPOCHS}', 'default_hooks.logger.interval=50',
                      f'randomness.seed={SEED}'], osp.join(o, f'logs/pretrain_{m}.log')), 110))
             backbone = osp.join(o, f'backbones/{m}.pth')
             stages.append(Stage(
@@ -137,7 +135,7 @@ class Demo:
             'model.backbone.init_cfg.type=Pretrained',
             f'model.backbone.init_cfg.checkpoint={osp.join(o, "backbones", method + ".pth")}']
         schedule = [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}',
-                    f'param_scheduler.1.end={iters}', f'randomness.seed={SEED}',
+                    f'randomness.seed={SEED}',
                     'default_hooks.checkpoint.interval=100', 'default_hooks.logger.interval=50']
         if task == 'coco':
             schedule.append(f'param_scheduler.1.milestones=[{int(iters * 0.75)}]')

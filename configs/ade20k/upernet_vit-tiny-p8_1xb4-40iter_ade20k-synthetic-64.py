@@ -34,12 +34,11 @@ val_dataloader = dict(num_workers=0, persistent_workers=False,
                       dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-max_iters = 40
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=5),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=5, end=max_iters),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=5),
 ]
-train_cfg = dict(max_iters=max_iters, val_interval=20)
+train_cfg = dict(max_iters=40, val_interval=20)
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(interval=10, max_keep_ckpts=2, save_best=None),
                      visualization=dict(draw=False))

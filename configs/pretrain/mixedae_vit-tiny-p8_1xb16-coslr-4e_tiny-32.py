@@ -13,30 +13,27 @@ model = dict(
     decoder=dict(decoder_embed_dim=32, depth=2, num_heads=4),
     contrast_dim=32,
     batch_size=batch_size)
+train_pipeline = [
+    dict(type='LoadRGBImage'),
+    dict(type='RandomResizedCrop', size=32, scale=(0.2, 1.0), interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackImageInputs'),
+]
 train_dataloader = dict(
     batch_size=batch_size,
     num_workers=0,
     persistent_workers=False,
     pin_memory=False,
-    dataset=dict(
-        data_root=data_root,
-        data_prefix=dict(img_path=''),
-        pipeline=[
-            dict(type='LoadRGBImage'),
-            dict(type='RandomResizedCrop', size=32, scale=(0.2, 1.0), interpolation='bicubic'),
-            dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-            dict(type='PackImageInputs'),
-        ]))
+    dataset=dict(data_root=data_root, data_prefix=dict(img_path=''), pipeline=train_pipeline))
 base_batch_size = batch_size
 optim_wrapper = dict(optimizer=dict(lr=1.5e-4 * 16 / 256 * 10))  # 10x: few steps on CPU
-max_epochs = 4
-param_scheduler = [
+param_scheduler = [  # 1 warm-up epoch, then cosine to train_cfg.max_epochs
     dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=1,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=max_epochs - 1, eta_min=0.0, by_epoch=True,
-         begin=1, end=max_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=1,
+         convert_to_iter_based=True),
 ]
-train_cfg = dict(max_epochs=max_epochs)
+train_cfg = dict(max_epochs=4)
 auto_scale_lr = dict(base_batch_size=base_batch_size)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=2))
 log_processor = dict(window_size=1)

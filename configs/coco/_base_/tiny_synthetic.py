@@ -23,7 +23,7 @@ tiny_model_test_cfg = dict(rpn=dict(nms_pre=200, max_per_img=100), rcnn=dict(max
 tiny_train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=20, val_interval=20)
 tiny_param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=5),
-    dict(type='MultiStepLR', begin=0, end=20, by_epoch=False, milestones=[15], gamma=0.1),
+    dict(type='MultiStepLR', begin=0, by_epoch=False, milestones=[15], gamma=0.1),
 ]
 tiny_default_hooks = dict(logger=dict(interval=5),
                           checkpoint=dict(by_epoch=False, interval=10, max_keep_ckpts=2),

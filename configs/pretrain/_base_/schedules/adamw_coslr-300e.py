@@ -10,13 +10,14 @@ optim_wrapper = dict(
     constructor='mixedae.LayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=1.0))
 warmup_epochs = 40
-max_epochs = 300
+# the cosine phase has no `end`: the Runner sets it to train_cfg.max_epochs, so changing the
+# number of epochs (a child config, --cfg-options train_cfg.max_epochs=N) rescales it
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=0.0,
-         by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=warmup_epochs,
+         convert_to_iter_based=True),
 ]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=300)
 # --auto-scale-lr rescales lr by (GPUs x batch per GPU) / base_batch_size
 auto_scale_lr = dict(base_batch_size=base_batch_size, enable=False)
