@@ -96,6 +96,11 @@ def test_tiny_config_trains_evaluates_and_writes_metrics(ade_root, tmp_path):
     metrics = json.loads(metrics_file.read_text())
     assert {'mIoU', 'aAcc', 'mAcc'} <= set(metrics)
     assert 0.0 <= metrics['mIoU'] <= 100.0 and metrics['aAcc'] > 0
+    # --show-dir saves one visualised prediction per validation image
+    out = run([PY, 'tools/test.py', TINY, str(work / 'iter_10.pth'), '--work-dir', str(work),
+               '--show-dir', str(tmp_path / 'show'), '--cfg-options', *data_opts(ade_root)])
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert len(list((tmp_path / 'show').rglob('*.png'))) == 4
     # the -ms variant's test-time augmentation through the same tool
     ms_cfg = tmp_path / 'tiny_ms.py'
     ms_cfg.write_text(f"_base_ = ['{TINY}', '{ROOT}/configs/ade20k/_base_/ms_test.py']\n")

@@ -46,7 +46,7 @@ def build_config(args):
         hooks = cfg.get('default_hooks', {})
         if 'visualization' not in hooks:
             raise ValueError(f'{args.config}: --show-dir needs default_hooks.visualization')
-        hooks.visualization.update(draw=True)
+        hooks.visualization.update(draw=True, interval=1)   # every test image
         cfg.visualizer.save_dir = args.show_dir
     return cfg
 
