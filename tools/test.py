@@ -17,8 +17,8 @@ import sys
 from mmengine.dist import get_rank
 from mmengine.runner import Runner
 
-from mixedae.utils.launch import (add_launch_args, init_cpu_distributed, load_config,
-                                  parse_launch_args)
+from mixedae.utils.launch import (add_launch_args, close_distributed, init_cpu_distributed,
+                                  load_config, parse_launch_args)
 
 
 def parse_args(argv=None):
@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     metrics = runner.test()
     if args.out_metrics and get_rank() == 0:
         write_metrics(metrics, args.out_metrics)
+    close_distributed()
     return 0
 
 

@@ -13,8 +13,8 @@ import sys
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mixedae.utils.launch import (add_launch_args, init_cpu_distributed, load_config,
-                                  parse_launch_args)
+from mixedae.utils.launch import (add_launch_args, close_distributed, init_cpu_distributed,
+                                  load_config, parse_launch_args)
 
 
 def parse_args(argv=None):
@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
+    close_distributed()
     return 0
 
 

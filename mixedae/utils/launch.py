@@ -64,3 +64,15 @@ def init_cpu_distributed(launcher: str) -> None:
     import torch.distributed as dist
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
+
+
+def close_distributed() -> None:
+    """Destroy the process group before the interpreter exits.
+
+    A gloo group left alive at exit can abort the process ("terminate called without an active
+    exception") after the work is done, turning a finished run into a failed one.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
