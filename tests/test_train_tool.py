@@ -51,7 +51,7 @@ def test_killed_run_resumes_and_finishes(tmp_path, images):
     # the checkpoint MMEngine recorded as complete (a kill may cut a later one short)
     recorded = (work_dir / 'last_checkpoint').read_text().strip()
     last = int(os.path.basename(recorded).split('_')[1].split('.')[0])
-    assert 2 <= last < 200
+    assert 1 <= last < 200   # epoch_2 may still be being recorded when killed
     target = last + 3
     done = subprocess.run(train_cmd(work_dir, images, f'train_cfg.max_epochs={target}',
                                     'default_hooks.checkpoint.max_keep_ckpts=50', resume=True),
