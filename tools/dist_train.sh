@@ -6,15 +6,4 @@ set -euo pipefail
 CONFIG=$1
 GPUS=$2
 shift 2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-HERE="$(cd "$(dirname "$0")" && pwd)"
-PY="${PYTHON:-$HERE/../.venv/bin/python}"
-[[ -x "$PY" ]] || PY=python
-
-PYTHONPATH="$HERE/..:${PYTHONPATH:-}" exec "$PY" -m torch.distributed.run \
-    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" --master_port="$PORT" \
-    "$HERE/train.py" "$CONFIG" --launcher pytorch "$@"
+exec "$(dirname "$0")/_launch.sh" torchrun "$GPUS" train.py "$CONFIG" "$@"
