@@ -4,4 +4,3 @@ _base_ = [
     '_base_/schedules/adamw_coslr-300e.py',
     '_base_/default_runtime.py',
 ]
-model = dict(batch_size={{_base_.batch_size}})

@@ -1,3 +1,4 @@
+from .hooks import MixingBatchCheckHook
 from .optimizers import LayerDecayOptimWrapperConstructor
 
-__all__ = ['LayerDecayOptimWrapperConstructor']
+__all__ = ['LayerDecayOptimWrapperConstructor', 'MixingBatchCheckHook']
