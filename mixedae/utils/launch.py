@@ -21,6 +21,9 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file not found: {path}')
+    if tensorboard and importlib.util.find_spec('tensorboard') is None:
+        raise ImportError("--tensorboard needs the tensorboard package: .venv/bin/pip install "
+                          "-e '.[tensorboard]'")
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -32,9 +35,6 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
         if launcher != 'none':
             cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
     if tensorboard:
-        if importlib.util.find_spec('tensorboard') is None:
-            raise ImportError('--tensorboard needs the tensorboard package: '
-                              ".venv/bin/pip install -e '.[tensorboard]'")
         add_tensorboard(cfg)
     return cfg
 
