@@ -4,6 +4,7 @@ import argparse
 import os
 import pickle
 import types
+import zipfile
 from collections import OrderedDict
 
 import numpy as np
@@ -119,7 +120,16 @@ class Numpy1Pickler(pickle._Pickler):
 
 
 def save_like_numpy1(obj, path):
-    torch.save(obj, path, pickle_module=types.SimpleNamespace(Pickler=Numpy1Pickler))
+    module = types.ModuleType('numpy1_pickle')
+    module.Pickler = Numpy1Pickler
+    torch.save(obj, path, pickle_module=module)
+    assert b'numpy.core.multiarray' in _pickle_bytes(path)
+    assert b'numpy._core' not in _pickle_bytes(path)
+
+
+def _pickle_bytes(path) -> bytes:
+    with zipfile.ZipFile(path) as zf:
+        return zf.read(next(n for n in zf.namelist() if n.endswith('/data.pkl')))
 
 
 def convert_ok(src_path, out_path, *args):
