@@ -5,7 +5,8 @@ A matrix (JSON) lists the runs of the comparison and, optionally, an ablation sw
     {"gpus": 8, "train_args": "--amp", "scale": "ViT-B/16, full schedule",
      "runs": [{"method": "mixedae", "task": "ade20k", "config": "configs/ade20k/....py",
                "checkpoint": "pretrain/mixedae_vit-b16_backbone.pth",
-               "work_dir": "work_dirs/ade20k_mixedae", "metrics": "work_dirs/metrics/ade_mixedae.json",
+               "work_dir": "work_dirs/ade20k_mixedae",
+               "metrics": "work_dirs/metrics/ade_mixedae.json",
                "train_args": "--auto-scale-lr", "test_args": "", "scale": "..."}],
      "ablations": [{"name": "lam0.05", "task": "ade20k", "metrics": "work_dirs/metrics/abl_lam0.05.json"}]}
 

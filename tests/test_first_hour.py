@@ -17,7 +17,8 @@ from mixedae.utils import launch
 from mixedae.utils.checkpoint import CheckpointError
 from conftest import ROOT, TINY
 
-ADE_TINY = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
+ADE_TINY = os.path.join(ROOT,
+                        'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
 ADE_B = os.path.join(ROOT, 'configs/ade20k/upernet_vit-b16-mixedae_8xb2-160k_ade20k-512x512.py')
 
 
