@@ -359,7 +359,6 @@ class ViT(BaseModule):
                           f'{_summarize_keys(expected_missing)}')
         print_log('mixedae.ViT: ' + '; '.join(report), logger='current')
 
-
     def _check_architecture(self, sd: Dict[str, torch.Tensor], source: str) -> None:
         """One error naming both architectures when the checkpoint is another ViT size (instead
         of one size-mismatch or missing-key message per tensor)."""
