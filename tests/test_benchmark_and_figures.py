@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mixedae.benchmark import collect, load_matrix, results_markdown, run_commands
+from mixedae.benchmark import (ANCHOR_HEADING, MISSING, bar_figure, bar_layout, collect,
+                               load_matrix, results_markdown, run_commands)
 from mixedae.datasets.synthetic import write_dataset
 from conftest import ROOT, load_tool
 
@@ -79,6 +80,76 @@ def test_bad_matrix_names_the_entry(tmp_path):
                                           metrics='m')]))
     with pytest.raises(ValueError, match=r'bad.json: runs\[0\].task .voc.'):
         load_matrix(str(path))
+
+
+def test_extra_arguments_reach_the_commands(matrix):
+    data = json.loads(matrix.read_text())
+    data['train_args'] = '--amp'
+    data['runs'][0]['train_args'] = '--auto-scale-lr'
+    data['runs'][0]['test_args'] = '--tta'
+    matrix.write_text(json.dumps(data))
+    runs = load_matrix(str(matrix))['runs']
+    train, test = run_commands(runs[0], 8)
+    assert train.startswith('tools/dist_train.sh configs/ade20k/x.py 8 --work-dir w/ade20k_mixedae '
+                            '--amp --auto-scale-lr --cfg-options ')
+    assert ' --tta --cfg-options ' in test and '--amp' not in test
+    train, test = run_commands(runs[1], 8)  # the global one only
+    assert ' --work-dir w/coco_mixedae --amp --cfg-options ' in train
+    assert '--out-metrics ' + runs[1]['metrics'] + ' --cfg-options' in test
+    data['runs'][2]['train_args'] = ['--amp']
+    matrix.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r'runs\[2\].train_args must be a string'):
+        load_matrix(str(matrix))
+
+
+def test_scale_labels_rows_and_separates_published_ones(matrix):
+    data = json.loads(matrix.read_text())
+    data['scale'] = 'tiny ViT, 64 px'
+    for run in data['runs'][2:4]:
+        run['scale'] = 'ViT-B/16, 160k'
+    matrix.write_text(json.dumps(data))
+    rows = collect(load_matrix(str(matrix))['runs'])
+    assert [r['method'] for r in rows] == ['mixedae (tiny ViT, 64 px)', 'mae (ViT-B/16, 160k)',
+                                           'scratch (tiny ViT, 64 px)']
+    lines = results_markdown(rows).splitlines()
+    assert lines[2].startswith('| mixedae (tiny ViT, 64 px) | 49.87 |')
+    assert lines[5] == f'| {ANCHOR_HEADING} |  |  |  |'  # between ours and the published rows
+    assert lines[6].startswith('| *MAE 1600ep (MAE paper)* |')
+    assert 'https://arxiv.org/abs/2111.06377' in lines[-1]
+    assert ANCHOR_HEADING not in results_markdown(rows, with_anchors=False)
+
+
+def test_bar_layout_skips_runs_absent_from_the_matrix():
+    rows = [{'method': 'a', 'ADE20K mIoU': '40.00', 'COCO box AP': MISSING, 'COCO mask AP': '–'},
+            {'method': 'b', 'ADE20K mIoU': '–', 'COCO box AP': '30.50', 'COCO mask AP': '–'}]
+    assert bar_layout(rows) == [(0, -0.2, 40.0), (0, 0.8, None), (1, 1.2, 30.5)]
+
+
+def _texts(fig):
+    return [t for t in fig.axes[0].texts]
+
+
+def test_plot_shows_missing_runs_inside_the_axes():
+    import matplotlib.pyplot as plt
+    rows = [{'method': m, 'ADE20K mIoU': MISSING, 'COCO box AP': MISSING, 'COCO mask AP': '–'}
+            for m in ('mae', 'mixedae', 'scratch')]
+    fig = bar_figure(rows, 'all missing')
+    fig.canvas.draw()
+    box = fig.axes[0].get_window_extent()
+    labels = [t for t in _texts(fig) if t.get_text() == MISSING]
+    assert len(labels) == 6  # 3 methods x 2 metrics in the matrix; the '–' cells draw nothing
+    for t in labels:
+        ext = t.get_window_extent()
+        assert box.x0 <= ext.x0 and ext.x1 <= box.x1 and box.y0 <= ext.y0 and ext.y1 <= box.y1
+    assert 'no results yet: every run is missing' in [t.get_text() for t in _texts(fig)]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        'mae', 'mixedae', 'scratch']
+    plt.close(fig)
+    rows[0]['ADE20K mIoU'] = '41.00'
+    fig = bar_figure(rows)
+    assert 'no results yet: every run is missing' not in [t.get_text() for t in _texts(fig)]
+    assert [p.get_height() for p in fig.axes[0].patches] == [41.0]
+    plt.close(fig)
 
 
 @pytest.fixture(scope='module')

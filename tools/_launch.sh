@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Shared by dist_{train,test}.sh and slurm_{train,test}.sh: the interpreter and the launch of a
-# tool on several processes.
+# Shared by dist_{train,test}.sh and slurm_{train,test}.sh: the interpreter, the usage text and the
+# launch of a tool on several processes.
 #   tools/_launch.sh torchrun GPUS TOOL.py ARGS...      (NNODES, NODE_RANK, MASTER_ADDR, PORT)
 #   tools/_launch.sh slurm PARTITION JOB_NAME TOOL.py ARGS...
 #                                        (GPUS, GPUS_PER_NODE, CPUS_PER_TASK, SRUN_ARGS)
@@ -9,28 +9,100 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 PY="${PYTHON:-$HERE/../.venv/bin/python}"
 [[ -x "$PY" ]] || PY=python
 export PYTHONPATH="$HERE/..:${PYTHONPATH:-}"
-MODE=$1
-shift
+
+TORCHRUN_ENV='Environment (torchrun launchers):
+  CUDA_VISIBLE_DEVICES  which GPUs of this machine to use, e.g. 0,1,2,3 (default: all); GPUS
+                        must not exceed the number listed. Without a GPU the processes run on CPU
+                        (gloo backend).
+  NNODES                number of machines taking part (default 1)
+  NODE_RANK             index of this machine, 0 .. NNODES-1 (default 0); run the same command on
+                        every machine, changing only NODE_RANK
+  MASTER_ADDR           address of the machine with NODE_RANK=0, reachable from all (default
+                        127.0.0.1)
+  PORT                  free TCP port on that machine (default 29500); change it to run two jobs
+                        on one machine
+  PYTHON                interpreter (default .venv/bin/python, else python on PATH)'
+SLURM_ENV='Environment (Slurm launchers):
+  GPUS                  total number of GPUs (= tasks) for the job (default 8)
+  GPUS_PER_NODE         GPUs (= tasks) per node (default 8); nodes used = GPUS / GPUS_PER_NODE
+  CPUS_PER_TASK         CPU cores per task, used by the data loader workers (default 5)
+  SRUN_ARGS             extra srun options, e.g. "--quotatype=spot" or "--time=72:00:00"
+  PYTHON                interpreter (default .venv/bin/python, else python on PATH)
+Slurm chooses the GPUs: CUDA_VISIBLE_DEVICES is set by Slurm for each task.'
+
+# usage_or_die MIN_ARGS USAGE_TEXT ENV_TEXT -- ARGS...: prints usage and exits when one of the
+# first MIN_ARGS arguments is -h/--help (status 0) or there are fewer than MIN_ARGS (status 2).
+usage_or_die() {
+  local min=$1 text=$2 env=$3 arg
+  shift 4
+  for arg in "${@:1:$min}"; do
+    if [[ $arg == -h || $arg == --help ]]; then
+      printf '%s\n\n%s\n' "$text" "$env"
+      exit 0
+    fi
+  done
+  if [[ $# -lt $min ]]; then
+    printf 'error: expected at least %d arguments, got %d\n\n%s\n\n%s\n' "$min" "$#" "$text" "$env" >&2
+    exit 2
+  fi
+}
+
+# positive_int NAME VALUE: exits with a message unless VALUE is a positive integer.
+positive_int() {
+  if ! [[ $2 =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: $1 must be a positive integer, got '$2'" >&2
+    exit 2
+  fi
+}
+
+# Only run the launch when executed; dist_*.sh and slurm_*.sh source this file for the helpers.
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
+
+LAUNCH_USAGE="usage: tools/_launch.sh torchrun GPUS TOOL.py [ARGS...]
+       tools/_launch.sh slurm PARTITION JOB_NAME TOOL.py [ARGS...]
+The common back end of tools/dist_{train,test}.sh and tools/slurm_{train,test}.sh (use those);
+TOOL.py is a script in tools/ (train.py or test.py), ARGS are passed to it."
+MODE=${1:-}
+[[ $# -gt 0 ]] && shift
 case "$MODE" in
   torchrun)
+    usage_or_die 2 "$LAUNCH_USAGE" "$TORCHRUN_ENV" -- "$@"
     GPUS=$1
     TOOL=$2
     shift 2
+    positive_int GPUS "$GPUS"
+    for var in NNODES NODE_RANK PORT; do
+      [[ -z ${!var:-} ]] || [[ ${!var} =~ ^[0-9]+$ ]] || {
+        echo "error: $var must be an integer, got '${!var}'" >&2; exit 2; }
+    done
     exec "$PY" -m torch.distributed.run \
         --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
         --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
         --nproc_per_node="$GPUS" "$HERE/$TOOL" "$@" --launcher pytorch ;;
   slurm)
+    usage_or_die 3 "$LAUNCH_USAGE" "$SLURM_ENV" -- "$@"
     PARTITION=$1
     JOB_NAME=$2
     TOOL=$3
     shift 3
     GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+    positive_int GPUS "${GPUS:-8}"
+    positive_int GPUS_PER_NODE "$GPUS_PER_NODE"
+    positive_int CPUS_PER_TASK "${CPUS_PER_TASK:-5}"
+    if ! command -v srun >/dev/null; then
+      echo "error: srun not found: this machine is not a Slurm login node (or Slurm is not on" \
+           "PATH). Without Slurm use tools/dist_train.sh / tools/dist_test.sh." >&2
+      exit 127
+    fi
     exec srun -p "$PARTITION" --job-name="$JOB_NAME" \
         --gres=gpu:"$GPUS_PER_NODE" --ntasks="${GPUS:-8}" --ntasks-per-node="$GPUS_PER_NODE" \
         --cpus-per-task="${CPUS_PER_TASK:-5}" --kill-on-bad-exit=1 ${SRUN_ARGS:-} \
         "$PY" -u "$HERE/$TOOL" "$@" --launcher slurm ;;
+  -h|--help)
+    printf '%s\n\n%s\n\n%s\n' "$LAUNCH_USAGE" "$TORCHRUN_ENV" "$SLURM_ENV"
+    exit 0 ;;
   *)
-    echo "usage: $0 torchrun|slurm ..." >&2
+    printf 'error: the first argument must be torchrun or slurm, got %s\n\n%s\n' \
+        "'$MODE'" "$LAUNCH_USAGE" >&2
     exit 2 ;;
 esac

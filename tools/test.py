@@ -36,7 +36,8 @@ def parse_args(argv=None):
 def build_config(args):
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
-    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir,
+                      args.tensorboard)
     cfg.load_from = args.checkpoint
     if cfg.get('tta_model'):
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline

@@ -1,8 +1,15 @@
 # Tiny CPU configuration (tests and `make demo`): the ADE20K recipe scaled down to a 4-block
 # 64-d ViT with 8x8 patches on 64x64 crops of the synthetic ADE20K-format data, 40 iterations,
-# BN instead of SyncBN (no GPU process group on CPU).
+# BN instead of SyncBN (no GPU process group on CPU). The data has 5 classes, the shapes of
+# mixedae.datasets.synthetic.SHAPE_CLASSES (label k + 1 = class k, 0 = background, ignored), so the
+# dataset names them and the heads predict 5 classes.
 _base_ = './upernet_vit-b16-scratch_8xb2-160k_ade20k-512x512.py'
 data_root = 'data/synthetic/ade'
+synthetic_metainfo = dict(
+    classes=('disc', 'square', 'triangle', 'cross', 'bar'),
+    palette=[[220, 60, 50], [40, 160, 70], [50, 90, 220], [230, 200, 40], [170, 60, 200]])
+synthetic_dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=synthetic_metainfo,
+                         img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True)
 crop_size = (64, 64)
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
@@ -11,8 +18,8 @@ model = dict(
                   drop_path_rate=0.0, out_indices=(0, 1, 2, 3)),
     # 8x8 patches: rescale the stride-8 maps to strides 4, 8, 16, 32 as in the recipe
     neck=dict(embed_dim=64, rescales=[2, 1, 0.5, 0.25], norm_cfg=norm_cfg),
-    decode_head=dict(in_channels=[64] * 4, channels=32, norm_cfg=norm_cfg),
-    auxiliary_head=dict(in_channels=64, channels=16, norm_cfg=norm_cfg),
+    decode_head=dict(in_channels=[64] * 4, channels=32, num_classes=5, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=64, channels=16, num_classes=5, norm_cfg=norm_cfg),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(43, 43)))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -29,9 +36,9 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
+                        dataset=dict(**synthetic_dataset, pipeline=train_pipeline))
 val_dataloader = dict(num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
+                      dataset=dict(**synthetic_dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 param_scheduler = [

@@ -3,13 +3,17 @@
 Every checkpoint read in mixedae, and every local checkpoint MMEngine reads (``load_from``,
 ``resume``, ``init_cfg=dict(type='Pretrained')``), goes through :func:`load_checkpoint_file`:
 ``torch.load(weights_only=True)`` with exactly the non-tensor globals that MMEngine checkpoints
-contain allow-listed. A pickle that would construct anything else (i.e. run code) is refused.
+and the training checkpoints of the MAE, iBOT and timm releases contain allow-listed (their
+``args`` is an ``argparse.Namespace`` of plain values, possibly numpy scalars). A pickle that
+would construct anything else (i.e. run code) is refused.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
-from typing import Any, Dict, List, Union
+import re
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -23,21 +27,36 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be read, or its contents are not what was expected."""
 
 
-def _numpy_globals() -> List[Any]:
-    """numpy objects that appear in MMEngine's message hub (HistoryBuffer arrays, scalars)."""
+def _numpy_globals() -> List[Union[Any, Tuple[Any, str]]]:
+    """numpy arrays, scalars and dtypes, as pickled by numpy 2.x and, under their old
+    ``numpy.core`` names, by numpy 1.x (the MAE and iBOT releases were written with numpy 1.x)."""
     core = np._core if hasattr(np, '_core') else np.core  # numpy 2.x vs 1.x
     dtype_classes = [type(np.dtype(t)) for t in (
         np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
-        np.uint8, np.bool_)]
-    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype,
-            *dtype_classes]
+        np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)]
+    old_names = [(fn, f'numpy.core.multiarray.{fn.__name__}')
+                 for fn in (core.multiarray._reconstruct, core.multiarray.scalar)]
+    return [core.multiarray._reconstruct, core.multiarray.scalar, *old_names, np.ndarray,
+            np.dtype, *dtype_classes]
 
 
 #: globals allowed besides tensors and plain Python containers. ``getattr`` is needed because
 #: HistoryBuffer pickles its statistics methods as ``getattr(HistoryBuffer, 'mean')``; it only
 #: reaches attributes of objects already admitted here, and the unpickler still refuses to call
-#: anything outside this list.
-SAFE_GLOBALS: List[Any] = [HistoryBuffer, getattr, *_numpy_globals()]
+#: anything outside this list. ``argparse.Namespace`` is the ``args`` of MAE, iBOT and timm
+#: training checkpoints; it is restored by updating its ``__dict__``, and its values pass
+#: through the same allow-list.
+SAFE_GLOBALS: List[Any] = [HistoryBuffer, getattr, argparse.Namespace, *_numpy_globals()]
+
+#: what the refusal message lists as loadable.
+ALLOWED_CONTENT = ('tensors, numbers, strings, lists/tuples/dicts, argparse.Namespace, numpy '
+                   'arrays/scalars/dtypes, MMEngine HistoryBuffer')
+
+
+def _refused_global(err: Exception) -> str:
+    """The global a refused pickle asked for, as named in torch's message."""
+    found = re.search(r'GLOBAL ([\w.]+)', str(err))
+    return found.group(1) if found else 'an object'
 
 
 def load_checkpoint_file(path: PathLike, map_location: Union[str, torch.device, None] = 'cpu'
@@ -57,8 +76,8 @@ def load_checkpoint_file(path: PathLike, map_location: Union[str, torch.device, 
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f'refused to load {path}: it is not a plain weights checkpoint (its pickle needs '
-            f'objects outside the allow-list, which could execute code). Details: {err}') from err
+            f'refused to load {path}: its pickle needs {_refused_global(err)}, which is not '
+            f'plain checkpoint content ({ALLOWED_CONTENT}) and could execute code') from err
     except (RuntimeError, EOFError, ValueError) as err:
         raise CheckpointError(f'could not read checkpoint {path}: {err}') from err
 

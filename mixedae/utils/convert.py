@@ -5,12 +5,14 @@ Supported layouts (``src_format``):
 - ``mixedae``: this project's MMEngine pretraining checkpoints, ``{'state_dict': ...}``; the
   transfer encoder lives under ``backbone.``; decoder, contrastive head, mask token and the
   pretraining-only encoder parameters (segment embeddings) are dropped.
-- ``mae``: the official MAE release, ``{'model': ...}`` with timm names; ``mask_token``,
-  ``decoder_*`` and fine-tuning heads are dropped.
+- ``mae``: the official MAE release, ``{'model': ...}`` with timm names (also MAE's training
+  checkpoints, which add optimizer, scaler, epoch and args); ``mask_token``, ``decoder_*`` and
+  fine-tuning heads are dropped.
 - ``ibot``: the official iBOT release, ``{'teacher': ..., 'student': ...}`` (pick one with
   ``key``, teacher by default) or a backbone-only ``{'state_dict': ...}``; ``module.`` and
   ``backbone.`` prefixes are removed, the projection head and ``masked_embed`` are dropped.
-- ``timm``: a plain timm ``VisionTransformer`` state dict; the classifier head is dropped.
+- ``timm``: a plain timm ``VisionTransformer`` state dict, or a timm ``train.py`` checkpoint
+  (its ``state_dict`` entry); the classifier head is dropped.
 
 Anything that is neither a known backbone key nor a known droppable key is an error.
 """
@@ -73,11 +75,12 @@ def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoin
         else:
             raw = _weights(checkpoint, key or 'teacher', source)
         flat = {_strip(_strip(n, 'module.'), 'backbone.'): v for n, v in raw.items()}
-    else:  # timm
-        if not isinstance(checkpoint, dict) or not all(
-                isinstance(v, torch.Tensor) for v in checkpoint.values()):
-            raise CheckpointError(f'{source}: a timm checkpoint is a plain dict of tensors')
-        flat = dict(checkpoint)
+    else:  # timm: a plain state dict, or a train.py checkpoint holding one under 'state_dict'
+        raw = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+        if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+            raise CheckpointError(f'{source}: a timm checkpoint is a dict of tensors, or a '
+                                  "training checkpoint with such a dict under 'state_dict'")
+        flat = dict(raw)
 
     backbone, unknown = {}, []
     for name, value in flat.items():

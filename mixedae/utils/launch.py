@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import os.path as osp
 from typing import Optional
@@ -11,8 +12,8 @@ from mmengine.config import Config, DictAction
 
 
 def load_config(path: str, cfg_options: Optional[dict], launcher: str,
-                work_dir: Optional[str]) -> Config:
-    """Read a config, apply ``--cfg-options``, the launcher and the work dir.
+                work_dir: Optional[str], tensorboard: bool = False) -> Config:
+    """Read a config, apply ``--cfg-options``, the launcher, the work dir and ``--tensorboard``.
 
     Work dir: ``work_dir``, else the config's, else ``./work_dirs/<config name>``. Without a
     GPU, distributed runs use gloo and DDP wraps the CPU model without device ids, so
@@ -20,6 +21,9 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file not found: {path}')
+    if tensorboard and importlib.util.find_spec('tensorboard') is None:
+        raise ImportError("--tensorboard needs the tensorboard package: .venv/bin/pip install "
+                          "-e '.[tensorboard]'")
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -30,14 +34,30 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
         if launcher != 'none':
             cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+    if tensorboard:
+        add_tensorboard(cfg)
     return cfg
 
 
+def add_tensorboard(cfg: Config) -> None:
+    """Add MMEngine's ``TensorboardVisBackend`` to the visualizer (event files go to
+    ``<work_dir>/<timestamp>/vis_data``), keeping the backends the config has."""
+    visualizer = cfg.get('visualizer') or dict(type='Visualizer', name='visualizer',
+                                               vis_backends=[dict(type='LocalVisBackend')])
+    backends = list(visualizer.get('vis_backends') or [])
+    if not any(b.get('type') == 'TensorboardVisBackend' for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
+    visualizer['vis_backends'] = backends
+    cfg.visualizer = visualizer
+
+
 def add_launch_args(parser: argparse.ArgumentParser) -> None:
-    """``--cfg-options``, ``--launcher`` and torchrun's ``--local-rank`` (tools/train.py and
-    tools/test.py)."""
+    """``--cfg-options``, ``--tensorboard``, ``--launcher`` and torchrun's ``--local-rank``
+    (tools/train.py and tools/test.py)."""
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config entries, e.g. model.backbone.drop_path_rate=0.2')
+    parser.add_argument('--tensorboard', action='store_true',
+                        help='also log to TensorBoard (needs the tensorboard package)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)

@@ -245,6 +245,7 @@ class ViT(BaseModule):
         """Load backbone weights; raise unless every key matches or is expected-missing, and
         log a key report."""
         sd, notes = self.adapt_state_dict(state_dict, source)
+        self._check_architecture(sd, source)
         missing, unexpected = self.load_state_dict(sd, strict=False)
         expected_missing = [k for k in missing if EXPECTED_MISSING.match(k)]
         bad_missing = [k for k in missing if not EXPECTED_MISSING.match(k)]
@@ -259,6 +260,36 @@ class ViT(BaseModule):
                           f'(absent from the checkpoint, expected): '
                           f'{_summarize_keys(expected_missing)}')
         print_log('mixedae.ViT: ' + '; '.join(report), logger='current')
+
+    def _check_architecture(self, sd: Dict[str, torch.Tensor], source: str) -> None:
+        """One error naming both architectures when the checkpoint is another ViT size (instead
+        of one size-mismatch or missing-key message per tensor)."""
+        own = self.state_dict()
+        wrong = [k for k, v in sd.items() if k in own and v.shape != own[k].shape]
+        if not wrong and _depth(sd) in (0, len(self.blocks)):
+            return
+        detail = (f'{wrong[0]} is {tuple(sd[wrong[0]].shape)} in the checkpoint and '
+                  f'{tuple(own[wrong[0]].shape)} in the model ({len(wrong)} tensors differ)'
+                  if wrong else f'the checkpoint has {_depth(sd)} blocks, the model '
+                  f'{len(self.blocks)}')
+        raise CheckpointError(
+            f'{source} does not match the config: {detail}. The checkpoint is a ViT with '
+            f'{_architecture(sd)}, the config builds {_architecture(own)}; use the config made '
+            'for this checkpoint (e.g. a tiny config for the demo checkpoints).')
+
+
+def _depth(sd: Dict[str, torch.Tensor]) -> int:
+    """Number of transformer blocks in a backbone state dict."""
+    return len({k.split('.')[1] for k in sd if k.startswith('blocks.')})
+
+
+def _architecture(sd: Dict[str, torch.Tensor]) -> str:
+    """'embed_dim 64, patch 8x8, depth 4' of a backbone state dict."""
+    parts = []
+    if 'patch_embed.proj.weight' in sd:
+        w = sd['patch_embed.proj.weight']  # D x C x P x P
+        parts += [f'embed_dim {w.shape[0]}', f'patch {w.shape[2]}x{w.shape[3]}']
+    return ', '.join(parts + [f'depth {_depth(sd)}'])
 
 
 def _infer_pos_layout(num_tokens: int, source: str) -> Tuple[int, Grid]:

@@ -1,0 +1,218 @@
+"""Release checkpoints in their full training layout (MAE, iBOT, timm) load through the safe
+loader and convert; pickles that would run code or build other objects are still refused."""
+import argparse
+import os
+import pickle
+import types
+import zipfile
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file
+from conftest import load_tool
+from test_convert import features, load_converted, source_vit
+
+convert = load_tool('convert_checkpoint')
+
+
+def optimizer_state(model: torch.nn.Module) -> dict:
+    """AdamW state after one real step, with MAE's two weight-decay groups."""
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([dict(params=no_decay, weight_decay=0.0),
+                             dict(params=decay, weight_decay=0.05)], lr=1.5e-4, betas=(0.9, 0.95))
+    model(torch.randn(2, 3, 32, 32)).float().mean().backward()
+    opt.step()
+    model.zero_grad()
+    return opt.state_dict()
+
+
+def scaler_state() -> dict:
+    """What a CUDA AMP GradScaler saves (values of a scaler that has run a while)."""
+    return dict(scale=32768.0, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000,
+                _growth_tracker=117)
+
+
+def mae_args() -> argparse.Namespace:
+    # the argparse options of MAE's main_pretrain.py, with the values its scripts set
+    return argparse.Namespace(
+        batch_size=64, epochs=800, accum_iter=1, model='mae_vit_base_patch16', input_size=224,
+        mask_ratio=0.75, norm_pix_loss=True, weight_decay=0.05, lr=0.0024, blr=1.5e-4,
+        min_lr=0.0, warmup_epochs=40, data_path='/datasets/imagenet', output_dir='./out',
+        log_dir='./out', device='cuda', seed=0, resume='', start_epoch=0, num_workers=10,
+        pin_mem=True, world_size=64, local_rank=-1, dist_on_itp=False, dist_url='env://',
+        rank=0, gpu=0, distributed=True, dist_backend='nccl',
+        # numpy values, as left by scripts that compute options with numpy
+        eff_batch_size=np.int64(4096), lr_scale=np.float64(16.0), amp_dtype=np.dtype('float16'),
+        cutmix_minmax=None)
+
+
+def ibot_args() -> argparse.Namespace:
+    # a selection of main_ibot.py's options, covering each kind of value it stores
+    return argparse.Namespace(
+        arch='vit_base', patch_size=16, window_size=7, out_dim=8192, patch_out_dim=8192,
+        shared_head=True, shared_head_teacher=True, norm_last_layer=True,
+        momentum_teacher=0.996, norm_in_head=None, act_in_head='gelu',
+        use_masked_im_modeling=True, pred_ratio=[0.0, 0.3], pred_ratio_var=[0.0, 0.2],
+        pred_shape='block', pred_start_epoch=0, lambda1=1.0, lambda2=1.0,
+        global_crops_scale=(0.32, 1.0), local_crops_number=[10], local_crops_scale=(0.05, 0.32),
+        use_fp16=True, clip_grad=3.0, batch_size_per_gpu=64, epochs=400, lr=0.00075,
+        drop_path=0.1, seed=0, dist_url='env://', world_size=16, rank=0, gpu=0,
+        teacher_temp=np.float32(0.07), warmup_teacher_temp_epochs=np.int64(30))
+
+
+def mae_training_checkpoint(src: VisionTransformer) -> dict:
+    """MAE's misc.save_model: {'model', 'optimizer', 'epoch', 'scaler', 'args'}."""
+    sd = dict(src.state_dict())
+    sd['mask_token'] = torch.zeros(1, 1, 16)
+    sd['decoder_embed.weight'] = torch.zeros(16, 32)
+    sd['decoder_pred.weight'] = torch.zeros(192, 16)
+    return dict(model=sd, optimizer=optimizer_state(src), epoch=799, scaler=scaler_state(),
+                args=mae_args())
+
+
+def ibot_training_checkpoint(teacher: VisionTransformer, student: VisionTransformer) -> dict:
+    """iBOT's main_ibot.py save_dict: the DDP student ('module.'), the teacher, the optimizer,
+    the epoch, args, the loss module's state (its centers) and the fp16 scaler."""
+    def with_head(model, prefix):
+        sd = OrderedDict((f'{prefix}backbone.{k}', v) for k, v in model.state_dict().items())
+        sd[f'{prefix}backbone.masked_embed'] = torch.zeros(1, 32)
+        sd[f'{prefix}head.mlp.0.weight'] = torch.zeros(64, 32)
+        sd[f'{prefix}head.last_layer.weight_g'] = torch.ones(1, 64)
+        return sd
+    loss = torch.nn.Module()
+    loss.register_buffer('center', torch.randn(1, 64))
+    loss.register_buffer('center2', torch.randn(1, 1, 64))
+    return dict(student=with_head(student, 'module.'), teacher=with_head(teacher, ''),
+                optimizer=optimizer_state(student), epoch=400, args=ibot_args(),
+                ibot_loss=loss.state_dict(), fp16_scaler=scaler_state())
+
+
+def timm_training_checkpoint(src: VisionTransformer) -> dict:
+    """timm's CheckpointSaver: epoch, arch, state_dict, optimizer, version, args, amp scaler,
+    EMA weights and the best metric."""
+    args = argparse.Namespace(model='vit_tiny_patch16_224', num_classes=7, img_size=None,
+                              input_size=[3, 32, 32], mean=None, model_kwargs={}, amp=True,
+                              amp_dtype='float16', device='cuda:0', opt_betas=None,
+                              mixup=0.8, cutmix_minmax=None, smoothing=0.1, prefetcher=True)
+    return dict(epoch=299, arch='vit_tiny_patch16_224', state_dict=src.state_dict(),
+                optimizer=optimizer_state(src), version=2, args=args,
+                amp_scaler=scaler_state(), state_dict_ema=src.state_dict(),
+                metric=np.float64(72.5))
+
+
+class Numpy1Pickler(pickle._Pickler):
+    """Pickles numpy globals under numpy 1.x's names (``numpy.core.multiarray.scalar``), as
+    in files written before numpy 2 (every MAE and iBOT release)."""
+
+    def save_global(self, obj, name=None):
+        module = getattr(obj, '__module__', '') or ''
+        if module.startswith('numpy._core'):
+            old = 'numpy.core' + module[len('numpy._core'):]
+            self.write(pickle.GLOBAL + f'{old}\n{name or obj.__name__}\n'.encode())
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+def save_like_numpy1(obj, path):
+    module = types.ModuleType('numpy1_pickle')
+    module.Pickler = Numpy1Pickler
+    torch.save(obj, path, pickle_module=module)
+    assert b'numpy.core.multiarray' in _pickle_bytes(path)
+    assert b'numpy._core' not in _pickle_bytes(path)
+
+
+def _pickle_bytes(path) -> bytes:
+    with zipfile.ZipFile(path) as zf:
+        return zf.read(next(n for n in zf.namelist() if n.endswith('/data.pkl')))
+
+
+def convert_ok(src_path, out_path, *args):
+    assert convert.main([str(src_path), str(out_path), *args]) == 0
+
+
+@pytest.mark.parametrize('save', [torch.save, save_like_numpy1], ids=['numpy2', 'numpy1'])
+def test_mae_training_layout_loads_and_converts(tmp_path, save):
+    src = source_vit()
+    save(mae_training_checkpoint(src), tmp_path / 'checkpoint-799.pth')
+    loaded = load_checkpoint_file(tmp_path / 'checkpoint-799.pth')
+    assert vars(loaded['args']) == vars(mae_args())
+    assert loaded['args'].eff_batch_size == 4096 and loaded['args'].amp_dtype == np.float16
+    assert loaded['scaler'] == scaler_state() and loaded['epoch'] == 799
+    assert loaded['optimizer']['param_groups'][1]['betas'] == (0.9, 0.95)
+    assert set(loaded['optimizer']['state'][0]) == {'step', 'exp_avg', 'exp_avg_sq'}
+    convert_ok(tmp_path / 'checkpoint-799.pth', tmp_path / 'out.pth', '--src-format', 'mae')
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], features(src, x),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('save', [torch.save, save_like_numpy1], ids=['numpy2', 'numpy1'])
+def test_ibot_training_layout_loads_and_converts(tmp_path, save):
+    teacher, student = source_vit(), source_vit()
+    ckpt = ibot_training_checkpoint(teacher, student)
+    save(ckpt, tmp_path / 'checkpoint.pth')
+    loaded = load_checkpoint_file(tmp_path / 'checkpoint.pth')
+    assert vars(loaded['args']) == vars(ibot_args())
+    assert isinstance(loaded['args'].teacher_temp, np.float32)
+    torch.testing.assert_close(loaded['ibot_loss']['center'], ckpt['ibot_loss']['center'])
+    x = torch.randn(2, 3, 32, 32)
+    for key, model in (('teacher', teacher), ('student', student)):
+        out = tmp_path / f'{key}.pth'
+        convert_ok(tmp_path / 'checkpoint.pth', out, '--src-format', 'ibot', '--key', key)
+        torch.testing.assert_close(load_converted(out)(x)[0], features(model, x),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_timm_training_layout_loads_and_converts(tmp_path):
+    src = source_vit(num_classes=7)
+    torch.save(timm_training_checkpoint(src), tmp_path / 'model_best.pth.tar')
+    loaded = load_checkpoint_file(tmp_path / 'model_best.pth.tar')
+    assert loaded['args'].input_size == [3, 32, 32] and loaded['metric'] == 72.5
+    convert_ok(tmp_path / 'model_best.pth.tar', tmp_path / 'out.pth', '--src-format', 'timm')
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], features(src, x),
+                               atol=1e-5, rtol=1e-5)
+
+
+class _Shell:
+    """Unpickling this object would run a shell command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+class Transform:
+    """A non-plain object, as an args entry that holds a callable or a config object would."""
+
+
+def test_code_in_args_is_refused_and_never_runs(tmp_path, capsys):
+    marker = tmp_path / 'pwned'
+    ckpt = mae_training_checkpoint(source_vit())
+    ckpt['args'].hook = _Shell(marker)
+    torch.save(ckpt, tmp_path / 'evil.pth')
+    with pytest.raises(CheckpointError, match=r'refused to load .*evil.pth: its pickle needs '
+                                              r'posix.system, which is not plain'):
+        load_checkpoint_file(tmp_path / 'evil.pth')
+    assert convert.main([str(tmp_path / 'evil.pth'), str(tmp_path / 'out.pth'),
+                         '--src-format', 'mae']) == 1
+    err = capsys.readouterr().err
+    assert 'refused to load' in err and 'posix.system' in err and len(err.splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / 'out.pth').exists()
+
+
+def test_non_plain_object_in_args_is_refused(tmp_path):
+    ckpt = ibot_training_checkpoint(source_vit(), source_vit())
+    ckpt['args'].transform = Transform()
+    torch.save(ckpt, tmp_path / 'checkpoint.pth')
+    with pytest.raises(CheckpointError, match=r'needs test_release_checkpoints.Transform, '
+                                              r'which is not plain checkpoint content'):
+        load_checkpoint_file(tmp_path / 'checkpoint.pth')
