@@ -1,3 +1,5 @@
+from .hooks import NonFiniteError, NonFiniteGuardHook, StrictLoadHook
 from .optimizers import LayerDecayOptimWrapperConstructor
 
-__all__ = ['LayerDecayOptimWrapperConstructor']
+__all__ = ['LayerDecayOptimWrapperConstructor', 'NonFiniteError', 'NonFiniteGuardHook',
+           'StrictLoadHook']

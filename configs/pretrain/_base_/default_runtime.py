@@ -18,5 +18,6 @@ env_cfg = dict(
 log_processor = dict(window_size=10, by_epoch=True)
 log_level = 'INFO'
 randomness = dict(seed=0, diff_rank_seed=True)
+custom_hooks = [dict(type='mixedae.NonFiniteGuardHook')]
 load_from = None
 resume = False
