@@ -33,8 +33,6 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where logs go (default: ./work_dirs/<config name>)')
     parser.add_argument('--out-metrics', help='write the final metrics here as flat JSON')
     parser.add_argument('--show-dir', help='save visualised predictions here')
-    parser.add_argument('--allow-partial', action='store_true',
-                        help='evaluate even when the checkpoint does not cover the model')
     add_launch_args(parser)
     return parse_launch_args(parser, argv)
 

@@ -35,8 +35,6 @@ def parse_args(argv=None):
                         help='dtype of --amp (default float16)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale lr by the actual total batch / auto_scale_lr.base_batch_size')
-    parser.add_argument('--allow-partial', action='store_true',
-                        help='load a load_from checkpoint that does not cover the model')
     add_launch_args(parser)
     return parse_launch_args(parser, argv)
 

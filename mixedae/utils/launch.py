@@ -34,10 +34,13 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
 
 
 def add_launch_args(parser: argparse.ArgumentParser) -> None:
-    """``--cfg-options``, ``--launcher`` and torchrun's ``--local-rank`` (tools/train.py and
-    tools/test.py)."""
+    """``--cfg-options``, ``--allow-partial``, ``--launcher`` and torchrun's ``--local-rank``
+    (tools/train.py and tools/test.py)."""
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config entries, e.g. model.backbone.drop_path_rate=0.2')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='load a checkpoint (load_from, the test checkpoint) that does not '
+                        'cover the model: matching keys only, the mismatch logged as a warning')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
