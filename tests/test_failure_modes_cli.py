@@ -1,8 +1,10 @@
 """The failure modes of issue 11 reproduced through the tools, as a user meets them.
 
-Each test failed on the code before the guards (a diverging run exited 0 with NaN checkpoints,
-a pretraining checkpoint was evaluated on UperNet, out-of-range labels gave mIoU 0, a missing
-data root was found after the model was built, a killed writer left a truncated file).
+Each test failed on the code before the guards: a diverging run exited 0 with NaN checkpoints,
+a pretraining checkpoint was evaluated on UperNet, out-of-range labels gave mIoU 0, a label map
+of another size stopped training in the collate and a truncated JSON with a bare
+JSONDecodeError (neither naming the file), a missing data root was found after the model was
+built, and nothing guaranteed that a killed writer left no truncated file.
 """
 import os
 import re
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.slow
 PY = sys.executable
 PRETRAIN = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
 ADE = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
+COCO = os.path.join(ROOT, 'configs/coco/mask-rcnn_vit-tiny-p8_fpn_1xb2-20iter_coco-synthetic-64.py')
 
 
 def run(args, **kw):
@@ -132,6 +135,33 @@ def test_out_of_range_labels_fail_the_evaluation_naming_the_file(ade_root, tmp_p
     assert out.returncode != 0
     assert f'{bad}: label values [199]' in out.stderr and '[200]' in out.stderr
     assert not (tmp_path / 'm.json').exists()
+
+
+def test_annotation_of_another_size_stops_training_naming_both_files(tmp_path):
+    root = tmp_path / 'ade'
+    write_dataset(str(tmp_path), num_train=4, num_val=1, size=(64, 80), seed=0,
+                  views=('ade20k',))
+    bad = root / 'annotations/training/ADE_train_00000002.png'
+    cv2.imwrite(str(bad), np.ones((76, 64), np.uint8))
+    out = run(['tools/train.py', ADE, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+               *ade_opts(root), 'train_cfg.max_iters=8', 'train_cfg.val_interval=100'])
+    assert out.returncode != 0
+    image = root / 'images/training/ADE_train_00000002.jpg'
+    assert f'{bad}: annotation size (76, 64) (h, w) differs from its image {image} of size ' \
+        '(64, 80)' in out.stderr
+
+
+def test_truncated_coco_json_is_named(tmp_path):
+    root = write_dataset(str(tmp_path), 2, 1, (64, 80), seed=0, views=('coco',))['coco'] + '/'
+    ann_file = os.path.join(root, 'annotations/instances_train2017.json')
+    text = open(ann_file).read()
+    open(ann_file, 'w').write(text[:len(text) // 2])
+    out = run(['tools/train.py', COCO, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+               *[f'{k}.dataset.data_root={root}'
+                 for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')],
+               f'val_evaluator.ann_file={root}annotations/instances_val2017.json'])
+    assert out.returncode != 0
+    assert f'{ann_file}: not valid JSON' in out.stderr
 
 
 def test_missing_inputs_are_listed_before_the_model_is_built(tmp_path):
