@@ -147,7 +147,8 @@ def test_resume_from_a_non_finite_checkpoint_is_refused_by_name(tmp_path):
     torch.save(ckpt, tmp_path / 'nan.pth')
     runner = toy_runner(tmp_path, Steps(4), max_iters=4, resume=True,
                         load_from=str(tmp_path / 'nan.pth'))
-    with pytest.raises(CheckpointError, match=r'nan\.pth: 1 non-finite tensor.*state_dict\.fc\.bias'):
+    with pytest.raises(CheckpointError,
+                       match=r'nan\.pth: 1 non-finite tensor.*state_dict\.fc\.bias'):
         runner.train()
 
 
