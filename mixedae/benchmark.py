@@ -24,6 +24,8 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mixedae.utils.io import atomic_write
+
 #: displayed columns: (task, metrics-file key, column title, scale to percent)
 COLUMNS = [
     ('ade20k', 'mIoU', 'ADE20K mIoU', 1.0),
@@ -160,7 +162,7 @@ def results_markdown(rows: Sequence[Dict[str, str]], with_anchors: bool = True) 
 
 def write_csv(rows: Sequence[Dict[str, str]], path: str) -> None:
     header = list(rows[0]) if rows else ['method']
-    with open(path, 'w', newline='') as f:
+    with atomic_write(path, newline='') as f:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
@@ -216,10 +218,11 @@ def bar_figure(rows: Sequence[Dict[str, str]], title: str = ''):
 
 
 def bar_chart(rows: Sequence[Dict[str, str]], path: str, title: str = '') -> None:
-    """Write :func:`bar_figure` to ``path``."""
+    """Write :func:`bar_figure` to ``path`` (atomically)."""
     import matplotlib.pyplot as plt
     fig = bar_figure(rows, title)
-    fig.savefig(path)
+    with atomic_write(path, 'wb') as f:
+        fig.savefig(f, format=os.path.splitext(path)[1][1:] or 'png')
     plt.close(fig)
 
 

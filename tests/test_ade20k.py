@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
 from conftest import ROOT, load_tool
 
@@ -46,19 +47,22 @@ def test_generated_labels_follow_the_image(ade_root):
 
 
 def test_check_dataset_accepts_generated_and_reports_problems(ade_root, tmp_path):
-    check = load_tool('check_dataset')
-    assert check.main(['ade20k', ade_root]) == 0
+    assert checks.check_ade20k(ade_root) == []
     broken = tmp_path / 'ade'
     write_dataset(str(tmp_path), num_train=3, num_val=1, size=(32, 32), seed=1,
                   views=('ade20k',))
     os.remove(broken / 'annotations/training/ADE_train_00000001.png')
     cv2.imwrite(str(broken / 'annotations/validation/ADE_valid_00000000.png'),
                 np.full((32, 32), 200, np.uint8))
-    problems = check.check_ade20k(str(broken))
+    problems = checks.check_ade20k(str(broken))
     text = '\n'.join(problems)
     assert 'ADE_train_00000001' in text and 'no annotation' in text
     assert 'ADE_valid_00000000.png' in text and '200' in text
-    assert check.main(['ade20k', str(broken)]) == 1
+    # the tool: the same problems, one per line, and the exit status
+    for root, status in ((ade_root, 0), (str(broken), 1)):
+        out = run([PY, 'tools/check_dataset.py', 'ade20k', root])
+        assert out.returncode == status, out.stderr[-2000:]
+    assert set(problems) <= set(out.stdout.splitlines())
 
 
 def test_ground_truth_as_prediction_gives_miou_100(ade_root):
@@ -184,8 +188,10 @@ def test_missing_pretrained_checkpoint_fails_before_data(tmp_path):
                '--work-dir', str(tmp_path), '--cfg-options',
                f'train_dataloader.dataset.data_root={tmp_path}/nowhere'])
     assert out.returncode != 0
+    # both missing inputs are listed at once, before any data is read
     assert 'init_cfg.checkpoint: checkpoint file not found' in out.stderr
-    assert 'nowhere' not in out.stderr
+    assert f"train_dataloader.dataset.data_root: folder not found: '{tmp_path}/nowhere'" \
+        in out.stderr
 
 
 def _without_checkpoint(cfg):

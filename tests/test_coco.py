@@ -9,6 +9,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
 from conftest import ROOT, load_tool
 
@@ -63,8 +64,7 @@ def test_coco_view_agrees_with_segmentation_view(tmp_path):
 
 
 def test_check_dataset_coco(coco_root, tmp_path):
-    check = load_tool('check_dataset')
-    assert check.main(['coco', coco_root]) == 0
+    assert checks.check_coco(coco_root) == []
     bad = write_dataset(str(tmp_path / 'bad'), 2, 1, (32, 32), seed=3, views=('coco',))['coco']
     ann_file = os.path.join(bad, 'annotations/instances_train2017.json')
     data = json.load(open(ann_file))
@@ -72,13 +72,13 @@ def test_check_dataset_coco(coco_root, tmp_path):
     data['annotations'][1]['segmentation'] = [[1.0, 2.0, 3.0]]
     json.dump(data, open(ann_file, 'w'))
     os.remove(os.path.join(bad, 'val2017', '000000000001.jpg'))
-    text = '\n'.join(check.check_coco(bad))
+    text = '\n'.join(checks.check_coco(bad))
     assert f'annotation {data["annotations"][0]["id"]}: unknown category_id 99' in text
     assert f'annotation {data["annotations"][1]["id"]}: a polygon needs' in text
     assert '000000000001.jpg: image 1 listed in' in text
     (tmp_path / 'broken' / 'annotations').mkdir(parents=True)
     (tmp_path / 'broken' / 'annotations' / 'instances_train2017.json').write_text('{oops')
-    assert 'cannot read' in '\n'.join(check.check_coco(str(tmp_path / 'broken')))
+    assert 'cannot read' in '\n'.join(checks.check_coco(str(tmp_path / 'broken')))
 
 
 @pytest.mark.parametrize('protocol', ['fpn', 'vitdet'])

@@ -102,7 +102,7 @@ def test_pretrain_configs_are_consistent(path):
     batch = cfg.train_dataloader.batch_size
     assert batch % g == 0 and cfg.train_dataloader.drop_last
     assert 'group_size' not in cfg.train_dataloader.sampler and 'batch_size' not in cfg.model
-    assert dict(type='MixingBatchCheckHook') in cfg.custom_hooks
+    assert dict(type='mixedae.MixingBatchCheckHook') in cfg.custom_hooks
     assert cfg.auto_scale_lr.base_batch_size > 0
     size = cfg.model.backbone.img_size
     crop = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomResizedCrop']

@@ -14,6 +14,7 @@ import sys
 
 from mixedae.benchmark import (bar_chart, collect, collect_ablations, load_matrix,
                                markdown_table, results_markdown, run_commands, write_csv)
+from mixedae.utils.io import atomic_write
 
 
 def main(argv=None) -> int:
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
         header = ['ablation'] + [k for k in abl_rows[0] if k != 'ablation']
         text += '\n## Ablations\n\n' + markdown_table(abl_rows, header) + '\n'
         write_csv(abl_rows, os.path.join(args.out, 'ablations.csv'))
-    with open(os.path.join(args.out, 'results.md'), 'w') as f:
+    with atomic_write(os.path.join(args.out, 'results.md')) as f:
         f.write(text)
     write_csv(rows, os.path.join(args.out, 'results.csv'))
     bar_chart(rows, os.path.join(args.out, 'results.png'), 'Transfer results')

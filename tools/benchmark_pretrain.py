@@ -137,7 +137,8 @@ def main(argv=None) -> int:
         print(f'| {r["method"]} | {r["step_s"]:.3f} | {r["images_per_s"]:.1f} | '
               f'{r["peak_mib"]:.0f} | {ratio} |')
     if args.out:
-        with open(args.out, 'w') as f:
+        from mixedae.utils.io import atomic_write
+        with atomic_write(args.out) as f:
             json.dump(dict(args=vars(args), results=results), f, indent=1)
     return 0
 

@@ -14,6 +14,7 @@ import torch
 
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file
 from mixedae.utils.convert import FORMATS, extract_backbone
+from mixedae.utils.io import atomic_write
 
 
 def parse_args(argv=None):
@@ -41,13 +42,10 @@ def main(argv=None) -> int:
     except (FileNotFoundError, CheckpointError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    out_dir = os.path.dirname(os.path.abspath(args.dst))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = args.dst + '.tmp'
-    torch.save(dict(state_dict=backbone,
-                    meta=dict(src_format=args.src_format, source=os.path.abspath(args.src),
-                              key=args.key)), tmp)
-    os.replace(tmp, args.dst)  # never leaves a half-written output
+    with atomic_write(args.dst, 'wb') as f:   # a kill leaves the old output or none
+        torch.save(dict(state_dict=backbone,
+                        meta=dict(src_format=args.src_format, source=os.path.abspath(args.src),
+                                  key=args.key)), f)
     print(f'kept {len(backbone)} tensors, dropped {len(dropped)}'
           + (f' ({", ".join(dropped[:6])}{", ..." if len(dropped) > 6 else ""})' if dropped else '')
           + f'; wrote {args.dst}')

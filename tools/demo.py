@@ -23,6 +23,7 @@ from typing import Callable, List
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from mixedae.benchmark import bar_chart, collect, results_markdown  # noqa: E402
+from mixedae.utils.io import atomic_write  # noqa: E402
 
 PY = sys.executable
 SEED = 0
@@ -184,7 +185,7 @@ class Demo:
                   '![demo results](report.png)', '']
         total = sum(v for v in t.values())
         lines.append(f'Total time of the stages: {fmt(total)} on {os.cpu_count()} CPU cores.')
-        with open(osp.join(self.out, 'report.md'), 'w') as f:
+        with atomic_write(osp.join(self.out, 'report.md')) as f:
             f.write('\n'.join(lines) + '\n')
         bar_chart(rows, osp.join(self.out, 'report.png'),
                   'mixedae demo (tiny ViTs, generated data)')
@@ -211,7 +212,7 @@ class Demo:
             took = time.time() - t0
             if stage.name != 'report':
                 self.timings[stage.name] = took
-                with open(self.timings_file, 'w') as f:
+                with atomic_write(self.timings_file) as f:
                     json.dump(self.timings, f, indent=1)
             spent_expected += stage.expected_s
             spent_actual += took
@@ -232,7 +233,7 @@ def update_readme(out: str) -> None:
     report = report.replace('## ', '#### ')
     head, rest = text.split(README_START, 1)
     tail = rest.split(README_END, 1)[1]
-    with open(readme, 'w') as f:
+    with atomic_write(readme) as f:
         f.write(f'{head}{README_START}\n{report}\n{README_END}{tail}')
 
 

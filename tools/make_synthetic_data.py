@@ -5,17 +5,14 @@
                                         [--size 64] [--seed 0]
 
 Writes OUT/pretrain (unlabelled training images), OUT/ade (ADE20K layout) and OUT/coco (COCO
-2017 instances), then checks the last two with tools/check_dataset.py's checks. The tiny
+2017 instances), then checks the last two with mixedae.datasets.checks. The tiny
 configs read these paths by default.
 """
 import argparse
-import os
 import sys
 
+from mixedae.datasets.checks import check_ade20k, check_coco
 from mixedae.datasets.synthetic import SHAPE_CLASSES, write_dataset
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_dataset import check_ade20k, check_coco  # noqa: E402
 
 
 def main(argv=None) -> int:

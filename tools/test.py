@@ -2,23 +2,27 @@
 """Evaluate a checkpoint with a config (ADE20K mIoU, COCO box/mask AP, ...).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out-metrics FILE.json]
-                         [--show-dir DIR] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+                         [--show-dir DIR] [--allow-partial] [--cfg-options k=v ...]
+                         [--launcher none|pytorch|slurm]
 
 Configs that define ``tta_model`` / ``tta_pipeline`` (the ``-ms`` variants) are evaluated with
 that test-time augmentation. ``--out-metrics`` writes the final metrics as flat JSON, once.
+The test data, annotation files and checkpoints are checked before the model is built, and the
+checkpoint must cover the model (missing / unexpected keys fail the run unless
+``--allow-partial`` is given).
 Multi-GPU: tools/dist_test.sh.
 """
 import argparse
-import json
-import os
 import os.path as osp
 import sys
 
 from mmengine.dist import get_rank
 from mmengine.runner import Runner
 
-from mixedae.utils.launch import (add_launch_args, close_distributed, init_cpu_distributed,
-                                  load_config, parse_launch_args)
+from mixedae.utils.io import write_metrics
+from mixedae.utils.launch import (add_launch_args, check_inputs_exist, close_distributed,
+                                  init_cpu_distributed, load_config, parse_launch_args,
+                                  require_full_checkpoint)
 
 
 def parse_args(argv=None):
@@ -52,19 +56,11 @@ def build_config(args):
     return cfg
 
 
-def write_metrics(metrics: dict, path: str) -> None:
-    """Flat JSON of scalar metrics, written atomically."""
-    flat = {k: (float(v) if hasattr(v, '__float__') else v) for k, v in metrics.items()}
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(flat, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
+    check_inputs_exist(cfg, 'test')
+    require_full_checkpoint(cfg, args.allow_partial)
     init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()

@@ -2,9 +2,12 @@
 """Train with a config: MixedAE/MAE pretraining, ADE20K segmentation or COCO detection.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype bfloat16]]
-                          [--auto-scale-lr] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+                          [--auto-scale-lr] [--allow-partial] [--cfg-options k=v ...]
+                          [--launcher none|pytorch|slurm]
 
 The config decides the task; one script serves all three. Multi-GPU: tools/dist_train.sh.
+Every data root, annotation file and checkpoint the config names is checked before the model
+is built; a ``load_from`` checkpoint must cover the model unless ``--allow-partial`` is given.
 """
 import argparse
 import os.path as osp
@@ -13,8 +16,9 @@ import sys
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mixedae.utils.launch import (add_launch_args, close_distributed, init_cpu_distributed,
-                                  load_config, parse_launch_args)
+from mixedae.utils.launch import (add_launch_args, check_inputs_exist, close_distributed,
+                                  init_cpu_distributed, load_config, parse_launch_args,
+                                  require_full_checkpoint)
 
 
 def parse_args(argv=None):
@@ -62,6 +66,8 @@ def build_config(args) -> Config:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
+    check_inputs_exist(cfg, 'train')
+    require_full_checkpoint(cfg, args.allow_partial)
     init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()

@@ -24,6 +24,7 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
+    dict(type='mixedae.CheckSegAnnotation', num_classes={{_base_.num_classes}}),
     dict(type='RandomResize', scale=(128, 64), ratio_range=(0.75, 1.5), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -33,6 +34,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(128, 64), keep_ratio=True),
     dict(type='LoadAnnotations'),
+    dict(type='mixedae.CheckSegAnnotation', num_classes={{_base_.num_classes}}),
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,

@@ -1,4 +1,5 @@
-from .hooks import MixingBatchCheckHook
+from .hooks import MixingBatchCheckHook, NonFiniteError, NonFiniteGuardHook, StrictLoadHook
 from .optimizers import LayerDecayOptimWrapperConstructor
 
-__all__ = ['LayerDecayOptimWrapperConstructor', 'MixingBatchCheckHook']
+__all__ = ['LayerDecayOptimWrapperConstructor', 'MixingBatchCheckHook', 'NonFiniteError',
+           'NonFiniteGuardHook', 'StrictLoadHook']

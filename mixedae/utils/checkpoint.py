@@ -13,7 +13,7 @@ import argparse
 import os
 import pickle
 import re
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -97,3 +97,39 @@ def state_dict_of(checkpoint: Dict[str, Any], source: PathLike) -> Dict[str, tor
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f'{source}: no state_dict of tensors found')
     return sd
+
+
+def non_finite_tensors(obj: Any, prefix: str = '') -> List[str]:
+    """Names (dotted paths) of the floating-point tensors in ``obj`` holding NaN or Inf.
+
+    ``obj`` is a checkpoint or any nesting of dicts, lists and tuples (model weights, optimizer
+    moments, message hub buffers).
+    """
+    if isinstance(obj, torch.Tensor):
+        bad = obj.is_floating_point() and not bool(torch.isfinite(obj).all())
+        return [prefix or '<tensor>'] if bad else []
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return []
+    return [name for key, value in items
+            for name in non_finite_tensors(value, f'{prefix}.{key}' if prefix else str(key))]
+
+
+def key_coverage(model_keys: Iterable[str], checkpoint_keys: Iterable[str]
+                 ) -> Tuple[List[str], List[str]]:
+    """(missing, unexpected): model keys the checkpoint lacks, checkpoint keys the model lacks.
+
+    A ``module.`` prefix on checkpoint keys is ignored, as MMEngine's loader strips it.
+    """
+    ckpt = {k[len('module.'):] if k.startswith('module.') else k for k in checkpoint_keys}
+    model = set(model_keys)
+    return sorted(model - ckpt), sorted(ckpt - model)
+
+
+def describe_keys(keys: Sequence[str], first: int = 5) -> str:
+    """``'3: a, b, c'`` or ``'120: a, b, c, d, e, ...'``."""
+    shown = ', '.join(keys[:first]) + (', ...' if len(keys) > first else '')
+    return f'{len(keys)}: {shown}' if keys else '0'

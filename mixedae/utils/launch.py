@@ -5,7 +5,7 @@ import argparse
 import importlib.util
 import os
 import os.path as osp
-from typing import Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -52,12 +52,15 @@ def add_tensorboard(cfg: Config) -> None:
 
 
 def add_launch_args(parser: argparse.ArgumentParser) -> None:
-    """``--cfg-options``, ``--tensorboard``, ``--launcher`` and torchrun's ``--local-rank``
-    (tools/train.py and tools/test.py)."""
+    """``--cfg-options``, ``--tensorboard``, ``--allow-partial``, ``--launcher`` and torchrun's
+    ``--local-rank`` (tools/train.py and tools/test.py)."""
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config entries, e.g. model.backbone.drop_path_rate=0.2')
     parser.add_argument('--tensorboard', action='store_true',
                         help='also log to TensorBoard (needs the tensorboard package)')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='load a checkpoint (load_from, the test checkpoint) that does not '
+                        'cover the model: matching keys only, the mismatch logged as a warning')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -96,3 +99,86 @@ def close_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _dataset_paths(dataset: dict, key: str) -> Iterator[Tuple[str, str, bool]]:
+    """(config key, path, is_folder) of a dataset config and the datasets it wraps.
+
+    Relative ``ann_file`` and ``data_prefix`` entries are joined to ``data_root`` as MMEngine's
+    ``BaseDataset`` does; entries under a missing ``data_root`` are not listed separately.
+    """
+    if 'dataset' in dataset:
+        yield from _dataset_paths(dataset['dataset'], f'{key}.dataset')
+    for i, inner in enumerate(dataset.get('datasets') or []):
+        yield from _dataset_paths(inner, f'{key}.datasets.{i}')
+    root = dataset.get('data_root') or ''
+    if root:
+        yield f'{key}.data_root', root, True
+        if not osp.isdir(root):
+            return
+    entries = [('ann_file', dataset.get('ann_file'), False)] + [
+        (f'data_prefix.{k}', v, True) for k, v in (dataset.get('data_prefix') or {}).items()]
+    for name, path, is_folder in entries:
+        if isinstance(path, str) and path:
+            yield f'{key}.{name}', path if osp.isabs(path) else osp.join(root, path), is_folder
+
+
+def _checkpoints(node: Any, key: str) -> Iterator[Tuple[str, str, bool]]:
+    """(config key, path, False) of every ``init_cfg`` checkpoint under a model config."""
+    if isinstance(node, dict):
+        if 'checkpoint' in node and str(node.get('type', '')).startswith('Pretrained'):
+            yield f'{key}.checkpoint', node['checkpoint'], False
+        for k, v in node.items():
+            yield from _checkpoints(v, f'{key}.{k}')
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _checkpoints(v, f'{key}.{i}')
+
+
+def missing_inputs(cfg: Config, mode: str) -> List[str]:
+    """Every dataset root, data folder, annotation file and checkpoint of a run that is missing.
+
+    ``mode`` is ``'train'`` (training and validation data, ``load_from`` unless resuming) or
+    ``'test'`` (test data and ``load_from``); both check the model's ``init_cfg`` checkpoints.
+    URLs (``scheme://``) are left to their loaders. One line per problem, config key first.
+    """
+    if mode not in ('train', 'test'):
+        raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+    stages = ['train', 'val'] if mode == 'train' else ['test']
+    if mode == 'train' and not cfg.get('val_cfg'):
+        stages.remove('val')
+    entries = list(_checkpoints(cfg.get('model'), 'model'))
+    for stage in stages:
+        loader = cfg.get(f'{stage}_dataloader')
+        if loader and loader.get('dataset'):
+            entries += _dataset_paths(loader['dataset'], f'{stage}_dataloader.dataset')
+        evaluators = cfg.get(f'{stage}_evaluator') or []
+        for i, ev in enumerate(evaluators if isinstance(evaluators, list) else [evaluators]):
+            key = f'{stage}_evaluator' + (f'.{i}' if isinstance(evaluators, list) else '')
+            if isinstance(ev, dict) and isinstance(ev.get('ann_file'), str):
+                entries.append((f'{key}.ann_file', ev['ann_file'], False))
+    if cfg.get('load_from') and not (mode == 'train' and cfg.get('resume')):
+        entries.append(('load_from', cfg.load_from, False))
+    problems = []
+    for key, path, is_folder in entries:
+        if '://' in path or (osp.isdir(path) if is_folder else osp.isfile(path)):
+            continue
+        what = 'folder' if is_folder else 'checkpoint file' if key.endswith(
+            ('checkpoint', 'load_from')) else 'file'
+        problems.append(f'{key}: {what} not found: {path!r}')
+    return list(dict.fromkeys(problems))   # val and test loaders are often one dict
+
+
+def check_inputs_exist(cfg: Config, mode: str) -> None:
+    """Raise ``FileNotFoundError`` listing everything :func:`missing_inputs` finds, at once."""
+    problems = missing_inputs(cfg, mode)
+    if problems:
+        raise FileNotFoundError(f'{len(problems)} input(s) named in the config are missing:\n  '
+                                + '\n  '.join(problems))
+
+
+def require_full_checkpoint(cfg: Config, allow_partial: bool) -> None:
+    """Register ``mixedae.StrictLoadHook``: a ``load_from`` that does not cover the model fails
+    (``allow_partial``: it is loaded with a warning listing the mismatched keys)."""
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []),
+                        dict(type='mixedae.StrictLoadHook', allow_partial=allow_partial)]

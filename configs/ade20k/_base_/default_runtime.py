@@ -1,6 +1,6 @@
 # Runtime shared by the ADE20K configs (mmseg scope; mixedae modules by their scoped names).
 default_scope = 'mmseg'
-custom_imports = dict(imports=['mixedae'], allow_failed_imports=False)
+custom_imports = dict(imports=['mixedae', 'mixedae.datasets.ade20k'], allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
@@ -13,3 +13,4 @@ log_level = 'INFO'
 randomness = dict(seed=0)
 load_from = None
 resume = False
+custom_hooks = [dict(type='mixedae.NonFiniteGuardHook')]

@@ -1,3 +1,5 @@
 from .mixing_batch_check_hook import MixingBatchCheckHook
+from .non_finite_guard import NonFiniteError, NonFiniteGuardHook
+from .strict_load import StrictLoadHook
 
-__all__ = ['MixingBatchCheckHook']
+__all__ = ['MixingBatchCheckHook', 'NonFiniteError', 'NonFiniteGuardHook', 'StrictLoadHook']

@@ -1,10 +1,14 @@
 # ADE20K (ADEChallengeData2016): 150 classes, label 0 ("other") ignored via reduce_zero_label.
-dataset_type = 'ADE20KDataset'
+# mixedae.ADE20KDataset is mmseg's, with sample errors naming their files; CheckSegAnnotation
+# rejects label maps of the wrong size or with values outside the classes (README "Failure modes").
+dataset_type = 'mixedae.ADE20KDataset'
+num_classes = 150
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
+    dict(type='mixedae.CheckSegAnnotation', num_classes=num_classes),
     dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -15,6 +19,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),
     dict(type='LoadAnnotations'),
+    dict(type='mixedae.CheckSegAnnotation', num_classes=num_classes),
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(

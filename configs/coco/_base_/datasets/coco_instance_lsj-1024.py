@@ -23,9 +23,11 @@ test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
+# mixedae.CocoDataset is mmdet's, with errors naming the annotation file or image at fault
+dataset_type = 'mixedae.CocoDataset'
 train_dataloader = dict(batch_size=4, sampler=dict(type='InfiniteSampler', shuffle=True),
-                        dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+                        dataset=dict(type=dataset_type, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(type=dataset_type, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(metric=['bbox', 'segm'])
 test_evaluator = val_evaluator

@@ -9,6 +9,10 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+# mixedae.CocoDataset is mmdet's, with errors naming the annotation file or image at fault
+dataset_type = 'mixedae.CocoDataset'
+train_dataloader = dict(dataset=dict(type=dataset_type, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(type=dataset_type))
+test_dataloader = val_dataloader
 val_evaluator = dict(metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
