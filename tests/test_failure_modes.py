@@ -181,7 +181,7 @@ def test_every_kind_of_config_has_the_guard_and_checked_datasets(path):
     if '/ade20k/' in path:
         for loader in ('train_dataloader', 'test_dataloader'):
             dataset = cfg[loader].dataset
-            assert dataset.type == 'mixedae.ADE20KDataset'
+            assert dataset.type in ('mixedae.ADE20KDataset', 'mixedae.BaseSegDataset')
             types = [t['type'] for t in dataset.pipeline]
             assert types[types.index('LoadAnnotations') + 1] == 'mixedae.CheckSegAnnotation'
     if '/coco/' in path:

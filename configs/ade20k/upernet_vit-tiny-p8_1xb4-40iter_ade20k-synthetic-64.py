@@ -8,7 +8,7 @@ data_root = 'data/synthetic/ade'
 synthetic_metainfo = dict(
     classes=('disc', 'square', 'triangle', 'cross', 'bar'),
     palette=[[220, 60, 50], [40, 160, 70], [50, 90, 220], [230, 200, 40], [170, 60, 200]])
-synthetic_dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=synthetic_metainfo,
+synthetic_dataset = dict(type='mixedae.BaseSegDataset', data_root=data_root, metainfo=synthetic_metainfo,
                          img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True)
 crop_size = (64, 64)
 norm_cfg = dict(type='BN', requires_grad=True)
@@ -24,7 +24,7 @@ model = dict(
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='mixedae.CheckSegAnnotation', num_classes={{_base_.num_classes}}),
+    dict(type='mixedae.CheckSegAnnotation', num_classes=5),
     dict(type='RandomResize', scale=(128, 64), ratio_range=(0.75, 1.5), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
     dict(type='RandomFlip', prob=0.5),
@@ -34,7 +34,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(128, 64), keep_ratio=True),
     dict(type='LoadAnnotations'),
-    dict(type='mixedae.CheckSegAnnotation', num_classes={{_base_.num_classes}}),
+    dict(type='mixedae.CheckSegAnnotation', num_classes=5),
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
