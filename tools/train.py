@@ -1,20 +1,27 @@
 #!/usr/bin/env python
 """Train with a config: MixedAE/MAE pretraining, ADE20K segmentation or COCO detection.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype bfloat16]]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype DTYPE]]
                           [--auto-scale-lr] [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 
 The config decides the task; one script serves all three. Multi-GPU: tools/dist_train.sh.
+The full-scale configs already train in bf16 autocast; --amp switches a fp32 config (or picks
+the dtype) through mixedae.AmpOptimWrapper. Without a GPU, --amp means bf16 autocast on CPU.
 """
 import argparse
 import os.path as osp
 import sys
+from typing import Optional
 
 from mmengine.config import Config
+from mmengine.device import get_device
 from mmengine.runner import Runner
 
+from mixedae.engine.optimizers.amp_optim_wrapper import AMP_DTYPES
 from mixedae.utils.launch import (add_launch_args, close_distributed, init_cpu_distributed,
                                   load_config, parse_launch_args)
+
+AMP_WRAPPERS = ('OptimWrapper', 'AmpOptimWrapper', 'mixedae.AmpOptimWrapper')
 
 
 def parse_args(argv=None):
@@ -26,25 +33,41 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
                         help='resume from CKPT, or from the latest checkpoint in the work dir '
                         'when no path is given')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
-    parser.add_argument('--amp-dtype', default='float16', choices=['float16', 'bfloat16'],
-                        help='dtype of --amp (default float16)')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (mixedae.AmpOptimWrapper)')
+    parser.add_argument('--amp-dtype', choices=AMP_DTYPES,
+                        help="dtype of --amp (default: the config's, else bfloat16); float16 "
+                        'needs a GPU and uses dynamic loss scaling')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale lr by the actual total batch / auto_scale_lr.base_batch_size')
     add_launch_args(parser)
     return parse_launch_args(parser, argv)
 
 
+def use_amp(cfg: Config, dtype: Optional[str]) -> str:
+    """Train ``cfg`` through mixedae.AmpOptimWrapper in ``dtype`` (None: the config's, else
+    bf16); returns the line saying what autocast will do."""
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper not in AMP_WRAPPERS:
+        raise ValueError(f'--amp needs optim_wrapper.type in {AMP_WRAPPERS}, got {wrapper!r}')
+    dtype = dtype or cfg.optim_wrapper.get('dtype') or 'bfloat16'
+    if get_device() == 'cpu':
+        if dtype == 'float16':
+            raise ValueError('--amp-dtype float16: fp16 autocast needs a GPU and none is '
+                             'visible; on CPU --amp trains in bfloat16 (leave --amp-dtype out)')
+        line = '--amp: no GPU visible, so bf16 autocast on CPU (mixedae.AmpOptimWrapper)'
+    else:
+        scaling = 'dynamic loss scaling' if dtype == 'float16' else 'no loss scaling'
+        line = f'--amp: {dtype} autocast on {get_device()}, {scaling} (mixedae.AmpOptimWrapper)'
+    cfg.optim_wrapper.type = 'mixedae.AmpOptimWrapper'
+    cfg.optim_wrapper.dtype = dtype
+    return line
+
+
 def build_config(args) -> Config:
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if args.amp:
-        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper}')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.dtype = args.amp_dtype
-        if args.amp_dtype == 'float16':
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        print(use_amp(cfg, args.amp_dtype), flush=True)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume:

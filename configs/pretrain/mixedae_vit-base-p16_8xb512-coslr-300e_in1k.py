@@ -5,3 +5,5 @@ _base_ = [
     '_base_/default_runtime.py',
 ]
 model = dict(batch_size={{_base_.batch_size}})
+# bf16 autocast without loss scaling, the wrapper's default (docs/mixed_precision.md)
+optim_wrapper = dict(type='mixedae.AmpOptimWrapper')

@@ -1,3 +1,3 @@
-from .optimizers import LayerDecayOptimWrapperConstructor
+from .optimizers import AmpOptimWrapper, LayerDecayOptimWrapperConstructor
 
-__all__ = ['LayerDecayOptimWrapperConstructor']
+__all__ = ['AmpOptimWrapper', 'LayerDecayOptimWrapperConstructor']

@@ -1,0 +1,55 @@
+"""MMEngine's ``AmpOptimWrapper``, also on CPU (bf16), without loss scaling in bf16.
+
+    optim_wrapper = dict(type='mixedae.AmpOptimWrapper', dtype='bfloat16', optimizer=...)
+
+Everything that runs per step (``optim_context``'s autocast, ``backward``, ``step``,
+``state_dict``) is MMEngine's; only the construction differs.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from mmengine.device import get_device
+from mmengine.optim import AmpOptimWrapper as MMEngineAmpOptimWrapper
+from mmengine.optim import OptimWrapper
+
+from mixedae.registry import OPTIM_WRAPPERS
+
+AMP_DTYPES = ('bfloat16', 'float16')
+
+
+@OPTIM_WRAPPERS.register_module()
+class AmpOptimWrapper(MMEngineAmpOptimWrapper):
+    """Args:
+        dtype: autocast dtype, ``'bfloat16'`` (default) or ``'float16'``.
+        loss_scale: MMEngine's ``loss_scale`` (``'dynamic'``, a float or GradScaler kwargs).
+            None: dynamic loss scaling in fp16, none in bf16 (fp32's exponent range: gradients
+            neither underflow nor overflow for want of a scale).
+        **kwargs: ``OptimWrapper``'s (optimizer, accumulative_counts, clip_grad).
+
+    On a CPU-only machine it autocasts to bf16 (MMEngine's wrapper refuses CPU); fp16, which
+    CPU autocast does not offer, and loss scaling are refused there.
+    """
+
+    def __init__(self, loss_scale: Union[None, str, float, dict] = None,
+                 dtype: str = 'bfloat16', **kwargs) -> None:
+        if dtype not in AMP_DTYPES:
+            raise ValueError(f'AmpOptimWrapper: dtype must be one of {AMP_DTYPES}, got {dtype!r}')
+        if get_device() != 'cpu':
+            if loss_scale is None:
+                loss_scale = 'dynamic' if dtype == 'float16' else dict(enabled=False)
+            super().__init__(loss_scale=loss_scale, dtype=dtype, **kwargs)
+            return
+        if dtype == 'float16':
+            raise ValueError('AmpOptimWrapper: fp16 autocast needs a GPU; on CPU use dtype '
+                             "'bfloat16' (tools/train.py --amp --amp-dtype bfloat16)")
+        if loss_scale is not None:
+            raise ValueError(f'AmpOptimWrapper: loss_scale={loss_scale!r} on CPU: bf16 needs no '
+                             'loss scaling; leave loss_scale unset')
+        # MMEngine's __init__ asserts a GPU before anything else, so its fields are set here:
+        # a disabled GradScaler passes losses, gradients and steps through unchanged.
+        OptimWrapper.__init__(self, **kwargs)
+        self._scale_update_param: Optional[float] = None
+        self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)
+        self.cast_dtype = torch.bfloat16

@@ -1,0 +1,128 @@
+"""Mixed precision: every model family trains under bf16 autocast on CPU through
+mixedae.AmpOptimWrapper (MMEngine's AmpOptimWrapper code path), close to its fp32 twin."""
+import copy
+import os
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.optim import OptimWrapper, build_optim_wrapper
+from mmengine.registry import DefaultScope
+
+from mixedae.datasets.synthetic import write_dataset
+from mixedae.engine import AmpOptimWrapper
+from mixedae.models import MAEDecoder
+from conftest import ROOT, load_tool
+
+PRETRAIN = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
+ADE = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
+COCO = {
+    'fpn': os.path.join(ROOT, 'configs/coco/'
+                        'mask-rcnn_vit-tiny-p8_fpn_1xb2-20iter_coco-synthetic-64.py'),
+    'vitdet': os.path.join(ROOT, 'configs/coco/'
+                           'vitdet_mask-rcnn_vit-tiny-p8_1xb2-20iter_coco-synthetic-64.py'),
+}
+# the pretraining variants of the full-scale configs, applied to the tiny model
+PRETRAIN_VARIANTS = {
+    'mae': dict(backbone=dict(group_size=1), mask_ratio=0.75, contrast_weight=0.0),
+    'naivemix': dict(backbone=dict(attn_mode='vanilla', use_segment_embed=False),
+                     contrast_weight=0.0),
+    'mixedae-topk': dict(),
+    'mixedae-full': dict(mix_mode='full'),
+    'mixedae-vanilla': dict(backbone=dict(attn_mode='vanilla')),
+    'mixedae-oracle': dict(backbone=dict(attn_mode='oracle')),
+}
+STEPS = 3
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    return write_dataset(str(tmp_path_factory.mktemp('data')), num_train=8, num_val=1,
+                         size=(64, 80), seed=0, views=('pretrain', 'ade20k', 'coco'))
+
+
+def build(cfg: Config, scope: str, models, datasets, size: int):
+    """``cfg``'s model (initialised) and its first ``size`` training samples, collated."""
+    with DefaultScope.overwrite_default_scope(scope):
+        model = models.build(cfg.model)
+        dataset = datasets.build(cfg.train_dataloader.dataset)
+    model.init_weights()
+    return model, pseudo_collate([dataset[i] for i in range(size)])
+
+
+def train(model, optim_wrapper, data: dict, scope: str):
+    """STEPS real steps (model.train_step: optim_context, forward, update_params), each from
+    the same seed, on the same batch. Returns the losses and the dtype of the patch
+    embedding's output in the last step."""
+    seen = []
+    hook = model.backbone.patch_embed.register_forward_hook(
+        lambda m, i, out: seen.append(out[0].dtype if isinstance(out, tuple) else out.dtype))
+    losses = []
+    with DefaultScope.overwrite_default_scope(scope):
+        for step in range(STEPS):
+            torch.manual_seed(step)
+            losses.append(model.train_step(copy.deepcopy(data), optim_wrapper)['loss'].item())
+    hook.remove()
+    return losses, seen[-1]
+
+
+def check_bf16_against_fp32(cfg: Config, model, data: dict, scope: str, rtol: float):
+    """Train copies of ``model`` in fp32 (the config's OptimWrapper) and under bf16 autocast
+    (tools/train.py --amp's wrapper); their losses agree within ``rtol``."""
+    assert cfg.optim_wrapper.type == 'OptimWrapper'          # tiny configs are fp32
+    amp_cfg = copy.deepcopy(cfg)
+    assert 'bf16 autocast on CPU' in load_tool('train').use_amp(amp_cfg, None)
+    runs = {}
+    for name, wrapper_cfg in (('fp32', cfg.optim_wrapper), ('bf16', amp_cfg.optim_wrapper)):
+        net = copy.deepcopy(model).train()
+        wrapper = build_optim_wrapper(net, copy.deepcopy(wrapper_cfg))
+        assert isinstance(wrapper, AmpOptimWrapper) == (name == 'bf16')
+        before = copy.deepcopy(net.state_dict())
+        runs[name] = train(net, wrapper, data, scope)
+        params = dict(net.named_parameters())
+        assert all(p.dtype == torch.float32 for p in params.values())   # master weights
+        assert any(not torch.equal(before[k], p) for k, p in params.items())
+    (fp32, fp32_dtype), (bf16, bf16_dtype) = runs['fp32'], runs['bf16']
+    assert (fp32_dtype, bf16_dtype) == (torch.float32, torch.bfloat16)
+    assert all(torch.isfinite(torch.tensor(bf16)))
+    assert bf16 == pytest.approx(fp32, rel=rtol), (fp32, bf16)
+
+
+def test_decoder_under_autocast_scatters_the_mask_token():
+    """The fp32 mask token was scattered with bf16 embedded tokens: 'scatter(): Expected
+    self.dtype to be equal to src.dtype'."""
+    decoder = MAEDecoder(num_patches=16, grid=(4, 4), patch_size=8, embed_dim=32,
+                         decoder_embed_dim=16, depth=1, num_heads=2)
+    tokens, ids = torch.randn(2, 5, 32), torch.stack([torch.randperm(16)[:4] for _ in range(2)])
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = decoder(tokens, ids)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 16, 8 * 8 * 3)
+    torch.testing.assert_close(out.float(), decoder(tokens, ids), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize('variant', list(PRETRAIN_VARIANTS))
+def test_pretraining_trains_under_bf16(data_root, variant):
+    from mixedae.registry import DATASETS, MODELS
+    cfg = Config.fromfile(PRETRAIN)
+    cfg.merge_from_dict(dict(model=PRETRAIN_VARIANTS[variant]))
+    cfg.train_dataloader.dataset.data_root = data_root['pretrain']
+    model, batch = build(cfg, 'mixedae', MODELS, DATASETS, 8)
+    check_bf16_against_fp32(cfg, model, batch, 'mixedae', rtol=0.02)
+
+
+def test_upernet_trains_under_bf16(data_root):
+    from mmseg.registry import DATASETS, MODELS
+    cfg = Config.fromfile(ADE)
+    cfg.train_dataloader.dataset.data_root = data_root['ade20k']
+    model, batch = build(cfg, 'mmseg', MODELS, DATASETS, 2)
+    check_bf16_against_fp32(cfg, model, batch, 'mmseg', rtol=0.02)
+
+
+@pytest.mark.parametrize('protocol', list(COCO))
+def test_mask_rcnn_trains_under_bf16(data_root, protocol):
+    from mmdet.registry import DATASETS, MODELS
+    cfg = Config.fromfile(COCO[protocol])
+    cfg.train_dataloader.dataset.data_root = data_root['coco'] + '/'
+    model, batch = build(cfg, 'mmdet', MODELS, DATASETS, 2)
+    check_bf16_against_fp32(cfg, model, batch, 'mmdet', rtol=0.05)
