@@ -33,7 +33,7 @@ PRETRAIN_VARIANTS = {
     'mixedae-vanilla': dict(backbone=dict(attn_mode='vanilla')),
     'mixedae-oracle': dict(backbone=dict(attn_mode='oracle')),
 }
-STEPS = 3
+STEPS = 2
 
 
 @pytest.fixture(scope='module')
@@ -111,6 +111,7 @@ def test_pretraining_trains_under_bf16(data_root, variant):
     check_bf16_against_fp32(cfg, model, batch, 'mixedae', rtol=0.02)
 
 
+@pytest.mark.slow
 def test_upernet_trains_under_bf16(data_root):
     from mmseg.registry import DATASETS, MODELS
     cfg = Config.fromfile(ADE)
@@ -119,6 +120,7 @@ def test_upernet_trains_under_bf16(data_root):
     check_bf16_against_fp32(cfg, model, batch, 'mmseg', rtol=0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('protocol', list(COCO))
 def test_mask_rcnn_trains_under_bf16(data_root, protocol):
     from mmdet.registry import DATASETS, MODELS
@@ -126,3 +128,109 @@ def test_mask_rcnn_trains_under_bf16(data_root, protocol):
     cfg.train_dataloader.dataset.data_root = data_root['coco'] + '/'
     model, batch = build(cfg, 'mmdet', MODELS, DATASETS, 2)
     check_bf16_against_fp32(cfg, model, batch, 'mmdet', rtol=0.05)
+
+
+def sgd_wrapper(**kw) -> AmpOptimWrapper:
+    return AmpOptimWrapper(optimizer=torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1),
+                           **kw)
+
+
+def test_cpu_amp_optim_wrapper_is_bf16_and_refuses_fp16():
+    wrapper = sgd_wrapper()
+    assert wrapper.cast_dtype == torch.bfloat16 and not wrapper.loss_scaler.is_enabled()
+    layer = torch.nn.Linear(3, 3)
+    with wrapper.optim_context(layer):
+        assert layer(torch.randn(1, 3)).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match='fp16 autocast needs a GPU'):
+        sgd_wrapper(dtype='float16')
+    with pytest.raises(ValueError, match="dtype must be one of .* got 'float32'"):
+        sgd_wrapper(dtype='float32')
+    with pytest.raises(ValueError, match='bf16 needs no loss scaling'):
+        sgd_wrapper(loss_scale='dynamic')
+
+
+def test_cpu_amp_optim_wrapper_state_round_trips():
+    model = torch.nn.Linear(4, 2)
+    wrapper = AmpOptimWrapper(optimizer=torch.optim.AdamW(model.parameters(), lr=0.1))
+    with wrapper.optim_context(model):
+        loss = model(torch.randn(8, 4)).square().mean()
+    wrapper.update_params(loss)
+    state = wrapper.state_dict()
+    assert 'loss_scaler' in state and state['state']          # AdamW moments after a step
+    fresh = AmpOptimWrapper(optimizer=torch.optim.AdamW(model.parameters(), lr=0.1))
+    fresh.load_state_dict(copy.deepcopy(state))
+    torch.testing.assert_close(fresh.optimizer.state_dict(), wrapper.optimizer.state_dict())
+
+
+def test_train_tool_amp_on_cpu_means_bf16(capsys):
+    train = load_tool('train')
+    cfg = train.build_config(train.parse_args([PRETRAIN, '--amp']))
+    assert cfg.optim_wrapper.type == 'mixedae.AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'bfloat16'
+    assert '--amp: no GPU visible, so bf16 autocast on CPU' in capsys.readouterr().out
+    with pytest.raises(ValueError, match='fp16 autocast needs a GPU'):
+        train.build_config(train.parse_args([PRETRAIN, '--amp', '--amp-dtype', 'float16']))
+    sgd = train.parse_args([PRETRAIN, '--amp', '--cfg-options', 'optim_wrapper.type=Lion'])
+    with pytest.raises(ValueError, match="--amp needs optim_wrapper.type in .* got 'Lion'"):
+        train.build_config(sgd)
+
+
+@pytest.mark.slow
+def test_train_tool_amp_runs_and_resumes_on_cpu(data_root, tmp_path):
+    """The README's one-machine command on CPU: the Runner trains through the AMP wrapper,
+    whose state (loss scaler included) is checkpointed and resumed."""
+    import subprocess
+    import sys
+    from mixedae.utils.checkpoint import load_checkpoint_file
+    work = tmp_path / 'work'
+
+    def run(epochs, *extra):
+        return subprocess.run(
+            [sys.executable, 'tools/train.py', PRETRAIN, '--amp', '--work-dir', str(work),
+             *extra, '--cfg-options', f'train_dataloader.dataset.data_root={data_root["pretrain"]}',
+             'train_dataloader.batch_size=8', f'train_cfg.max_epochs={epochs}'],
+            capture_output=True, text=True, cwd=ROOT)
+    out = run(2)                                   # 1 warm-up epoch, then the cosine
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'bf16 autocast on CPU' in out.stdout
+    assert 'loss_scaler' in load_checkpoint_file(work / 'epoch_2.pth')['optimizer']
+    out = run(3, '--resume')
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'resumed epoch: 2' in out.stdout + out.stderr
+    assert (work / 'epoch_3.pth').exists()
+
+
+def full_and_tiny_configs():
+    paths = []
+    for folder, _, files in os.walk(os.path.join(ROOT, 'configs')):
+        if '_base_' not in folder:
+            paths += [os.path.join(folder, f) for f in files if f.endswith('.py')]
+    return sorted(os.path.relpath(p, ROOT) for p in paths)
+
+
+@pytest.mark.parametrize('path', full_and_tiny_configs())
+def test_full_scale_configs_use_amp_and_tiny_ones_do_not(path):
+    cfg = Config.fromfile(os.path.join(ROOT, path))
+    tiny = 'tiny' in os.path.basename(path)
+    assert cfg.optim_wrapper.type == ('OptimWrapper' if tiny else 'mixedae.AmpOptimWrapper')
+    assert cfg.optim_wrapper.get('dtype', 'bfloat16') == 'bfloat16'
+    if path.startswith('configs/coco/'):                     # bf16-safe mmcv kernel calls
+        assert cfg.model.rpn_head.type == 'mixedae.AmpRPNHead'
+        assert {cfg.model.roi_head.bbox_roi_extractor.type,
+                cfg.model.roi_head.mask_roi_extractor.type} == {'mixedae.AmpSingleRoIExtractor'}
+
+
+def test_amp_roi_extractor_pools_fp32_and_matches_mmdet():
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+    from mixedae.models.detection import AmpSingleRoIExtractor
+    kw = dict(roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+              out_channels=8, featmap_strides=[4, 8])
+    feats = (torch.randn(2, 8, 16, 16), torch.randn(2, 8, 8, 8))
+    rois = torch.tensor([[0, 1., 2., 30., 40.], [1, 5., 5., 60., 60.], [0, 0., 0., 10., 12.]])
+    ours, theirs = AmpSingleRoIExtractor(**kw), SingleRoIExtractor(**kw)
+    torch.testing.assert_close(ours(feats, rois), theirs(feats, rois), rtol=0, atol=0)
+    half = ours(tuple(f.bfloat16() for f in feats), rois)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, theirs(feats, rois), rtol=0.02, atol=0.02)
+    with pytest.raises(NotImplementedError, match='BFloat16'):    # why the subclass exists
+        theirs(tuple(f.bfloat16() for f in feats), rois)
