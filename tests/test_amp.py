@@ -190,7 +190,8 @@ def test_train_tool_amp_on_cpu_means_bf16(capsys):
     assert cfg.optim_wrapper.dtype == 'bfloat16'
     assert '--amp: no GPU visible, so bf16 autocast on CPU' in capsys.readouterr().out
     with pytest.raises(ValueError, match='fp16 autocast needs a GPU'):
-        train.build_config(train.parse_args([PRETRAIN, '--amp', '--amp-dtype', 'float16']))
+        train.build_config(train.parse_args([PRETRAIN, '--amp-dtype', 'float16']))  # --amp
+    assert train.build_config(train.parse_args([PRETRAIN])).optim_wrapper.type == 'OptimWrapper'
     sgd = train.parse_args([PRETRAIN, '--amp', '--cfg-options', 'optim_wrapper.type=Lion'])
     with pytest.raises(ValueError, match="--amp needs optim_wrapper.type in .* got 'Lion'"):
         train.build_config(sgd)

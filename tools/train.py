@@ -36,8 +36,8 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision (mixedae.AmpOptimWrapper)')
     parser.add_argument('--amp-dtype', choices=AMP_DTYPES,
-                        help="dtype of --amp (default: the config's, else bfloat16); float16 "
-                        'needs a GPU and uses dynamic loss scaling')
+                        help="dtype of --amp, which it implies (default: the config's, else "
+                        'bfloat16); float16 needs a GPU and uses dynamic loss scaling')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale lr by the actual total batch / auto_scale_lr.base_batch_size')
     add_launch_args(parser)
@@ -66,7 +66,7 @@ def use_amp(cfg: Config, dtype: Optional[str]) -> str:
 
 def build_config(args) -> Config:
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
-    if args.amp:
+    if args.amp or args.amp_dtype:
         print(use_amp(cfg, args.amp_dtype), flush=True)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None

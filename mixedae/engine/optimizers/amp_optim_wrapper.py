@@ -11,6 +11,7 @@ from typing import Optional, Union
 
 import torch
 from mmengine.device import get_device
+from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper as MMEngineAmpOptimWrapper
 from mmengine.optim import OptimWrapper
 
@@ -53,3 +54,5 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
         self._scale_update_param: Optional[float] = None
         self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)
         self.cast_dtype = torch.bfloat16
+        print_log('AmpOptimWrapper: no GPU visible, training under bf16 autocast on CPU',
+                  logger='current')
