@@ -26,7 +26,7 @@ COLUMNS = [
 ]
 MISSING = 'missing'
 
-#: published ViT-B numbers (DESIGN.md section 3), shown as reference rows.
+#: published ViT-B numbers (docs/method.md), shown as reference rows.
 ANCHORS = [
     dict(method='MAE 1600ep (MAE paper)', values={'ADE20K mIoU': '48.1', 'COCO box AP': '50.3',
                                                   'COCO mask AP': '44.9'}),

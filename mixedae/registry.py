@@ -39,7 +39,7 @@ DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, locations=['mixedae.dat
 DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS,
                          locations=['mixedae.datasets'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, locations=['mixedae.datasets'])
-METRICS = Registry('metric', parent=MMENGINE_METRICS, locations=['mixedae.evaluation'])
+METRICS = Registry('metric', parent=MMENGINE_METRICS)  # none of our own: mmseg's and mmdet's
 
 # scope children so that default_scope='mixedae' resolves MMEngine's own components
 RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS)

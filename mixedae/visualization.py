@@ -16,7 +16,7 @@ from mixedae.utils.convert import extract_backbone
 
 #: MixedViT arguments that the transfer ViT does not take.
 PRETRAIN_ONLY_ARGS = ('type', 'group_size', 'attn_mode', 'homologous_layers', 'topk',
-                      'use_segment_embed')
+                      'use_segment_embed', 'attn_impl')
 
 
 @torch.no_grad()

@@ -82,6 +82,7 @@ def test_ground_truth_as_prediction_gives_miou_100(ade_root):
     assert metrics['aAcc'] == pytest.approx(100.0)
 
 
+@pytest.mark.slow
 def test_tiny_config_trains_evaluates_and_writes_metrics(ade_root, tmp_path):
     work = tmp_path / 'work'
     out = run([PY, 'tools/train.py', TINY, '--work-dir', str(work),
@@ -112,6 +113,7 @@ def test_tiny_config_trains_evaluates_and_writes_metrics(ade_root, tmp_path):
     assert 'mIoU' in json.loads((tmp_path / 'ms.json').read_text())
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_without_losing_checkpoints(ade_root, tmp_path):
     work = tmp_path / 'work'
     cmd = [PY, 'tools/train.py', TINY, '--work-dir', str(work), '--cfg-options',
@@ -135,6 +137,7 @@ def test_killed_training_resumes_without_losing_checkpoints(ade_root, tmp_path):
     assert before <= after and 'iter_20.pth' in after
 
 
+@pytest.mark.slow
 def test_dist_train_two_gloo_processes(ade_root, tmp_path):
     work = tmp_path / 'dist'
     env = dict(os.environ, PORT=str(29500 + os.getpid() % 1000))
@@ -174,6 +177,7 @@ def test_converted_checkpoint_loads_into_the_config_backbone(tmp_path):
     assert model.backbone.pos_embed.shape == (1, 1 + 64, 64)   # resampled 4x4 -> 8x8
 
 
+@pytest.mark.slow
 def test_missing_pretrained_checkpoint_fails_before_data(tmp_path):
     out = run([PY, 'tools/train.py',
                os.path.join(ROOT, 'configs/ade20k/upernet_vit-b16-mixedae_8xb2-160k_ade20k-512x512.py'),

@@ -101,6 +101,7 @@ def make_runner(work_dir, max_iters, resume=False):
         randomness=dict(seed=0), resume=resume, default_scope='mmengine')
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
     straight = make_runner(tmp_path / 'straight', max_iters=6)
     straight.train()

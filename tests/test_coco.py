@@ -112,6 +112,7 @@ def test_ground_truth_as_predictions_gives_ap_100(coco_root, protocol):
     assert metrics['segm_mAP'] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('protocol', ['fpn', 'vitdet'])
 def test_tiny_protocol_trains_and_reports_box_and_mask_ap(coco_root, tmp_path, protocol):
     work = tmp_path / 'work'
@@ -129,6 +130,7 @@ def test_tiny_protocol_trains_and_reports_box_and_mask_ap(coco_root, tmp_path, p
     assert all(-1.0 <= v <= 1.0 for v in metrics.values())
 
 
+@pytest.mark.slow
 def test_dist_train_two_gloo_processes(coco_root, tmp_path):
     env = dict(os.environ, PORT=str(30500 + os.getpid() % 1000))
     out = run(['bash', 'tools/dist_train.sh', TINY['fpn'], '2', '--work-dir', str(tmp_path),

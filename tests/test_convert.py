@@ -101,6 +101,7 @@ def test_mixedae_pretraining_checkpoint(tmp_path):
     torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], encoder(x)[0])
 
 
+@pytest.mark.slow
 def test_cli_reports_kept_and_dropped(tmp_path):
     torch.save(mae_release(source_vit()), tmp_path / 'mae.pth')
     out = subprocess.run([sys.executable, f'{ROOT}/tools/convert_checkpoint.py',

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mixedae.models.utils.pos_embed import (num_relative_entries, relative_position_index,
+from mixedae.models.layers.pos_embed import (num_relative_entries, relative_position_index,
                                             resize_pos_embed, resize_rel_pos_table)
 
 

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from PIL import Image
 
 import mixedae  # noqa: F401
-from mixedae.datasets import GroupSampler, ImageFolder, RandomResizedCrop
+from mixedae.datasets import ImageFolder, RandomResizedCrop
 from conftest import ROOT
 
 PIPELINE = [
@@ -91,24 +91,6 @@ def test_random_resized_crop_box_obeys_scale_and_ratio():
         RandomResizedCrop(16, interpolation='lanczos9')
 
 
-@pytest.mark.parametrize('n,g,world,expected', [(10, 4, 1, 8), (10, 1, 1, 10), (17, 3, 2, 9)])
-def test_group_sampler_keeps_whole_groups(n, g, world, expected, monkeypatch):
-    counts = []
-    for rank in range(world):
-        monkeypatch.setattr('mmengine.dataset.sampler.get_dist_info', lambda: (rank, world))
-        sampler = GroupSampler(list(range(n)), group_size=g, seed=0)
-        indices = list(sampler)
-        assert len(indices) == len(sampler) == expected - expected % g
-        assert len(indices) % g == 0
-        counts.append(len(indices))
-    assert len(set(counts)) == 1
-
-
-def test_group_sampler_rejects_too_few_images():
-    with pytest.raises(ValueError, match='no complete group of 4'):
-        GroupSampler(list(range(3)), group_size=4, seed=0)
-
-
 PRETRAIN_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs/pretrain/*.py'))
                           + glob.glob(os.path.join(ROOT, 'configs/pretrain/ablations/*.py')))
 
@@ -118,8 +100,9 @@ def test_pretrain_configs_are_consistent(path):
     cfg = Config.fromfile(path)
     g = cfg.model.backbone.group_size
     batch = cfg.train_dataloader.batch_size
-    assert cfg.train_dataloader.sampler.group_size == g
-    assert batch % g == 0 and cfg.model.batch_size == batch
+    assert batch % g == 0 and cfg.train_dataloader.drop_last
+    assert 'group_size' not in cfg.train_dataloader.sampler and 'batch_size' not in cfg.model
+    assert dict(type='MixingBatchCheckHook') in cfg.custom_hooks
     assert cfg.auto_scale_lr.base_batch_size > 0
     size = cfg.model.backbone.img_size
     crop = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomResizedCrop']

@@ -13,6 +13,8 @@ from PIL import Image
 from mixedae.utils.checkpoint import load_checkpoint_file
 from conftest import ROOT, load_tool
 
+pytestmark = pytest.mark.slow   # every test here runs tools/train.py in a subprocess
+
 TINY_CFG = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
 
 

@@ -4,7 +4,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from mixedae.models import ViT
-from mixedae.models.backbones.vit import ViTAttention
+from mixedae.models.layers.attention import Attention
 from conftest import TINY
 
 
@@ -68,7 +68,7 @@ def test_zero_relative_bias_and_unit_layer_scale_change_nothing():
     assert not torch.allclose(rel(x)[0], plain(x)[0])
 
 
-def manual_attention(attn: ViTAttention, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def manual_attention(attn: Attention, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     b, n, c = x.shape
     q, k, v = attn.qkv(x).reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
     logits = q @ k.transpose(-2, -1) / attn.head_dim ** 0.5 + bias
@@ -76,7 +76,7 @@ def manual_attention(attn: ViTAttention, x: torch.Tensor, bias: torch.Tensor) ->
 
 
 def test_relative_bias_enters_attention_as_beit_defines_it():
-    attn = ViTAttention(32, 4, rel_pos_grid=(3, 3), with_cls_token=True).eval()
+    attn = Attention(32, 4, rel_pos_grid=(3, 3), with_cls_token=True).eval()
     with torch.no_grad():
         attn.relative_position_bias_table.normal_()
     x = torch.randn(2, 10, 32)

@@ -11,8 +11,7 @@ batch_size = 16
 model = dict(
     backbone=dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4),
     decoder=dict(decoder_embed_dim=32, depth=2, num_heads=4),
-    contrast_dim=32,
-    batch_size=batch_size)
+    contrast_dim=32)
 train_pipeline = [
     dict(type='LoadRGBImage'),
     dict(type='RandomResizedCrop', size=32, scale=(0.2, 1.0), interpolation='bicubic'),

@@ -1,5 +1,5 @@
 from .algorithms import MixedAE
 from .backbones import MixedViT, ViT
-from .necks import LayerNorm2d, MAEDecoder, SimpleFeaturePyramid
+from .necks import MAEDecoder, SimpleFeaturePyramid
 
-__all__ = ['LayerNorm2d', 'MAEDecoder', 'MixedAE', 'MixedViT', 'SimpleFeaturePyramid', 'ViT']
+__all__ = ['MAEDecoder', 'MixedAE', 'MixedViT', 'SimpleFeaturePyramid', 'ViT']

@@ -17,6 +17,7 @@ env_cfg = dict(
 )
 log_processor = dict(window_size=10, by_epoch=True)
 log_level = 'INFO'
+custom_hooks = [dict(type='MixingBatchCheckHook')]  # G divides the batch, before training
 randomness = dict(seed=0, diff_rank_seed=True)
 load_from = None
 resume = False

@@ -25,27 +25,28 @@ MIX_MODES = ('compose', 'full')
 class MixedAE(BaseModel):
     """Args:
         backbone: a ``mixedae.MixedViT`` config (G, attention mode, segment embeddings).
-        decoder: ``mixedae.MAEDecoder`` options (sizes are filled in from the backbone).
+        decoder: the pixel decoder's config, ``dict(type=..., ...)`` (default
+            ``mixedae.MAEDecoder``); ``num_patches``, ``grid``, ``patch_size`` and ``embed_dim``
+            are filled in from the backbone when missing.
         mix_mode: ``compose`` (one mixed sequence per group) or ``full`` (G per group).
         mask_ratio: MAE's masking ratio, used when G = 1 (with mixing it is 1 - 1/G).
         contrast_weight, contrast_tau, contrast_dim: lambda, tau and projection width of the
             homologous contrastive loss (lambda = 0 switches it off).
         norm_pix_loss: reconstruct per-patch normalised pixels.
-        batch_size: images per GPU of the training dataloader; checked against G at build.
+
+    The images per GPU (``train_dataloader.batch_size``) must be a multiple of G; the
+    ``mixedae.MixingBatchCheckHook`` of the pretraining configs checks it before training.
     """
 
     def __init__(self, backbone: dict, decoder: Optional[dict] = None, mix_mode: str = 'compose',
                  mask_ratio: float = 0.75, contrast_weight: float = 0.1,
                  contrast_tau: float = 0.25, contrast_dim: int = 256,
-                 norm_pix_loss: bool = True, batch_size: Optional[int] = None,
-                 data_preprocessor: Optional[dict] = None, init_cfg=None) -> None:
+                 norm_pix_loss: bool = True, data_preprocessor: Optional[dict] = None, init_cfg=None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
         g = self.backbone.group_size
         if mix_mode not in MIX_MODES:
             raise ValueError(f'unknown mix_mode {mix_mode!r}; choose from {MIX_MODES}')
-        if batch_size is not None and batch_size % g:
-            raise ValueError(f'batch_size {batch_size} is not divisible by group_size {g}')
         if contrast_weight < 0 or contrast_tau <= 0:
             raise ValueError(f'need contrast_weight >= 0 and contrast_tau > 0, got '
                              f'{contrast_weight}, {contrast_tau}')
@@ -61,9 +62,12 @@ class MixedAE(BaseModel):
         embed = self.backbone.patch_embed
         self.patch_size = embed.patch_size[0]
         self.num_patches = embed.num_patches
-        self.decoder = MODELS.build(dict(
-            type='mixedae.MAEDecoder', num_patches=self.num_patches, grid=embed.grid_size,
-            patch_size=self.patch_size, embed_dim=self.backbone.embed_dim, **(decoder or {})))
+        decoder = dict(decoder or dict(type='mixedae.MAEDecoder'))
+        for key, value in (('num_patches', self.num_patches), ('grid', embed.grid_size),
+                           ('patch_size', self.patch_size),
+                           ('embed_dim', self.backbone.embed_dim)):
+            decoder.setdefault(key, value)
+        self.decoder = MODELS.build(decoder)
         self.contrast_head = (nn.Linear(self.backbone.embed_dim, contrast_dim)
                               if contrast_weight > 0 else None)
 

@@ -7,6 +7,7 @@ Its parameters are those of :class:`~mixedae.models.backbones.vit.ViT` plus ``se
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -14,9 +15,9 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 
 from mixedae.registry import MODELS
-from ..utils.homologous import ATTN_MODES, HomologousContext
+from ..layers.homologous_attention import ATTN_MODES, HomologousAttention, MixingContext
 from ..utils.mixing import mix
-from ..utils.pos_embed import sincos_2d_pos_embed
+from ..layers.pos_embed import sincos_2d_pos_embed
 from .vit import ViT
 
 
@@ -31,17 +32,23 @@ class MixedViT(ViT):
             the other blocks attend over the whole mixed sequence.
         topk: keys kept per query in ``topk`` mode; default N/G + 1 (one image's share).
         use_segment_embed: add a learned embedding of the source image to every token.
+        attn_impl: top-K attention implementation: ``auto`` (the fused Triton kernel on CUDA,
+            eager PyTorch elsewhere), ``triton`` or ``reference``.
         **kwargs: architecture arguments of :class:`ViT` (img_size, patch_size, embed_dim, ...).
     """
 
     def __init__(self, group_size: int = 4, attn_mode: str = 'topk',
                  homologous_layers: Union[str, Sequence[int]] = 'all',
-                 topk: Optional[int] = None, use_segment_embed: bool = True, **kwargs) -> None:
-        for fixed in ('with_cls_token', 'use_abs_pos_embed', 'window_size', 'use_rel_pos_bias'):
+                 topk: Optional[int] = None, use_segment_embed: bool = True,
+                 attn_impl: str = 'auto', **kwargs) -> None:
+        for fixed in ('with_cls_token', 'use_abs_pos_embed', 'window_size', 'use_rel_pos_bias',
+                      'attn_layer'):
             if fixed in kwargs:
                 raise ValueError(f'MixedViT does not take {fixed!r} (pretraining uses a class '
-                                 'token and fixed absolute positions)')
-        super().__init__(**kwargs)
+                                 'token, fixed absolute positions and homologous attention)')
+        # every block gets the homologous plug-in (plain attention until configured below)
+        super().__init__(attn_layer=partial(HomologousAttention, mode='vanilla',
+                                            impl=attn_impl), **kwargs)
         num_patches = self.patch_embed.num_patches
         if not isinstance(group_size, int) or group_size < 1:
             raise ValueError(f'group_size must be a positive integer, got {group_size!r}')
@@ -57,6 +64,9 @@ class MixedViT(ViT):
             raise ValueError(f'topk must be in [1, {num_patches + group_size}] (tokens of a mixed '
                              f'sequence), got {self.topk}')
         self.homologous_layers = self._resolve_layers(homologous_layers)
+        for i in self.homologous_layers:
+            self.blocks[i].attn.mode = attn_mode
+            self.blocks[i].attn.topk = self.topk
         self.segment_embed = (nn.Parameter(torch.zeros(group_size, self.embed_dim))
                               if use_segment_embed and group_size > 1 else None)
         if self.segment_embed is not None:
@@ -99,7 +109,7 @@ class MixedViT(ViT):
         return self.norm(x)
 
     def encode_mixed(self, images: torch.Tensor, assign: torch.Tensor, groups: torch.Tensor
-                     ) -> Tuple[torch.Tensor, HomologousContext]:
+                     ) -> Tuple[torch.Tensor, MixingContext]:
         """MixedAE encoder.
 
         images: B x 3 x H x W (B = S*G); assign: T x N sources; groups: T group of each
@@ -116,9 +126,7 @@ class MixedViT(ViT):
             cls = cls + self.segment_embed
         x = torch.cat([cls, patches], dim=1)                           # T x (G+N) x D
         labels = torch.cat([sources.expand(t, g), assign], dim=1)      # T x (G+N)
-        homologous = HomologousContext(self.attn_mode, labels, self.topk)
-        plain = HomologousContext('vanilla', labels, self.topk)
-        for i, block in enumerate(self.blocks):
-            ctx = homologous if i in self.homologous_layers else plain
-            x = block(x, homologous=ctx)
-        return self.norm(x), homologous
+        context = MixingContext(labels)
+        for block in self.blocks:
+            x = block(x, context=context)
+        return self.norm(x), context

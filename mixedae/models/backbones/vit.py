@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from functools import partial
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,124 +20,19 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from timm.layers import DropPath, LayerScale, Mlp, PatchEmbed, trunc_normal_
+from timm.layers import PatchEmbed, trunc_normal_
 from timm.models import named_apply
 from timm.models.vision_transformer import init_weights_vit_timm
 
 from mixedae.registry import MODELS
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
-from ..utils.homologous import HomologousContext, homologous_attention
-from ..utils.pos_embed import (Grid, num_relative_entries, relative_position_index,
-                               resize_pos_embed, resize_rel_pos_table)
-from ..utils.window import window_partition, window_unpartition
-
-#: LayerNorm as in timm's ViT and MAE (eps 1e-6).
-LayerNorm = partial(nn.LayerNorm, eps=1e-6)
+from ..layers.attention import Attention
+from ..layers.block import Block, LayerNorm
+from ..layers.pos_embed import Grid, num_relative_entries, resize_pos_embed, resize_rel_pos_table
 
 #: parameters a checkpoint may lack: they keep their initial value (zero relative position
 #: bias, as in BEiT/MAE fine-tuning; layer scale at ``init_values``).
 EXPECTED_MISSING = re.compile(r'^blocks\.\d+\.(attn\.relative_position_bias_table|ls[12]\.gamma)$')
-
-
-class ViTAttention(nn.Module):
-    """Multi-head self-attention (timm names) with an optional BEiT relative position bias.
-
-    Always runs ``F.scaled_dot_product_attention``; the relative bias and any extra additive
-    mask are passed to it as a float ``attn_mask``.
-    """
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
-                 proj_drop: float = 0., rel_pos_grid: Optional[Grid] = None,
-                 with_cls_token: bool = True) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'embed dim {dim} is not divisible by num_heads {num_heads}')
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.rel_pos_grid = tuple(rel_pos_grid) if rel_pos_grid else None
-        self.with_cls_token = with_cls_token
-        if self.rel_pos_grid:
-            self.relative_position_bias_table = nn.Parameter(
-                torch.zeros(num_relative_entries(self.rel_pos_grid, with_cls_token), num_heads))
-
-    def relative_position_bias(self, grid: Grid) -> torch.Tensor:
-        """heads x N x N bias for a token grid (resampling the table if ``grid`` differs)."""
-        table = resize_rel_pos_table(self.relative_position_bias_table, self.rel_pos_grid, grid,
-                                     self.with_cls_token)
-        index = relative_position_index(tuple(grid), self.with_cls_token).to(table.device)
-        n = index.shape[0]
-        return table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)
-
-    def forward(self, x: torch.Tensor, grid: Optional[Grid] = None,
-                attn_mask: Optional[torch.Tensor] = None,
-                homologous: Optional[HomologousContext] = None) -> torch.Tensor:
-        """x: B x N x C; ``grid`` (h, w) of the patch tokens, needed with a relative bias;
-        ``attn_mask``: additive float or boolean mask broadcastable to B x heads x N x N;
-        ``homologous``: mixed-sequence pretraining, selects keys per its mode (no other mask)."""
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(
-            2, 0, 3, 1, 4).unbind(0)                                   # each B x heads x N x hd
-        dropout_p = self.attn_drop if self.training else 0.
-        if homologous is not None:
-            if self.rel_pos_grid or attn_mask is not None:
-                raise ValueError('homologous attention takes no relative bias or extra mask')
-            x = homologous_attention(q, k, v, homologous, dropout_p)
-            return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
-        if self.rel_pos_grid:
-            if grid is None:
-                raise ValueError('relative position bias needs the token grid')
-            bias = self.relative_position_bias(grid).to(q.dtype).unsqueeze(0)
-            if attn_mask is not None and attn_mask.dtype == torch.bool:
-                attn_mask = torch.zeros_like(bias).masked_fill(~attn_mask, float('-inf'))
-            attn_mask = bias if attn_mask is None else bias + attn_mask
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
-        x = x.transpose(1, 2).reshape(b, n, c)
-        return self.proj_drop(self.proj(x))
-
-
-class ViTBlock(nn.Module):
-    """Pre-norm transformer block (timm names) with optional window attention and layer scale."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
-                 drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
-                 init_values: Optional[float] = None, window_size: int = 0,
-                 rel_pos_grid: Optional[Grid] = None, with_cls_token: bool = True,
-                 norm_layer=LayerNorm) -> None:
-        super().__init__()
-        self.window_size = window_size
-        self.with_cls_token = with_cls_token
-        if window_size and rel_pos_grid:
-            rel_pos_grid = (window_size, window_size)
-        self.norm1 = norm_layer(dim)
-        self.attn = ViTAttention(dim, num_heads, qkv_bias, attn_drop, drop, rel_pos_grid,
-                                 with_cls_token=with_cls_token and not window_size)
-        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
-        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-
-    def _attention(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
-        if not self.window_size:
-            return self.attn(x, grid)
-        b, _, c = x.shape                                              # no class token here
-        windows, padded = window_partition(x.view(b, *grid, c), self.window_size)
-        windows = self.attn(windows, (self.window_size, self.window_size))
-        return window_unpartition(windows, self.window_size, padded, grid).view(b, -1, c)
-
-    def forward(self, x: torch.Tensor, grid: Optional[Grid] = None,
-                homologous: Optional[HomologousContext] = None) -> torch.Tensor:
-        if homologous is not None:
-            attn = self.attn(self.norm1(x), homologous=homologous)
-        else:
-            attn = self._attention(self.norm1(x), grid)
-        x = x + self.drop_path1(self.ls1(attn))
-        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
 @MODELS.register_module()
@@ -159,6 +53,8 @@ class ViT(BaseModule):
         window_size / window_block_indexes: ViTDet window attention in the listed blocks;
             the other blocks attend globally.
         with_cp: gradient checkpointing of every block during training.
+        attn_layer: the attention module of the blocks (one for all, or one per block), as
+            timm's ``Block`` takes it; pretraining encoders install theirs through it.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` loads a backbone
             checkpoint (see ``tools/convert_checkpoint.py``) with a checked key report.
     """
@@ -171,7 +67,9 @@ class ViT(BaseModule):
                  with_cls_token: bool = True, use_abs_pos_embed: bool = True,
                  use_rel_pos_bias: bool = False, init_values: Optional[float] = None,
                  window_size: int = 0, window_block_indexes: Sequence[int] = (),
-                 with_cp: bool = False, init_cfg: Optional[dict] = None) -> None:
+                 with_cp: bool = False,
+                 attn_layer: Union[Callable[..., nn.Module], Sequence[Callable[..., nn.Module]]]
+                 = Attention, init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.depth = depth
         self.embed_dim = embed_dim
@@ -196,10 +94,14 @@ class ViT(BaseModule):
             1, self.num_prefix_tokens + grid[0] * grid[1], embed_dim)) if use_abs_pos_embed else None
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        attn_layers = list(attn_layer) if isinstance(attn_layer, Sequence) else [attn_layer] * depth
+        if len(attn_layers) != depth:
+            raise ValueError(f'{len(attn_layers)} attention layers given for {depth} blocks')
         self.blocks = nn.ModuleList([
-            ViTBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
-                     dpr[i], init_values, window_size if i in window_blocks else 0,
-                     grid if use_rel_pos_bias else None, with_cls_token)
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
+                  dpr[i], init_values, window_size if i in window_blocks else 0,
+                  grid if use_rel_pos_bias else None, with_cls_token,
+                  attn_layer=attn_layers[i])
             for i in range(depth)])
         self.norm = LayerNorm(embed_dim) if final_norm else nn.Identity()
         self._init_random()

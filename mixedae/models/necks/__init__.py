@@ -1,4 +1,4 @@
 from .mae_decoder import MAEDecoder
-from .simple_feature_pyramid import LayerNorm2d, SimpleFeaturePyramid
+from .simple_feature_pyramid import SimpleFeaturePyramid
 
-__all__ = ['LayerNorm2d', 'MAEDecoder', 'SimpleFeaturePyramid']
+__all__ = ['MAEDecoder', 'SimpleFeaturePyramid']

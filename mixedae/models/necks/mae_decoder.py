@@ -8,8 +8,8 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
 from mixedae.registry import MODELS
-from ..backbones.vit import LayerNorm
-from ..utils.pos_embed import sincos_2d_pos_embed
+from ..layers.block import LayerNorm
+from ..layers.pos_embed import sincos_2d_pos_embed
 
 
 @MODELS.register_module()

@@ -1,4 +1,4 @@
-"""ViTDet's simple feature pyramid and the channel LayerNorm it uses."""
+"""ViTDet's simple feature pyramid."""
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple
@@ -8,19 +8,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule
+from timm.layers import LayerNorm2d
 
 from mixedae.registry import MODELS
 
 
-@MODELS.register_module(name='LN2d')
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a B x C x H x W map (ViTDet's ``LN2d``)."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-6, **kwargs) -> None:
-        super().__init__(num_channels, eps=eps, **kwargs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+#: ViTDet's channel LayerNorm ``LN2d`` is timm's ``LayerNorm2d`` (eps 1e-6, same parameter names).
+MODELS.register_module(name='LN2d', module=LayerNorm2d)
 
 
 @MODELS.register_module()

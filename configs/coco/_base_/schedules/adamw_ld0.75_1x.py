@@ -1,5 +1,5 @@
-# Protocol A schedule: AdamW lr 1e-4, wd 0.05, layer-wise lr decay 0.75 (chosen: DESIGN.md
-# names layer decay without a value for protocol A; 0.75 is BEiT's detection setting),
+# Protocol A schedule: AdamW lr 1e-4, wd 0.05, layer-wise lr decay 0.75 (chosen: the
+# protocol names layer decay without a value; 0.75 is BEiT's detection setting),
 # 500 warm-up iterations, 12 epochs with steps at 8 and 11 (the 3x configs: 36, 27 and 33).
 _base_ = 'mmdet::_base_/schedules/schedule_1x.py'
 optim_wrapper = dict(

@@ -1,6 +1,6 @@
 # ImageNet-1K train images with MAE's pretraining augmentation.
 data_root = 'data/imagenet/'
-batch_size = 512  # per GPU; must be divisible by the model's group_size
+batch_size = 512  # per GPU; a multiple of model.backbone.group_size (checked before training)
 
 train_pipeline = [
     dict(type='LoadRGBImage'),
@@ -13,7 +13,8 @@ train_dataloader = dict(
     num_workers=10,
     persistent_workers=True,
     pin_memory=True,
-    sampler=dict(type='GroupSampler', group_size=4, shuffle=True),
+    drop_last=True,  # as MAE: every batch holds whole mixing groups
+    sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='pseudo_collate'),
     dataset=dict(
         type='ImageFolder',

@@ -1,4 +1,4 @@
-# MixedAE with a ViT-B/16 encoder and MAE's 512-d x 8 decoder (DESIGN.md section 2).
+# MixedAE with a ViT-B/16 encoder and MAE's 512-d x 8 decoder (docs/method.md).
 # Baselines and ablations override the knobs marked "switch".
 model = dict(
     type='MixedAE',
@@ -18,8 +18,9 @@ model = dict(
         attn_mode='topk',          # switch: topk | vanilla | oracle
         homologous_layers='all',   # switch: all | last_half | [indices]
         topk=None,                 # switch: None = N/G + 1
-        use_segment_embed=True),   # switch
-    decoder=dict(decoder_embed_dim=512, depth=8, num_heads=16),
+        use_segment_embed=True,    # switch
+        attn_impl='auto'),         # fused Triton top-K kernel on CUDA, PyTorch elsewhere
+    decoder=dict(type='MAEDecoder', decoder_embed_dim=512, depth=8, num_heads=16),
     mix_mode='compose',            # switch: compose | full
     mask_ratio=0.75,               # used by MAE (G = 1)
     contrast_weight=0.1,           # switch: lambda (0 = off)

@@ -1,0 +1,2 @@
+"""Layer modules of the ViT backbones, one concept each: attention (transfer and homologous),
+the transformer block, position embeddings, windows and the top-K attention kernel."""

@@ -1,0 +1,91 @@
+"""MixedAE's homologous attention: the attention plug-in ``MixedViT`` puts into its blocks.
+
+Its parameters are exactly those of :class:`~.attention.Attention` (``qkv``, ``proj``), so a
+pretrained encoder loads into the transfer ViT unchanged. What differs is which keys a query
+of a mixed sequence may use (``ATTN_MODES``):
+
+- ``topk``: each query keeps the keys with its K largest logits (ties at the K-th all kept),
+  softmax over those only (:func:`~.topk_attention.topk_attention`: a fused Triton kernel on
+  CUDA, eager PyTorch elsewhere).
+- ``vanilla``: plain attention over the whole mixed sequence (the naive-mixing baseline).
+- ``oracle``: attention restricted to tokens of the query's own source image.
+
+Without a :class:`MixingContext` (MAE, G = 1) it is plain attention.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .attention import Attention
+from .pos_embed import Grid
+from .topk_attention import topk_attention
+
+ATTN_MODES = ('topk', 'vanilla', 'oracle')
+IMPLS = ('auto', 'triton', 'reference')
+
+
+@dataclass
+class MixingContext:
+    """What the attention layers of one forward pass need to know about the mixing.
+
+    labels: T x N' source id of every token of each sequence (class tokens included).
+    precisions: filled by ``topk`` layers with the fraction of kept keys whose source is the
+    query's (the homologous-recognition accuracy, ``hr_acc``), one scalar per layer.
+    """
+    labels: torch.Tensor
+    precisions: List[torch.Tensor] = field(default_factory=list)
+    _same: Optional[torch.Tensor] = field(default=None, repr=False)
+
+    def same_source(self) -> torch.Tensor:
+        """T x 1 x N' x N' boolean: query and key come from the same source image."""
+        if self._same is None:
+            self._same = (self.labels.unsqueeze(-1) == self.labels.unsqueeze(-2)).unsqueeze(1)
+        return self._same
+
+
+class HomologousAttention(Attention):
+    """Attention over a mixed sequence with keys selected per ``mode``.
+
+    Args:
+        mode: ``topk``, ``vanilla`` or ``oracle``.
+        topk: keys kept per query in ``topk`` mode.
+        impl: ``auto`` (Triton kernel on CUDA when available), ``triton`` or ``reference``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
+                 proj_drop: float = 0., rel_pos_grid: Optional[Grid] = None,
+                 with_cls_token: bool = True, mode: str = 'topk', topk: int = 1,
+                 impl: str = 'auto') -> None:
+        if rel_pos_grid:
+            raise ValueError('homologous attention takes no relative position bias')
+        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop,
+                         with_cls_token=with_cls_token)
+        if mode not in ATTN_MODES:
+            raise ValueError(f'unknown attention mode {mode!r}; choose from {ATTN_MODES}')
+        if impl not in IMPLS:
+            raise ValueError(f'unknown attention impl {impl!r}; choose from {IMPLS}')
+        if topk < 1:
+            raise ValueError(f'topk must be >= 1, got {topk}')
+        self.mode = mode
+        self.topk = topk
+        self.impl = impl
+
+    def forward(self, x: torch.Tensor, grid: Optional[Grid] = None,
+                context: Optional[MixingContext] = None) -> torch.Tensor:
+        """x: T x N' x C mixed sequences (or B x N x C unmixed ones when ``context`` is None)."""
+        q, k, v = self.qkv_heads(x)                                    # each T x heads x N' x hd
+        dropout_p = self.attn_drop if self.training else 0.
+        if context is None or self.mode == 'vanilla':
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        elif self.mode == 'oracle':
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=context.same_source(),
+                                                 dropout_p=dropout_p)
+        else:
+            out, precision = topk_attention(q, k, v, self.topk, context.labels, dropout_p,
+                                            impl=self.impl)
+            context.precisions.append(precision)
+        return self.merge_heads(out)
