@@ -29,8 +29,8 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
             neither underflow nor overflow for want of a scale).
         **kwargs: ``OptimWrapper``'s (optimizer, accumulative_counts, clip_grad).
 
-    On a CPU-only machine it autocasts to bf16 (MMEngine's wrapper refuses CPU); fp16, which
-    CPU autocast does not offer, and loss scaling are refused there.
+    On a CPU-only machine it autocasts to bf16 (MMEngine's wrapper refuses CPU); fp16 (which
+    MMEngine's autocast allows on GPUs only) and loss scaling are refused there.
     """
 
     def __init__(self, loss_scale: Union[None, str, float, dict] = None,
@@ -43,8 +43,9 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
             super().__init__(loss_scale=loss_scale, dtype=dtype, **kwargs)
             return
         if dtype == 'float16':
-            raise ValueError('AmpOptimWrapper: fp16 autocast needs a GPU; on CPU use dtype '
-                             "'bfloat16' (tools/train.py --amp --amp-dtype bfloat16)")
+            raise ValueError('AmpOptimWrapper: fp16 autocast needs a GPU (MMEngine autocasts '
+                             "CPUs in bf16 only); on CPU use dtype 'bfloat16' (tools/train.py "
+                             '--amp)')
         if loss_scale is not None:
             raise ValueError(f'AmpOptimWrapper: loss_scale={loss_scale!r} on CPU: bf16 needs no '
                              'loss scaling; leave loss_scale unset')
