@@ -32,6 +32,8 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, locations=['mixedae.models'])
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
     locations=['mixedae.engine'])
+OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS,
+                          locations=['mixedae.engine'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, locations=['mixedae.engine'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, locations=['mixedae.datasets'])
 DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS,
@@ -46,7 +48,6 @@ FUNCTIONS = Registry('function', parent=MMENGINE_FUNCTIONS)
 MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS)
 WEIGHT_INITIALIZERS = Registry('weight initializer', parent=MMENGINE_WEIGHT_INITIALIZERS)
 OPTIMIZERS = Registry('optimizer', parent=MMENGINE_OPTIMIZERS)
-OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS)
 PARAM_SCHEDULERS = Registry('parameter scheduler', parent=MMENGINE_PARAM_SCHEDULERS)
 EVALUATOR = Registry('evaluator', parent=MMENGINE_EVALUATOR)
 VISUALIZERS = Registry('visualizer', parent=MMENGINE_VISUALIZERS)

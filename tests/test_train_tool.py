@@ -71,7 +71,8 @@ def test_build_config_options(tmp_path):
     args = train.parse_args([TINY_CFG, '--amp', '--amp-dtype', 'bfloat16', '--auto-scale-lr',
                              '--cfg-options', 'model.contrast_weight=0.5'])
     cfg = train.build_config(args)
-    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.dtype == 'bfloat16'
+    assert cfg.optim_wrapper.type == 'mixedae.AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'bfloat16'
     assert cfg.auto_scale_lr.enable and cfg.model.contrast_weight == 0.5
     assert cfg.work_dir.endswith('mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32')
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'          # no GPU here

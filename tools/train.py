@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Train with a config: MixedAE/MAE pretraining, ADE20K segmentation or COCO detection.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype bfloat16]]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype DTYPE]]
                           [--auto-scale-lr] [--allow-partial] [--cfg-options k=v ...]
                           [--launcher none|pytorch|slurm]
 
 The config decides the task; one script serves all three. Multi-GPU: tools/dist_train.sh.
 Every data root, annotation file and checkpoint the config names is checked before the model
 is built; a ``load_from`` checkpoint must cover the model unless ``--allow-partial`` is given.
+The full-scale configs train in bf16 autocast; --amp switches a fp32 config (or picks the
+dtype) through mixedae.AmpOptimWrapper. Without a GPU, --amp means bf16 autocast on CPU.
 """
 import argparse
 import os.path as osp
@@ -16,6 +18,7 @@ import sys
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from mixedae.engine.optimizers.amp_optim_wrapper import AMP_DTYPES, configure_amp
 from mixedae.utils.launch import (add_launch_args, check_inputs_exist, close_distributed,
                                   init_cpu_distributed, load_config, parse_launch_args,
                                   require_full_checkpoint)
@@ -30,9 +33,11 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
                         help='resume from CKPT, or from the latest checkpoint in the work dir '
                         'when no path is given')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
-    parser.add_argument('--amp-dtype', default='float16', choices=['float16', 'bfloat16'],
-                        help='dtype of --amp (default float16)')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (mixedae.AmpOptimWrapper)')
+    parser.add_argument('--amp-dtype', choices=AMP_DTYPES,
+                        help="dtype of --amp, which it implies (default: the config's, else "
+                        'bfloat16); float16 needs a GPU and uses dynamic loss scaling')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale lr by the actual total batch / auto_scale_lr.base_batch_size')
     add_launch_args(parser)
@@ -42,14 +47,8 @@ def parse_args(argv=None):
 def build_config(args) -> Config:
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir,
                       args.tensorboard)
-    if args.amp:
-        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper}')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.dtype = args.amp_dtype
-        if args.amp_dtype == 'float16':
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.amp or args.amp_dtype:
+        print(configure_amp(cfg, args.amp_dtype), flush=True)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume:

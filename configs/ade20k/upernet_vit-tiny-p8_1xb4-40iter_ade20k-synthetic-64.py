@@ -42,7 +42,7 @@ train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
 val_dataloader = dict(num_workers=0, persistent_workers=False,
                       dataset=dict(**synthetic_dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1e-3))  # fp32 on CPU
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=5),
     dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=5),

@@ -6,3 +6,6 @@ _base_ = [
     '_base_/schedules/adamw_ld0.75_1x.py',
     '_base_/default_runtime.py',
 ]
+# bf16 autocast without loss scaling, as the wrapper's default (docs/mixed_precision.md);
+# the tiny CPU configs switch back to fp32 with optim_wrapper.type='OptimWrapper'
+optim_wrapper = dict(type='mixedae.AmpOptimWrapper')

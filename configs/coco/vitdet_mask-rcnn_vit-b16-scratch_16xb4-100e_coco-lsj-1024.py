@@ -8,3 +8,6 @@ _base_ = [
 ]
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=5000, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)
+# bf16 autocast without loss scaling, as the wrapper's default (docs/mixed_precision.md);
+# the tiny CPU configs switch back to fp32 with optim_wrapper.type='OptimWrapper'
+optim_wrapper = dict(type='mixedae.AmpOptimWrapper')

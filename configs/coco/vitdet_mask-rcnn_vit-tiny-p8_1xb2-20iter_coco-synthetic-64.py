@@ -43,5 +43,5 @@ val_evaluator = dict(ann_file={{_base_.tiny_val_ann}})
 test_evaluator = val_evaluator
 train_cfg = {{_base_.tiny_train_cfg}}
 param_scheduler = {{_base_.tiny_param_scheduler}}
-optim_wrapper = dict(optimizer=dict(lr=5e-4))
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=5e-4))  # fp32 on CPU
 default_hooks = {{_base_.tiny_default_hooks}}

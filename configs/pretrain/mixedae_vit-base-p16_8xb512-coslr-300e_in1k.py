@@ -4,3 +4,5 @@ _base_ = [
     '_base_/schedules/adamw_coslr-300e.py',
     '_base_/default_runtime.py',
 ]
+# bf16 autocast without loss scaling, the wrapper's default (docs/mixed_precision.md)
+optim_wrapper = dict(type='mixedae.AmpOptimWrapper')

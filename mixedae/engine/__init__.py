@@ -1,5 +1,5 @@
 from .hooks import MixingBatchCheckHook, NonFiniteError, NonFiniteGuardHook, StrictLoadHook
-from .optimizers import LayerDecayOptimWrapperConstructor
+from .optimizers import AmpOptimWrapper, LayerDecayOptimWrapperConstructor
 
-__all__ = ['LayerDecayOptimWrapperConstructor', 'MixingBatchCheckHook', 'NonFiniteError',
-           'NonFiniteGuardHook', 'StrictLoadHook']
+__all__ = ['AmpOptimWrapper', 'LayerDecayOptimWrapperConstructor', 'MixingBatchCheckHook',
+           'NonFiniteError', 'NonFiniteGuardHook', 'StrictLoadHook']

@@ -45,7 +45,8 @@ class MAEDecoder(BaseModule):
         predicted patch pixels R x N x (p*p*C)."""
         x = self.decoder_embed(tokens)
         r, _, d = x.shape
-        full = self.mask_token.expand(r, self.num_patches, d).clone()
+        # under autocast x is in the compute dtype and the fp32 token must follow for scatter
+        full = self.mask_token.to(x.dtype).expand(r, self.num_patches, d).clone()
         full = full.scatter(1, visible_ids.unsqueeze(-1).expand(-1, -1, d), x[:, 1:])
         x = torch.cat([x[:, :1], full], dim=1) + self.decoder_pos_embed
         for block in self.decoder_blocks:

@@ -22,4 +22,8 @@ model = dict(
         dict(type='mmseg.Feature2Pyramid', embed_dim=768, rescales=[4, 2, 1, 0.5],
              norm_cfg=norm_cfg),
         dict(type='FPN', in_channels=[768, 768, 768, 768], out_channels=256, num_outs=5),
-    ])
+    ],
+    # mmdet's heads whose mmcv nms / RoIAlign calls run in fp32 under bf16 autocast
+    rpn_head=dict(type='mixedae.AmpRPNHead'),
+    roi_head=dict(bbox_roi_extractor=dict(type='mixedae.AmpSingleRoIExtractor'),
+                  mask_roi_extractor=dict(type='mixedae.AmpSingleRoIExtractor')))

@@ -23,8 +23,11 @@ model = dict(
         with_cp=True),  # the method configs add init_cfg=dict(type='Pretrained', ...)
     neck=dict(_delete_=True, type='mixedae.SimpleFeaturePyramid', in_channels=768,
               out_channels=256, scales=(4.0, 2.0, 1.0, 0.5), num_outs=5, norm_cfg=norm_cfg),
-    rpn_head=dict(num_convs=2),
+    # mmdet's heads whose mmcv nms / RoIAlign calls run in fp32 under bf16 autocast
+    rpn_head=dict(type='mixedae.AmpRPNHead', num_convs=2),
     roi_head=dict(
+        bbox_roi_extractor=dict(type='mixedae.AmpSingleRoIExtractor'),
+        mask_roi_extractor=dict(type='mixedae.AmpSingleRoIExtractor'),
         bbox_head=dict(
             type='Shared4Conv1FCBBoxHead', conv_out_channels=256, norm_cfg=norm_cfg),
         mask_head=dict(norm_cfg=norm_cfg)))
