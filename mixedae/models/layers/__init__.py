@@ -1,0 +1,1 @@
+"""Attention layers and kernels of the MixedAE models."""
