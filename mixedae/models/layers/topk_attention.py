@@ -14,20 +14,21 @@ logits of its queries against all N keys on chip (keys padded to a power of two 
 512). Each row's K-th largest logit is found exactly by a 32-step bitwise search on the
 order-preserving uint32 image of the fp32 logits (the largest threshold t with
 count(image >= t) >= K is the K-th largest image), then the kept logits go through the softmax and
-``@ V``. Per row the kernel stores the base-2 log-sum-exp (fp32), the keep mask as N/32 int32 words
-and, given labels, the counts of kept keys and of kept keys with the query's label, from which the
-``precision`` statistic is summed: memory is O(N) per row plus N^2 bits per head, never the N^2
-probabilities. The backward reads the stored mask bits (so it keeps exactly the forward's keys
-without relying on a bit-identical recomputation of the logits), recomputes the probabilities
-from the log-sum-exp and follows the flash-attention backward: a first kernel per query block
-computes delta = rowsum(dO * O) and dQ, a second per key block loops over the query blocks to
-accumulate dK and dV on chip. No atomics, so gradients are deterministic.
+``@ V``. Per row the kernel stores the base-2 log-sum-exp (fp32), the keep mask as one bit per
+(padded) key in int32 words and, given labels, the counts of kept keys and of kept keys with the
+query's label, from which the ``precision`` statistic is summed: the backward saves q, k, v, the
+output, O(N) floats per row and N^2 bits per head, never the N^2 probabilities. The backward reads
+the stored mask bits (so it keeps exactly the forward's keys without relying on a bit-identical
+recomputation of the logits), recomputes the probabilities from the log-sum-exp and follows the
+flash-attention backward: a first kernel per query block computes delta = rowsum(dO * O) and dQ,
+a second per key block loops over the query blocks to accumulate dK and dV on chip. No atomics,
+so gradients are deterministic.
 
 Dispatch (``impl='auto'``): the kernel on CUDA tensors when Triton imports, the shape is supported
 (N <= 512, 16 <= head dim <= 128, fp16/bf16/fp32) and there is no dropout; the reference
-otherwise. ``impl='triton'`` on CPU tensors runs the same kernels in Triton's interpreter (the
-tests do this); the interpreter is chosen per call from the device, not from ``TRITON_INTERPRET``,
-because that variable is read once when a kernel is decorated.
+otherwise. ``impl='triton'`` on CPU tensors runs the same kernels in Triton's interpreter, which
+needs ``TRITON_INTERPRET=1`` in the environment before triton is first imported (Triton reads it
+when its own and these kernels are decorated); tests/conftest.py sets it.
 """
 from __future__ import annotations
 
@@ -48,7 +49,6 @@ IMPLS = ('auto', 'triton', 'reference')
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_TOKENS = 512
 HEAD_DIMS = (16, 128)
-LOG2E = 1.4426950408889634
 
 
 def topk_keep(logits: Tensor, k: int) -> Tensor:
@@ -152,7 +152,7 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK, LAB, KEPT, SAME,
         thresh = tl.where(count >= topk, cand, thresh)
     keep = (img >= thresh[:, None]) & col_ok[None, :]                           # BM x BN
 
-    s2 = tl.where(keep, s * 1.4426950408889634, float('-inf'))
+    s2 = tl.where(keep, s * 1.4426950408889634, float('-inf'))                 # log2(e) * s
     m = tl.max(s2, axis=1)
     p = tl.exp2(s2 - m[:, None])
     l = tl.sum(p, axis=1)
@@ -380,7 +380,7 @@ def topk_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[
     in q.dtype, precision): precision is a 0-dim fp32 tensor without grad, the fraction of kept
     (query, key) pairs whose labels are equal over the whole batch and all heads; None without
     labels. impl: 'auto' (the kernel on CUDA when supported, see the module docstring), 'triton'
-    (the kernel, compiled on CUDA, interpreted on CPU; ValueError when unsupported) or
+    (the kernel; on CPU tensors only under TRITON_INTERPRET=1; ValueError when unsupported) or
     'reference'. dropout_p > 0 needs the reference.
     """
     if impl not in IMPLS:
