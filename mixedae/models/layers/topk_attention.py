@@ -116,6 +116,19 @@ def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @_jit
+def _tile(P, b, h, s_b, s_h, s_n, idx, dims, ok):
+    """Rows ``idx`` x ``dims`` of slice (b, h) of a T x H x N x hd tensor, 0 where not ``ok``."""
+    return tl.load(P + b * s_b + h * s_h + idx[:, None] * s_n + dims[None, :], mask=ok, other=0.)
+
+
+@_jit
+def _unpack(words, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """BM x BN/32 int32 words -> BM x BN bool keep mask."""
+    bits = (words[:, :, None] >> tl.arange(0, 32)[None, None, :]) & 1
+    return tl.reshape(bits, (BLOCK_M, BLOCK_N)) != 0
+
+
+@_jit
 def _fwd_kernel(Q, K, V, O, LSE, MASK, LAB, KEPT, SAME,
                 sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
                 H, N, HD, topk, scale,
@@ -130,14 +143,12 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK, LAB, KEPT, SAME,
     dims = tl.arange(0, BLOCK_D)
     row_ok = rows < N
     col_ok = cols < N
-    dim_ok = dims < HD
-    q = tl.load(Q + b * sq_b + h * sq_h + rows[:, None] * sq_n + dims[None, :],
-                mask=row_ok[:, None] & dim_ok[None, :], other=0.)                # BM x BD
-    k = tl.load(K + b * sk_b + h * sk_h + cols[:, None] * sk_n + dims[None, :],
-                mask=col_ok[:, None] & dim_ok[None, :], other=0.)                # BN x BD
-    v = tl.load(V + b * sv_b + h * sv_h + cols[:, None] * sv_n + dims[None, :],
-                mask=col_ok[:, None] & dim_ok[None, :], other=0.)                # BN x BD
-    s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale                # BM x BN fp32
+    rd_ok = row_ok[:, None] & (dims < HD)[None, :]
+    cd_ok = col_ok[:, None] & (dims < HD)[None, :]
+    q = _tile(Q, b, h, sq_b, sq_h, sq_n, rows, dims, rd_ok)                   # BM x BD
+    k = _tile(K, b, h, sk_b, sk_h, sk_n, cols, dims, cd_ok)                   # BN x BD
+    v = _tile(V, b, h, sv_b, sv_h, sv_n, cols, dims, cd_ok)                   # BN x BD
+    s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale                        # BM x BN fp32
 
     # order-preserving uint32 image of s (-0.0 mapped onto +0.0, padded keys onto 0)
     bits = s.to(tl.uint32, bitcast=True)
@@ -150,23 +161,21 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK, LAB, KEPT, SAME,
         cand = thresh | (1 << (31 - i))
         count = tl.sum((img >= cand[:, None]).to(tl.int32), axis=1)
         thresh = tl.where(count >= topk, cand, thresh)
-    keep = (img >= thresh[:, None]) & col_ok[None, :]                           # BM x BN
+    keep = (img >= thresh[:, None]) & col_ok[None, :]                          # BM x BN
 
-    s2 = tl.where(keep, s * 1.4426950408889634, float('-inf'))                 # log2(e) * s
+    s2 = tl.where(keep, s * 1.4426950408889634, float('-inf'))                # log2(e) * s
     m = tl.max(s2, axis=1)
     p = tl.exp2(s2 - m[:, None])
     l = tl.sum(p, axis=1)
-    acc = _dot(p.to(v.dtype), v, PRECISION, UPCAST)                   # BM x BD fp32
-    out = acc / l[:, None]
+    out = _dot(p.to(v.dtype), v, PRECISION, UPCAST) / l[:, None]             # BM x BD fp32
     tl.store(O + b * so_b + h * so_h + rows[:, None] * so_n + dims[None, :],
-             out.to(O.dtype.element_ty), mask=row_ok[:, None] & dim_ok[None, :])
+             out.to(O.dtype.element_ty), mask=rd_ok)
     tl.store(LSE + bh * N + rows, m + tl.log2(l), mask=row_ok)
 
-    words = tl.arange(0, BLOCK_N // 32)
     keep3 = tl.reshape(keep.to(tl.int32), (BLOCK_M, BLOCK_N // 32, 32))
-    packed = tl.sum(keep3 << tl.arange(0, 32)[None, None, :], axis=2)           # BM x BN/32
-    tl.store(MASK + (bh * N + rows[:, None]) * (BLOCK_N // 32) + words[None, :], packed,
-             mask=row_ok[:, None])
+    words = tl.sum(keep3 << tl.arange(0, 32)[None, None, :], axis=2)          # BM x BN/32
+    tl.store(MASK + (bh * N + rows[:, None]) * (BLOCK_N // 32)
+             + tl.arange(0, BLOCK_N // 32)[None, :], words, mask=row_ok[:, None])
 
     if HAS_LABELS:
         lab_q = tl.load(LAB + b * N + rows, mask=row_ok, other=-1)
@@ -190,29 +199,25 @@ def _bwd_dq_kernel(Q, K, V, O, DO, DQ, LSE, DELTA, MASK,
     cols = tl.arange(0, BLOCK_N)
     dims = tl.arange(0, BLOCK_D)
     row_ok = rows < N
-    col_ok = cols < N
     rd_ok = row_ok[:, None] & (dims < HD)[None, :]
-    cd_ok = col_ok[:, None] & (dims < HD)[None, :]
-    q = tl.load(Q + b * sq_b + h * sq_h + rows[:, None] * sq_n + dims[None, :], mask=rd_ok, other=0.)
-    k = tl.load(K + b * sk_b + h * sk_h + cols[:, None] * sk_n + dims[None, :], mask=cd_ok, other=0.)
-    v = tl.load(V + b * sv_b + h * sv_h + cols[:, None] * sv_n + dims[None, :], mask=cd_ok, other=0.)
-    o = tl.load(O + b * so_b + h * so_h + rows[:, None] * so_n + dims[None, :], mask=rd_ok, other=0.)
-    do = tl.load(DO + b * sd_b + h * sd_h + rows[:, None] * sd_n + dims[None, :], mask=rd_ok,
-                 other=0.)
-    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)               # BM
+    cd_ok = (cols < N)[:, None] & (dims < HD)[None, :]
+    q = _tile(Q, b, h, sq_b, sq_h, sq_n, rows, dims, rd_ok)
+    k = _tile(K, b, h, sk_b, sk_h, sk_n, cols, dims, cd_ok)
+    v = _tile(V, b, h, sv_b, sv_h, sv_n, cols, dims, cd_ok)
+    o = _tile(O, b, h, so_b, so_h, so_n, rows, dims, rd_ok)
+    do = _tile(DO, b, h, sd_b, sd_h, sd_n, rows, dims, rd_ok)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)              # BM
     tl.store(DELTA + bh * N + rows, delta, mask=row_ok)
     lse = tl.load(LSE + bh * N + rows, mask=row_ok, other=0.)
-
     words = tl.load(MASK + (bh * N + rows[:, None]) * (BLOCK_N // 32)
                     + tl.arange(0, BLOCK_N // 32)[None, :], mask=row_ok[:, None], other=0)
-    bits = (words[:, :, None] >> tl.arange(0, 32)[None, None, :]) & 1
-    keep = tl.reshape(bits, (BLOCK_M, BLOCK_N)) != 0                            # BM x BN
+    keep = _unpack(words, BLOCK_M, BLOCK_N)                                    # BM x BN
 
     s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale
     p = tl.where(keep, tl.exp2(s * 1.4426950408889634 - lse[:, None]), 0.)
     dp = _dot(do, tl.trans(v), PRECISION, UPCAST)
     ds = p * (dp - delta[:, None])
-    dq = _dot(ds.to(k.dtype), k, PRECISION, UPCAST) * scale            # BM x BD
+    dq = _dot(ds.to(k.dtype), k, PRECISION, UPCAST) * scale                   # BM x BD
     tl.store(DQ + b * so_b + h * so_h + rows[:, None] * so_n + dims[None, :],
              dq.to(DQ.dtype.element_ty), mask=rd_ok)
 
@@ -231,25 +236,22 @@ def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
     dims = tl.arange(0, BLOCK_D)
     dim_ok = dims < HD
     cd_ok = (cols < N)[:, None] & dim_ok[None, :]
-    k = tl.load(K + b * sk_b + h * sk_h + cols[:, None] * sk_n + dims[None, :], mask=cd_ok, other=0.)
-    v = tl.load(V + b * sv_b + h * sv_h + cols[:, None] * sv_n + dims[None, :], mask=cd_ok, other=0.)
+    k = _tile(K, b, h, sk_b, sk_h, sk_n, cols, dims, cd_ok)                   # BN x BD
+    v = _tile(V, b, h, sv_b, sv_h, sv_n, cols, dims, cd_ok)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    words = pid_n * (BLOCK_N // 32) + tl.arange(0, BLOCK_N // 32)
+    word_idx = pid_n * (BLOCK_N // 32) + tl.arange(0, BLOCK_N // 32)
     for start in range(0, N, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         row_ok = rows < N
         rd_ok = row_ok[:, None] & dim_ok[None, :]
-        q = tl.load(Q + b * sq_b + h * sq_h + rows[:, None] * sq_n + dims[None, :], mask=rd_ok,
-                    other=0.)
-        do = tl.load(DO + b * sd_b + h * sd_h + rows[:, None] * sd_n + dims[None, :], mask=rd_ok,
-                     other=0.)
+        q = _tile(Q, b, h, sq_b, sq_h, sq_n, rows, dims, rd_ok)               # BM x BD
+        do = _tile(DO, b, h, sd_b, sd_h, sd_n, rows, dims, rd_ok)
         lse = tl.load(LSE + bh * N + rows, mask=row_ok, other=0.)
         delta = tl.load(DELTA + bh * N + rows, mask=row_ok, other=0.)
-        packed = tl.load(MASK + (bh * N + rows[:, None]) * WORDS + words[None, :],
-                         mask=row_ok[:, None], other=0)
-        bits = (packed[:, :, None] >> tl.arange(0, 32)[None, None, :]) & 1
-        keep = tl.reshape(bits, (BLOCK_M, BLOCK_N)) != 0                        # BM x BN
+        words = tl.load(MASK + (bh * N + rows[:, None]) * WORDS + word_idx[None, :],
+                        mask=row_ok[:, None], other=0)
+        keep = _unpack(words, BLOCK_M, BLOCK_N)                                # BM x BN
 
         s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale
         p = tl.where(keep, tl.exp2(s * 1.4426950408889634 - lse[:, None]), 0.)
@@ -270,7 +272,7 @@ def _interpreted() -> bool:
 
 
 def triton_unsupported(q: Tensor, dropout_p: float = 0.) -> Optional[str]:
-    """Why the kernel cannot run on q (T x H x N x hd), or None when it can."""
+    """Why the kernel cannot run on q (T x H x N x hd, checked), or None when it can."""
     if triton is None:
         return 'triton is not importable'
     if dropout_p:
@@ -280,9 +282,9 @@ def triton_unsupported(q: Tensor, dropout_p: float = 0.) -> Optional[str]:
                 'is imported')
     if q.dtype not in KERNEL_DTYPES:
         return f'dtype {q.dtype} (supported: {KERNEL_DTYPES})'
-    if q.dim() == 4 and q.shape[2] > MAX_TOKENS:
+    if q.shape[2] > MAX_TOKENS:
         return f'N={q.shape[2]} tokens > {MAX_TOKENS}'
-    if q.dim() == 4 and not HEAD_DIMS[0] <= q.shape[3] <= HEAD_DIMS[1]:
+    if not HEAD_DIMS[0] <= q.shape[3] <= HEAD_DIMS[1]:
         return f'head dim {q.shape[3]} outside {HEAD_DIMS}'
     return None
 
@@ -330,8 +332,7 @@ def _triton_forward(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional
         same if same is not None else lse, *_strides(q), *_strides(k), *_strides(v),
         *_strides(out), h, n, hd, topk, hd ** -0.5, HAS_LABELS=labels is not None,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=_precision_mode(q.dtype),
-        UPCAST=_upcast(q.dtype),
-        num_warps=warps)
+        UPCAST=_upcast(q.dtype), num_warps=warps)
     return out, lse, mask, kept, same
 
 
@@ -343,7 +344,7 @@ class _TopKAttention(torch.autograd.Function):
                 labels: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         out, lse, mask, kept, same = _triton_forward(q, k, v, topk, labels)
         ctx.save_for_backward(q, k, v, out, lse, mask)
-        precision = q.new_empty(0, dtype=torch.float32) if labels is None else _precision(same, kept)
+        precision = _precision(same, kept) if labels is not None else q.new_empty(0).float()
         ctx.mark_non_differentiable(precision)
         return out, precision
 
