@@ -24,9 +24,11 @@ flash-attention backward: a first kernel per query block computes delta = rowsum
 a second per key block loops over the query blocks to accumulate dK and dV on chip. No atomics,
 so gradients are deterministic.
 
-Dispatch (``impl='auto'``): the kernel on CUDA tensors when Triton imports, the shape is supported
-(N <= 512, 16 <= head dim <= 128, fp16/bf16/fp32) and there is no dropout; the reference
-otherwise. ``impl='triton'`` on CPU tensors runs the same kernels in Triton's interpreter, which
+Dispatch (``impl='auto'``): the kernel on fp16/bf16 CUDA tensors when Triton imports, the shape
+is supported (N <= 512, 16 <= head dim <= 128) and there is no dropout; the reference otherwise.
+``impl='triton'`` also takes fp32 (exact IEEE products, no TF32), but its fp32 tiles do not fit in
+registers (ptxas reports large spills on sm_90), so 'auto' leaves fp32 to the reference.
+``impl='triton'`` on CPU tensors runs the same kernels in Triton's interpreter, which
 needs ``TRITON_INTERPRET=1`` in the environment before triton is first imported (Triton reads it
 when its own and these kernels are decorated); tests/conftest.py sets it.
 """
@@ -47,6 +49,7 @@ except ImportError:  # CPU-only torch builds do not ship Triton; the reference s
 
 IMPLS = ('auto', 'triton', 'reference')
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+AUTO_DTYPES = (torch.float16, torch.bfloat16)  # fp32 kernel tiles spill registers, see above
 MAX_TOKENS = 512
 HEAD_DIMS = (16, 128)
 
@@ -163,7 +166,10 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK, LAB, KEPT, SAME,
         thresh = tl.where(count >= topk, cand, thresh)
     keep = (img >= thresh[:, None]) & col_ok[None, :]                          # BM x BN
 
-    s2 = tl.where(keep, s * 1.4426950408889634, float('-inf'))                # log2(e) * s
+    # s back from its image (holding only img through the search saves registers)
+    bits = tl.where(img >= 0x80000000, img ^ 0x80000000, img ^ 0xFFFFFFFF)
+    s2 = tl.where(keep, bits.to(tl.float32, bitcast=True) * 1.4426950408889634,
+                  float('-inf'))                                                # log2(e) * s
     m = tl.max(s2, axis=1)
     p = tl.exp2(s2 - m[:, None])
     l = tl.sum(p, axis=1)
@@ -290,10 +296,11 @@ def triton_unsupported(q: Tensor, dropout_p: float = 0.) -> Optional[str]:
 
 
 def _blocks(n: int, hd: int) -> Tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps) of the row kernels: all keys in one block."""
+    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps) of the row kernels (all keys in one block): 32 logits
+    per thread, which ptxas (sm_90, bf16, hd 64) fits in registers without spilling."""
     block_n = max(32, triton.next_power_of_2(n))
-    block_m = min(64 if block_n <= 256 else 32, block_n)
-    return block_m, block_n, max(16, triton.next_power_of_2(hd)), 4 if block_n <= 128 else 8
+    block_m = min(64 if block_n <= 128 else 32, block_n)
+    return block_m, block_n, max(16, triton.next_power_of_2(hd)), max(4, block_m * block_n // 1024)
 
 
 def _unit_last(t: Tensor) -> Tensor:
@@ -363,11 +370,12 @@ class _TopKAttention(torch.autograd.Function):
             q, k, v, out, grad_out, dq, lse, delta, mask, *_strides(q), *_strides(k), *_strides(v),
             *_strides(out), *_strides(grad_out), h, n, hd, hd ** -0.5,
             BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, **common)
-        block_n2 = min(64, block_n)
+        block_n2 = min(64, block_n)  # key block of the dK/dV kernel
         _bwd_dkdv_kernel[(triton.cdiv(n, block_n2), t * h)](
             q, k, v, grad_out, dk, dv, lse, delta, mask, *_strides(q), *_strides(k), *_strides(v),
             *_strides(out), *_strides(grad_out), h, n, hd, hd ** -0.5, block_n // 32,
-            BLOCK_M=min(64, block_n), BLOCK_N=block_n2, num_warps=4, **common)
+            BLOCK_M=min(64, block_n), BLOCK_N=block_n2, num_warps=4 if block_d <= 64 else 8,
+            **common)
         return dq, dk, dv, None, None
 
 
@@ -380,9 +388,9 @@ def topk_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[
     largest logit (ties all kept), softmax over the kept keys, times V. Returns (out T x H x N x hd
     in q.dtype, precision): precision is a 0-dim fp32 tensor without grad, the fraction of kept
     (query, key) pairs whose labels are equal over the whole batch and all heads; None without
-    labels. impl: 'auto' (the kernel on CUDA when supported, see the module docstring), 'triton'
-    (the kernel; on CPU tensors only under TRITON_INTERPRET=1; ValueError when unsupported) or
-    'reference'. dropout_p > 0 needs the reference.
+    labels. impl: 'auto' (the kernel on fp16/bf16 CUDA tensors when supported, see the module
+    docstring), 'triton' (the kernel; on CPU tensors only under TRITON_INTERPRET=1; ValueError
+    when unsupported) or 'reference'. dropout_p > 0 needs the reference.
     """
     if impl not in IMPLS:
         raise ValueError(f'impl={impl!r}; choose from {IMPLS}')
@@ -390,7 +398,9 @@ def topk_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[
     why_not = triton_unsupported(q, dropout_p)
     if impl == 'triton' and why_not is not None:
         raise ValueError(f'impl=triton cannot run: {why_not}')
-    if impl == 'reference' or (impl == 'auto' and (why_not is not None or not q.is_cuda)):
+    use_kernel = impl == 'triton' or (impl == 'auto' and why_not is None and q.is_cuda
+                                      and q.dtype in AUTO_DTYPES)
+    if not use_kernel:
         return topk_attention_reference(q, k, v, topk, labels, dropout_p)
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
