@@ -2,10 +2,14 @@
 (run by Triton's CPU interpreter, see tests/conftest.py) against the reference, ties, dispatch."""
 import importlib.util
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from conftest import ROOT
 from mixedae.models.layers.topk_attention import (_triton_forward, topk_attention,
                                                   topk_attention_reference, topk_keep)
 
@@ -217,3 +221,52 @@ def test_bad_arguments_raise(args, match):
     call.update(args)
     with pytest.raises(ValueError, match=match):
         topk_attention(**call)
+
+
+#: compiles the three kernels for an H100 (sm_90, bf16, ViT-B at G=4: N'=200, hd=64) without a
+#: GPU, through ptxas: catches what the interpreter cannot (type and layout errors of the real
+#: compiler). A subprocess, because the test session imported triton in interpreter mode.
+COMPILE_SCRIPT = r'''
+import importlib.util, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+spec = importlib.util.spec_from_file_location('topk_attention', sys.argv[1])  # skip mmengine & co
+ta = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ta)
+n, hd = 200, 64
+bm, bn, bd, warps = ta._blocks(n, hd)
+bm2, bn2, warps2 = ta._dkdv_blocks(n, hd)
+common = dict(BLOCK_D=bd, PRECISION='tf32', UPCAST=False)
+for kernel, consts, num_warps in [
+        (ta._fwd_kernel, dict(HAS_LABELS=True, BLOCK_M=bm, BLOCK_N=bn, **common), warps),
+        (ta._bwd_dq_kernel, dict(BLOCK_M=bm, BLOCK_N=bn, **common), warps),
+        (ta._bwd_dkdv_kernel, dict(BLOCK_M=bm2, BLOCK_N=bn2, **common), warps2)]:
+    sig = {}
+    for name in kernel.arg_names:
+        if name in consts:
+            sig[name] = 'constexpr'
+        elif name in ('Q', 'K', 'V', 'O', 'DO', 'DQ', 'DK', 'DV'):
+            sig[name] = '*bf16'
+        elif name in ('LSE', 'DELTA'):
+            sig[name] = '*fp32'
+        elif name in ('MASK', 'LAB', 'KEPT', 'SAME'):
+            sig[name] = '*i32'
+        else:
+            sig[name] = 'fp32' if name == 'scale' else 'i32'
+    compiled = triton.compile(ASTSource(kernel, sig, consts), target=GPUTarget('cuda', 90, 32),
+                              options=dict(num_warps=num_warps))
+    print(kernel.__name__, len(compiled.asm['cubin']), 'bytes of sm_90 cubin')
+'''
+
+
+@needs_triton
+@pytest.mark.slow
+def test_kernels_compile_for_sm90():
+    env = {key: value for key, value in os.environ.items() if key != 'TRITON_INTERPRET'}
+    module = os.path.join(ROOT, 'mixedae', 'models', 'layers', 'topk_attention.py')
+    result = subprocess.run([sys.executable, '-c', COMPILE_SCRIPT, module], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == ['_fwd_kernel', '_bwd_dq_kernel', '_bwd_dkdv_kernel'], result.stdout

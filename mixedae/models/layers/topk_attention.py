@@ -303,6 +303,12 @@ def _blocks(n: int, hd: int) -> Tuple[int, int, int, int]:
     return block_m, block_n, max(16, triton.next_power_of_2(hd)), max(4, block_m * block_n // 1024)
 
 
+def _dkdv_blocks(n: int, hd: int) -> Tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) of the dK/dV kernel: key blocks of 64 (32-word aligned)."""
+    block_n = min(64, max(32, triton.next_power_of_2(n)))
+    return block_n, block_n, 4 if hd <= 64 else 8
+
+
 def _unit_last(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
@@ -370,12 +376,11 @@ class _TopKAttention(torch.autograd.Function):
             q, k, v, out, grad_out, dq, lse, delta, mask, *_strides(q), *_strides(k), *_strides(v),
             *_strides(out), *_strides(grad_out), h, n, hd, hd ** -0.5,
             BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, **common)
-        block_n2 = min(64, block_n)  # key block of the dK/dV kernel
+        block_m2, block_n2, warps2 = _dkdv_blocks(n, hd)
         _bwd_dkdv_kernel[(triton.cdiv(n, block_n2), t * h)](
             q, k, v, grad_out, dk, dv, lse, delta, mask, *_strides(q), *_strides(k), *_strides(v),
             *_strides(out), *_strides(grad_out), h, n, hd, hd ** -0.5, block_n // 32,
-            BLOCK_M=min(64, block_n), BLOCK_N=block_n2, num_warps=4 if block_d <= 64 else 8,
-            **common)
+            BLOCK_M=block_m2, BLOCK_N=block_n2, num_warps=warps2, **common)
         return dq, dk, dv, None, None
 
 
