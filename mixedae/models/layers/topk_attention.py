@@ -44,8 +44,9 @@ from torch import Tensor
 try:
     import triton
     import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
 except ImportError:  # CPU-only torch builds do not ship Triton; the reference still works
-    triton = tl = None
+    triton = tl = InterpretedFunction = None
 
 IMPLS = ('auto', 'triton', 'reference')
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -271,10 +272,8 @@ def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
              dv.to(DV.dtype.element_ty), mask=cd_ok)
 
 
-def _interpreted() -> bool:
-    """Whether the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1 at triton import)."""
-    from triton.runtime.interpreter import InterpretedFunction
-    return isinstance(_fwd_kernel, InterpretedFunction)
+#: the kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1 when triton was imported)
+INTERPRETED = triton is not None and isinstance(_fwd_kernel, InterpretedFunction)
 
 
 def triton_unsupported(q: Tensor, dropout_p: float = 0.) -> Optional[str]:
@@ -283,7 +282,7 @@ def triton_unsupported(q: Tensor, dropout_p: float = 0.) -> Optional[str]:
         return 'triton is not importable'
     if dropout_p:
         return f'dropout_p={dropout_p} (only the reference applies attention dropout)'
-    if not (q.is_cuda or _interpreted()):
+    if not (q.is_cuda or INTERPRETED):
         return (f'{q.device.type} tensors need the interpreter: TRITON_INTERPRET=1 before triton '
                 'is imported')
     if q.dtype not in KERNEL_DTYPES:
@@ -322,7 +321,7 @@ def _precision_mode(dtype: torch.dtype) -> str:
 
 
 def _upcast(dtype: torch.dtype) -> bool:
-    return dtype == torch.bfloat16 and _interpreted()
+    return dtype == torch.bfloat16 and INTERPRETED
 
 
 def _triton_forward(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor]
