@@ -22,10 +22,9 @@ import torch.nn.functional as F
 
 from .attention import Attention
 from .pos_embed import Grid
-from .topk_attention import topk_attention
+from .topk_attention import IMPLS, topk_attention
 
 ATTN_MODES = ('topk', 'vanilla', 'oracle')
-IMPLS = ('auto', 'triton', 'reference')
 
 
 @dataclass
