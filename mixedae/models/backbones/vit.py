@@ -5,7 +5,8 @@ Built from timm's layers with timm's parameter names (``patch_embed.proj``, ``cl
 so MAE, iBOT, timm and mixedae pretraining checkpoints load with prefix changes only (see
 ``tools/convert_checkpoint.py``). Adds what dense prediction needs: multi-level NCHW outputs,
 position-embedding interpolation to any input size, relative positions (BEiT's bias tables or
-ViTDet's decomposed ones), layer scale, ViTDet window attention, gradient checkpointing and ``get_layer_depth`` for layer-wise lr decay.
+ViTDet's decomposed ones), layer scale, ViTDet window attention, gradient checkpointing and
+``get_layer_depth`` for layer-wise lr decay.
 """
 from __future__ import annotations
 
