@@ -240,3 +240,31 @@ def test_vitdet_checkpoints_resize_rel_pos_and_mae_ones_keep_them_zero(tmp_path)
     fresh.load_backbone_state(mae, 'mae.pth')
     assert all(fresh.blocks[i].attn.rel_pos_h.abs().sum() == 0 for i in range(4))
     torch.testing.assert_close(fresh.blocks[2].mlp.fc1.weight, src.blocks[2].mlp.fc1.weight)
+
+
+def test_boolean_mask_combines_with_the_bias():
+    attn = Attention(32, 4, rel_pos_grid=(3, 3), with_cls_token=True).eval()
+    randomize_rel_pos(attn)
+    x = torch.randn(2, 10, 32)
+    keep = torch.rand(2, 1, 10, 10) > 0.3
+    keep[..., 0] = True                                 # every query keeps a key
+    additive = torch.zeros(keep.shape).masked_fill(~keep, float('-inf'))
+    torch.testing.assert_close(attn(x, (3, 3), attn_mask=keep),
+                               attn(x, (3, 3), attn_mask=additive))
+    assert not torch.allclose(attn(x, (3, 3), attn_mask=keep), attn(x, (3, 3)))
+
+
+def test_cls_attention_maps_include_the_beit_bias():
+    from mixedae.visualization import cls_attention_maps
+    vit = ViT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4,
+              use_rel_pos_bias=True).eval()
+    randomize_rel_pos(vit)
+    x = torch.randn(2, 3, 32, 32)
+    tokens, grid = vit.prepare_tokens(x)
+    block = vit.blocks[1]
+    q, k, _ = block.attn.qkv_heads(block.norm1(vit.blocks[0](tokens, grid)))
+    logits = q @ k.transpose(-2, -1) * block.attn.head_dim ** -0.5 + gather_bias(
+        block.attn.relative_position_bias_table, (4, 4), (4, 4), True)
+    expected = logits.softmax(-1)[:, :, 0, 1:].mean(1).reshape(2, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(cls_attention_maps(vit, x), expected, **TOL)
