@@ -119,15 +119,19 @@ def test_bias_is_built_in_the_compute_dtype_without_resizing(monkeypatch):
                                    atol=0.1, rtol=0.02)
 
 
-def test_rel_pos_attention_under_bf16_autocast_keeps_fp32_table_grads():
-    attn = Attention(32, 4, rel_pos_grid=(4, 4), with_cls_token=False, rel_pos_type='decomposed')
+@pytest.mark.parametrize('rel_pos_type', ['beit', 'decomposed'])
+def test_rel_pos_attention_under_bf16_autocast_keeps_fp32_table_grads(rel_pos_type):
+    attn = Attention(32, 4, rel_pos_grid=(4, 4), with_cls_token=False,
+                     rel_pos_type=rel_pos_type)
     randomize_rel_pos(attn)
     x = torch.randn(2, 16, 32)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = attn(x, (4, 4))
     assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), attn(x, (4, 4)), atol=0.05, rtol=0.05)
     out.float().square().mean().backward()
-    assert attn.rel_pos_h.grad.dtype == torch.float32 and attn.rel_pos_h.grad.abs().sum() > 0
+    for p in attn.parameters():
+        assert p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------- decomposed
