@@ -34,7 +34,7 @@ def cls_attention_maps(vit: ViT, images: torch.Tensor) -> torch.Tensor:
         2, 0, 3, 1, 4)
     logits = q[:, :, :1] @ k.transpose(-2, -1) * attn.head_dim ** -0.5   # B x heads x 1 x N
     if attn.rel_pos_grid:
-        logits = logits + attn.relative_position_bias(grid)[:, :1].unsqueeze(0)
+        logits = logits + attn.relative_position_bias(q, grid)[..., :1, :]
     weights = logits.softmax(dim=-1)[:, :, 0, 1:]                         # B x heads x hw
     return weights.mean(1).reshape(b, *grid)
 

@@ -83,9 +83,13 @@ def test_check_dataset_coco(coco_root, tmp_path):
 
 @pytest.mark.parametrize('protocol', ['fpn', 'vitdet'])
 def test_ground_truth_as_predictions_gives_ap_100(coco_root, protocol):
-    from mmdet.registry import DATASETS, METRICS
-    from mmdet.structures.mask import BitmapMasks
+    """Test samples go through the model's data preprocessor (which pads the batch); boxes are
+    put in the network-input frame and brought back as mmdet's box head does (clip to
+    ``img_shape``, divide by ``scale_factor``): padding must change neither."""
+    from mmdet.registry import DATASETS, METRICS, MODELS
+    from mmdet.structures.bbox import scale_boxes
     from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
     from mmengine.registry import DefaultScope
     import mixedae  # noqa: F401
     cfg = Config.fromfile(TINY[protocol])
@@ -94,22 +98,71 @@ def test_ground_truth_as_predictions_gives_ap_100(coco_root, protocol):
     with DefaultScope.overwrite_default_scope('mmdet'):
         dataset = DATASETS.build(cfg.val_dataloader.dataset)
         metric = METRICS.build(cfg.val_evaluator)
+        preprocessor = MODELS.build(cfg.model.data_preprocessor)
     metric.dataset_meta = dataset.metainfo
     for i in range(len(dataset)):
-        sample = dataset[i]['data_samples']
+        raw = dataset[i]['data_samples']
+        sample = preprocessor(pseudo_collate([dataset[i]]), False)['data_samples'][0]
+        assert sample.img_shape == raw.img_shape and sample.scale_factor == raw.scale_factor
         gt = sample.gt_instances
         h, w = sample.ori_shape
         masks = gt.masks.to_ndarray() if not isinstance(gt.masks, np.ndarray) else gt.masks
+        gt_boxes = gt.bboxes.tensor if hasattr(gt.bboxes, 'tensor') else gt.bboxes
+        boxes = scale_boxes(gt_boxes.clone(), sample.scale_factor)      # input frame
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clamp(0, sample.img_shape[1])
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clamp(0, sample.img_shape[0])
+        boxes = scale_boxes(boxes, [1 / s for s in sample.scale_factor])
+        torch.testing.assert_close(boxes, gt_boxes)
         pred = dict(img_id=sample.img_id, ori_shape=sample.ori_shape,
-                    pred_instances=dict(bboxes=gt.bboxes.tensor if hasattr(gt.bboxes, 'tensor')
-                                        else gt.bboxes,
-                                        scores=torch.ones(len(gt.labels)), labels=gt.labels,
-                                        masks=torch.from_numpy(masks).bool()))
+                    pred_instances=dict(bboxes=boxes, scores=torch.ones(len(gt.labels)),
+                                        labels=gt.labels, masks=torch.from_numpy(masks).bool()))
         assert masks.shape[1:] == (h, w)
         metric.process({}, [pred])
     metrics = metric.compute_metrics(metric.results)
     assert metrics['bbox_mAP'] == pytest.approx(1.0)
     assert metrics['segm_mAP'] == pytest.approx(1.0)
+
+
+def test_vitdet_test_images_reach_the_backbone_as_the_full_square_grid(tmp_path):
+    """A 40 x 100 image is resized to 26 x 64 and padded to 64 x 64 (the tiny LSJ size; a
+    multiple of 32 would give 32 x 64): the backbone sees the 8 x 8 training grid, img_shape
+    stays 26 x 64, and the predictions are in the original image's frame."""
+    from mmdet.registry import DATASETS, MODELS
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import DefaultScope
+    import mixedae  # noqa: F401
+    cfg = Config.fromfile(TINY['vitdet'])
+    views = write_dataset(str(tmp_path), 1, 1, size=(40, 100), seed=0, views=('coco',))
+    cfg.val_dataloader.dataset.data_root = views['coco'] + '/'
+    assert cfg.model.backbone.rel_pos_type == 'decomposed'
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        dataset = DATASETS.build(cfg.val_dataloader.dataset)
+        model = MODELS.build(cfg.model).eval()
+    data = dataset[0]
+    assert data['data_samples'].ori_shape == (40, 100)
+    assert data['data_samples'].img_shape == (26, 64)
+    grids = []
+    model.backbone.register_forward_hook(lambda m, i, o: grids.append(tuple(o[0].shape[-2:])))
+    with torch.no_grad():
+        result = model.test_step(pseudo_collate([data]))[0]
+    assert grids == [(8, 8)]
+    assert result.img_shape == (26, 64) and result.batch_input_shape == (64, 64)
+    pred = result.pred_instances
+    assert len(pred) > 0 and pred.masks.shape[1:] == (40, 100)
+    assert pred.bboxes[:, [0, 2]].max() <= 100 and pred.bboxes[:, [1, 3]].max() <= 40
+
+
+@pytest.mark.parametrize('name', sorted(n for n in os.listdir(os.path.join(ROOT, 'configs/coco'))
+                                        if n.startswith('vitdet_')))
+def test_every_vitdet_config_uses_decomposed_rel_pos_and_pads_test_batches(name):
+    from mmengine.config import Config
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs/coco', name))
+    backbone = cfg.model.backbone
+    assert backbone.use_rel_pos_bias and backbone.rel_pos_type == 'decomposed'
+    side = 64 if 'synthetic-64' in name else 1024
+    assert cfg.model.data_preprocessor.pad_size_divisor == side
+    assert not any(t['type'] == 'Pad' for t in cfg.test_dataloader.dataset.pipeline)
 
 
 @pytest.mark.slow
@@ -174,7 +227,8 @@ def test_pretrained_layouts_load_through_the_config_option(tmp_path, protocol, l
     torch.testing.assert_close(model.backbone.blocks[3].mlp.fc1.weight,
                                src.blocks[3].mlp.fc1.weight)
     log = log_file.read_text()
-    assert 'loaded' in log and 'relative_position_bias_table' in log
+    rel_pos = 'relative_position_bias_table' if protocol == 'fpn' else 'rel_pos_h, '
+    assert 'loaded' in log and rel_pos in log
     assert 'dropped the final norm' in log
 
 

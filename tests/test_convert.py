@@ -176,3 +176,19 @@ def test_mismatched_backbone_is_an_error(tmp_path):
         load_converted(tmp_path / 'deep.pth')
     with pytest.raises(FileNotFoundError, match='init_cfg.checkpoint'):
         ViT(**TINY, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'none.pth')))
+
+
+def test_vitdet_backbone_with_decomposed_rel_pos_round_trips(tmp_path):
+    vitdet = dict(with_cls_token=False, use_rel_pos_bias=True, rel_pos_type='decomposed',
+                  window_size=2, window_block_indexes=(0,))
+    encoder = ViT(**TINY, **vitdet).eval()
+    with torch.no_grad():
+        for block in encoder.blocks:
+            block.attn.rel_pos_h.normal_()
+            block.attn.rel_pos_w.normal_()
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in encoder.state_dict().items()}),
+               tmp_path / 'vitdet.pth')
+    assert run([tmp_path / 'vitdet.pth', tmp_path / 'out.pth', '--src-format', 'mixedae']) == 0
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth', **vitdet)(x)[0],
+                               encoder(x)[0])

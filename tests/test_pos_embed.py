@@ -1,9 +1,16 @@
-"""Position tables: BEiT relative index, relative table and absolute embedding resampling."""
+"""Position tables: BEiT relative layout, relative table and absolute embedding resampling."""
 import pytest
 import torch
 
-from mixedae.models.layers.pos_embed import (num_relative_entries, relative_position_index,
-                                            resize_pos_embed, resize_rel_pos_table)
+from mixedae.models.layers.pos_embed import (num_relative_entries, resize_pos_embed,
+                                            resize_rel_pos_table)
+from mixedae.models.layers.rel_pos import beit_rel_pos_bias
+
+
+def relative_position_index(grid, with_cls_token):
+    """The table row each query/key pair reads: the bias of a table holding its row numbers."""
+    rows = torch.arange(num_relative_entries(grid, with_cls_token), dtype=torch.float64)
+    return beit_rel_pos_bias(rows.unsqueeze(1), grid, with_cls_token)[0].long()
 
 
 @pytest.mark.parametrize('grid', [(3, 3), (2, 4)])

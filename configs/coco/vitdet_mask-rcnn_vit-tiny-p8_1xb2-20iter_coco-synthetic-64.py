@@ -1,10 +1,11 @@
 # Tiny CPU configuration of protocol B (ViTDet): windows of 4x4 tokens in blocks 0 and 2,
-# global attention in blocks 1 and 3, LSJ at 64 px.
+# global attention in blocks 1 and 3, LSJ at 64 px, every batch padded to 64 x 64.
 _base_ = ['./vitdet_mask-rcnn_vit-b16-scratch_16xb4-100e_coco-lsj-1024.py',
           './_base_/tiny_synthetic.py']
 data_root = {{_base_.tiny_data_root}}
 image_size = (64, 64)
 model = dict(
+    data_preprocessor=dict(pad_size_divisor=64),
     backbone={{_base_.tiny_backbone_vitdet}},
     # 8x8 patches: stride 8 -> strides 4, 8, 16, 32 (+64) as the heads expect
     neck=dict(in_channels=64, out_channels=32, scales=(2.0, 1.0, 0.5, 0.25)),

@@ -31,7 +31,7 @@ FORMATS = ('mixedae', 'mae', 'ibot', 'timm')
 BACKBONE_KEY = re.compile(
     r'^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)'
     r'|blocks\.\d+\.((norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias)'
-    r'|ls[12]\.gamma|attn\.relative_position_bias_table))$')
+    r'|ls[12]\.gamma|attn\.(relative_position_bias_table|rel_pos_[hw])))$')
 
 #: keys each format may carry that are not part of the transfer backbone.
 DROPPABLE = {

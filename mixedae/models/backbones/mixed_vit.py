@@ -42,7 +42,7 @@ class MixedViT(ViT):
                  topk: Optional[int] = None, use_segment_embed: bool = True,
                  attn_impl: str = 'auto', **kwargs) -> None:
         for fixed in ('with_cls_token', 'use_abs_pos_embed', 'window_size', 'use_rel_pos_bias',
-                      'attn_layer'):
+                      'rel_pos_type', 'attn_layer'):
             if fixed in kwargs:
                 raise ValueError(f'MixedViT does not take {fixed!r} (pretraining uses a class '
                                  'token, fixed absolute positions and homologous attention)')

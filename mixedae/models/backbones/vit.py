@@ -4,8 +4,9 @@ Built from timm's layers with timm's parameter names (``patch_embed.proj``, ``cl
 ``pos_embed``, ``blocks.i.{norm1,attn.qkv,attn.proj,ls1,norm2,mlp.fc1,mlp.fc2,ls2}``, ``norm``),
 so MAE, iBOT, timm and mixedae pretraining checkpoints load with prefix changes only (see
 ``tools/convert_checkpoint.py``). Adds what dense prediction needs: multi-level NCHW outputs,
-position-embedding interpolation to any input size, BEiT relative position bias, layer scale,
-ViTDet window attention, gradient checkpointing and ``get_layer_depth`` for layer-wise lr decay.
+position-embedding interpolation to any input size, relative positions (BEiT's bias tables or
+ViTDet's decomposed ones), layer scale, ViTDet window attention, gradient checkpointing and
+``get_layer_depth`` for layer-wise lr decay.
 """
 from __future__ import annotations
 
@@ -28,11 +29,13 @@ from mixedae.registry import MODELS
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
 from ..layers.attention import Attention
 from ..layers.block import Block, LayerNorm
-from ..layers.pos_embed import Grid, num_relative_entries, resize_pos_embed, resize_rel_pos_table
+from ..layers.pos_embed import (Grid, num_relative_entries, resize_pos_embed, resize_rel_pos_1d,
+                                resize_rel_pos_table)
 
-#: parameters a checkpoint may lack: they keep their initial value (zero relative position
-#: bias, as in BEiT/MAE fine-tuning; layer scale at ``init_values``).
-EXPECTED_MISSING = re.compile(r'^blocks\.\d+\.(attn\.relative_position_bias_table|ls[12]\.gamma)$')
+#: parameters a checkpoint may lack: they keep their initial value (zero relative positions,
+#: as in BEiT/MAE fine-tuning and ViTDet; layer scale at ``init_values``).
+EXPECTED_MISSING = re.compile(
+    r'^blocks\.\d+\.(attn\.(relative_position_bias_table|rel_pos_[hw])|ls[12]\.gamma)$')
 
 
 @MODELS.register_module()
@@ -48,7 +51,11 @@ class ViT(BaseModule):
         final_norm: apply the final LayerNorm to the last block's output.
         with_cls_token: prepend a class token (must be off with window attention, as in ViTDet).
         use_abs_pos_embed: learnable absolute position embedding.
-        use_rel_pos_bias: per-block BEiT relative position bias, zero-initialised.
+        use_rel_pos_bias: per-block relative positions, zero-initialised, of type
+            ``rel_pos_type``: ``'beit'`` (BEiT's query-independent bias table, one row per
+            offset and head) or ``'decomposed'`` (ViTDet/SAM: ``rel_pos_h`` / ``rel_pos_w``,
+            the query-dependent bias ``q · R_h + q · R_w``; needs ``with_cls_token=False``).
+            Windowed blocks' tables span one window, global blocks' the ``img_size`` grid.
         init_values: layer-scale initial value (None: no layer scale).
         window_size / window_block_indexes: ViTDet window attention in the listed blocks;
             the other blocks attend globally.
@@ -65,7 +72,8 @@ class ViT(BaseModule):
                  attn_drop_rate: float = 0., drop_path_rate: float = 0.,
                  out_indices: Union[int, Sequence[int]] = -1, final_norm: bool = True,
                  with_cls_token: bool = True, use_abs_pos_embed: bool = True,
-                 use_rel_pos_bias: bool = False, init_values: Optional[float] = None,
+                 use_rel_pos_bias: bool = False, rel_pos_type: str = 'beit',
+                 init_values: Optional[float] = None,
                  window_size: int = 0, window_block_indexes: Sequence[int] = (),
                  with_cp: bool = False,
                  attn_layer: Union[Callable[..., nn.Module], Sequence[Callable[..., nn.Module]]]
@@ -101,7 +109,7 @@ class ViT(BaseModule):
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
                   dpr[i], init_values, window_size if i in window_blocks else 0,
                   grid if use_rel_pos_bias else None, with_cls_token,
-                  attn_layer=attn_layers[i])
+                  rel_pos_type=rel_pos_type, attn_layer=attn_layers[i])
             for i in range(depth)])
         self.norm = LayerNorm(embed_dim) if final_norm else nn.Identity()
         self._init_random()
@@ -192,9 +200,10 @@ class ViT(BaseModule):
                          ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
         """Fit a backbone state dict to this model's configuration.
 
-        Resamples the position embedding and relative position tables to this model's grids,
-        and drops the class token / position embedding / final norm when this model has none. Returns the
-        new dict and a list of human-readable notes of what was changed.
+        Resamples the position embedding and relative position tables (BEiT's bicubically,
+        ViTDet's ``rel_pos_h/w`` linearly, as ViTDet does) to this model's grids, and drops the
+        class token / position embedding / final norm when this model has none. Returns the new
+        dict and a list of human-readable notes of what was changed.
         """
         sd = dict(state_dict)
         notes = []
@@ -222,14 +231,22 @@ class ViT(BaseModule):
             del sd['cls_token']
             notes.append('dropped cls_token (with_cls_token=False)')
         for i, block in enumerate(self.blocks):
+            attn = block.attn
+            if not attn.rel_pos_grid:
+                continue
             key = f'blocks.{i}.attn.relative_position_bias_table'
-            if key in sd and block.attn.rel_pos_grid:
-                table = sd[key]
-                dst = block.attn.rel_pos_grid
-                src = _infer_rel_pos_grid(table.shape[0], block.attn.with_cls_token, source, key)
-                sd[key] = resize_rel_pos_table(table, src, dst, block.attn.with_cls_token)
-                if src != tuple(dst):
-                    notes.append(f'resampled {key} from grid {src} to {dst}')
+            if key in sd and attn.rel_pos_type == 'beit':
+                src = _infer_rel_pos_grid(sd[key].shape[0], attn.with_cls_token, source, key)
+                sd[key] = resize_rel_pos_table(sd[key], src, attn.rel_pos_grid, attn.with_cls_token)
+                if src != attn.rel_pos_grid:
+                    notes.append(f'resampled {key} from grid {src} to {attn.rel_pos_grid}')
+            for axis, size in zip('hw', attn.rel_pos_grid):
+                key = f'blocks.{i}.attn.rel_pos_{axis}'
+                if key in sd and attn.rel_pos_type == 'decomposed':
+                    src_len = sd[key].shape[0]
+                    sd[key] = resize_rel_pos_1d(sd[key], 2 * size - 1)
+                    if src_len != 2 * size - 1:
+                        notes.append(f'resampled {key} from {src_len} to {2 * size - 1} rows')
         return sd, notes
 
     def load_pretrained(self, path: str, prefix: Optional[str] = None) -> None:

@@ -1,2 +1,3 @@
 """Layer modules of the ViT backbones, one concept each: attention (transfer and homologous),
-the transformer block, position embeddings, windows and the top-K attention kernel."""
+the transformer block, position tables, relative-position biases, windows and the top-K
+attention kernel."""

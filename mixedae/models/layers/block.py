@@ -20,7 +20,8 @@ class Block(nn.Module):
     """Pre-norm transformer block with optional window attention and layer scale.
 
     ``attn_layer`` builds the attention (as timm's ``Block`` takes it): called with
-    ``(dim, num_heads, qkv_bias, attn_drop, proj_drop, rel_pos_grid=..., with_cls_token=...)``.
+    ``(dim, num_heads, qkv_bias, attn_drop, proj_drop, rel_pos_grid=..., with_cls_token=...,
+    rel_pos_type=...)``; a windowed block's relative positions span one window.
     Keyword arguments of :meth:`forward` beyond ``grid`` go to the attention.
     """
 
@@ -28,6 +29,7 @@ class Block(nn.Module):
                  drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
                  init_values: Optional[float] = None, window_size: int = 0,
                  rel_pos_grid: Optional[Grid] = None, with_cls_token: bool = True,
+                 rel_pos_type: str = 'beit',
                  norm_layer: Callable[[int], nn.Module] = LayerNorm,
                  attn_layer: Callable[..., nn.Module] = Attention) -> None:
         super().__init__()
@@ -37,7 +39,8 @@ class Block(nn.Module):
         self.norm1 = norm_layer(dim)
         self.attn = attn_layer(dim, num_heads, qkv_bias, attn_drop, drop,
                                rel_pos_grid=rel_pos_grid,
-                               with_cls_token=with_cls_token and not window_size)
+                               with_cls_token=with_cls_token and not window_size,
+                               rel_pos_type=rel_pos_type)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = norm_layer(dim)

@@ -57,10 +57,10 @@ class HomologousAttention(Attention):
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
                  proj_drop: float = 0., rel_pos_grid: Optional[Grid] = None,
-                 with_cls_token: bool = True, mode: str = 'topk', topk: int = 1,
-                 impl: str = 'auto') -> None:
+                 with_cls_token: bool = True, rel_pos_type: str = 'beit', mode: str = 'topk',
+                 topk: int = 1, impl: str = 'auto') -> None:
         if rel_pos_grid:
-            raise ValueError('homologous attention takes no relative position bias')
+            raise ValueError('homologous attention takes no relative positions')
         super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop,
                          with_cls_token=with_cls_token)
         if mode not in ATTN_MODES:

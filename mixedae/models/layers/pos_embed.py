@@ -1,14 +1,17 @@
-"""Absolute and relative position embeddings: index construction and resizing.
+"""Absolute and relative position tables: their sizes and resizing.
 
 These are the only places where position tables change size, both when a checkpoint made at
 one resolution is loaded at another and when an input's token grid differs from the size the
-model was built for. Relative position tables follow BEiT's layout, so BEiT/MAE-fine-tune
-tables load unchanged; resizing uses torch interpolation (mmseg's path relies on
-``scipy.interpolate.interp2d``, which SciPy 1.14 removed).
+model was built for. BEiT relative position tables keep BEiT's layout (timm's
+``gen_relative_position_index``), so BEiT/MAE-fine-tune tables load unchanged; they are resized
+here, not with timm's ``resize_rel_pos_bias_table`` (BEiT's per-head CPU interpolation for
+checkpoints, not differentiable) or mmseg's (square only, needs ``scipy.interpolate.interp2d``,
+removed in SciPy 1.14), because the resize also runs inside the forward pass, on the device,
+for any (non-square) grid. ViTDet's decomposed tables are resized linearly, as ViTDet and SAM
+do (timm's ``get_rel_pos``).
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Tuple
 
 import torch
@@ -40,29 +43,6 @@ def num_relative_entries(grid: Grid, with_cls_token: bool) -> int:
     return (2 * grid[0] - 1) * (2 * grid[1] - 1) + (3 if with_cls_token else 0)
 
 
-@lru_cache(maxsize=32)
-def relative_position_index(grid: Grid, with_cls_token: bool) -> torch.Tensor:
-    """BEiT's index into the relative position table.
-
-    Returns an N x N LongTensor, N = H*W (+1 with a class token first). Patch pairs index the
-    offset (dh, dw) as (dh + H - 1) * (2W - 1) + (dw + W - 1); class-to-patch, patch-to-class
-    and class-to-class use the last three rows.
-    """
-    h, w = grid
-    coords = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')).flatten(1)
-    rel = coords[:, :, None] - coords[:, None, :]                         # 2 x hw x hw
-    index = (rel[0] + h - 1) * (2 * w - 1) + (rel[1] + w - 1)             # hw x hw
-    if not with_cls_token:
-        return index
-    num_offsets = (2 * h - 1) * (2 * w - 1)
-    full = torch.empty(h * w + 1, h * w + 1, dtype=torch.long)
-    full[1:, 1:] = index
-    full[0, 1:] = num_offsets          # class token attends to patches
-    full[1:, 0] = num_offsets + 1      # patches attend to class token
-    full[0, 0] = num_offsets + 2
-    return full
-
-
 def resize_rel_pos_table(table: torch.Tensor, src_grid: Grid, dst_grid: Grid,
                          with_cls_token: bool) -> torch.Tensor:
     """Resample a relative position table made for ``src_grid`` to ``dst_grid``.
@@ -83,6 +63,17 @@ def resize_rel_pos_table(table: torch.Tensor, src_grid: Grid, dst_grid: Grid,
     offsets = F.interpolate(offsets.float(), size=(2 * dst_grid[0] - 1, 2 * dst_grid[1] - 1),
                             mode='bicubic', align_corners=True).to(table.dtype)
     return torch.cat([offsets.reshape(heads, -1).T, extra], dim=0)
+
+
+def resize_rel_pos_1d(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
+    """Linearly resample a decomposed (ViTDet) relative position table: L x C -> length x C.
+
+    The same interpolation as ViTDet's and timm's ``get_rel_pos`` (``align_corners=False``).
+    """
+    if rel_pos.shape[0] == length:
+        return rel_pos
+    resized = F.interpolate(rel_pos.T.unsqueeze(0).float(), size=length, mode='linear')
+    return resized[0].T.to(rel_pos.dtype)
 
 
 def sincos_2d_pos_embed(dim: int, grid: Grid, num_prefix_tokens: int = 0) -> torch.Tensor:

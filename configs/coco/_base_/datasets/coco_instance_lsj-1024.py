@@ -1,8 +1,9 @@
 # COCO 2017 instances with large-scale jitter at 1024 (ViTDet): resize by 0.1-2.0, crop and
-# pad to 1024x1024; test at 1024 on the longer side. The test image is not padded by a
-# transform (mmdet's Pad would move img_shape to the padded size, so boxes would be clipped to
-# the padding and pasted masks would fall outside the image); the data preprocessor pads the
-# batch to a multiple of 32 instead.
+# pad to 1024x1024; test at 1024 on the longer side, padded to 1024x1024 as mmdet's LSJ
+# configs do. The test image is not padded by a transform (mmdet's Pad would move img_shape to
+# the padded size, so boxes would be clipped to the padding and pasted masks would fall outside
+# the image); the model's data preprocessor pads the batch instead (pad_size_divisor=1024 in
+# the ViTDet model base), which keeps img_shape.
 _base_ = 'mmdet::_base_/datasets/coco_instance.py'
 image_size = (1024, 1024)
 train_pipeline = [
