@@ -1,17 +1,13 @@
-"""Benchmark collection (tables with missing runs) and the figure tools."""
+"""Benchmark collection (tables with missing runs) and the data generator tool."""
 import json
 import os
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from mixedae.benchmark import collect, load_matrix, results_markdown, run_commands
-from mixedae.datasets.synthetic import write_dataset
-from conftest import ROOT, load_tool
-
-TINY_PRE = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
+from conftest import load_tool
 
 
 def write_json(path, data):
@@ -79,55 +75,6 @@ def test_bad_matrix_names_the_entry(tmp_path):
                                           metrics='m')]))
     with pytest.raises(ValueError, match=r'bad.json: runs\[0\].task .voc.'):
         load_matrix(str(path))
-
-
-@pytest.fixture(scope='module')
-def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('img')
-    return write_dataset(str(root), 4, 1, (48, 48), seed=0, views=('pretrain',))['pretrain']
-
-
-@pytest.fixture(scope='module')
-def pretrain_ckpt(tmp_path_factory):
-    from mixedae.visualization import build_pretrain_model
-    model, _ = build_pretrain_model(TINY_PRE)
-    path = tmp_path_factory.mktemp('ckpt') / 'pre.pth'
-    torch.save(dict(state_dict=model.state_dict(), meta=dict(epoch=1)), path)
-    return str(path)
-
-
-def test_visualize_attention_writes_grid(images, pretrain_ckpt, tmp_path):
-    convert = load_tool('convert_checkpoint')
-    convert.main([pretrain_ckpt, str(tmp_path / 'vit.pth'), '--src-format', 'mixedae'])
-    out = tmp_path / 'att.png'
-    tool = load_tool('visualize_attention')
-    assert tool.main([TINY_PRE, '--checkpoint', f'A={pretrain_ckpt}',
-                      '--checkpoint', f'B={tmp_path / "vit.pth"}', '--image-dir', images,
-                      '--num', '3', '--tile', '64', '--out', str(out)]) == 0
-    png = cv2.imread(str(out))
-    assert png.shape == (14 + 3 * 64 + 4 * 4, 3 * 64 + 4 * 4, 3)
-    assert png.std() > 10
-
-
-def test_attention_maps_are_distributions():
-    from mixedae.models import ViT
-    from mixedae.visualization import cls_attention_maps
-    vit = ViT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4).eval()
-    maps = cls_attention_maps(vit, torch.randn(2, 3, 32, 32))
-    assert maps.shape == (2, 4, 4)
-    # the class token's weights over patches sum to < 1 (the rest is on itself)
-    assert ((maps.sum((1, 2)) > 0) & (maps.sum((1, 2)) < 1)).all()
-
-
-def test_visualize_mixing_writes_grid(images, pretrain_ckpt, tmp_path):
-    out = tmp_path / 'mix.png'
-    tool = load_tool('visualize_mixing')
-    assert tool.main([TINY_PRE, '--checkpoint', pretrain_ckpt, '--image-dir', images,
-                      '--tile', '64', '--out', str(out)]) == 0
-    png = cv2.imread(str(out))
-    assert png.shape == (14 + 3 * 64 + 4 * 4, 5 * 64 + 6 * 4, 3)
-    blank = png[14 + 4 + 64 + 4:14 + 4 + 2 * 64 + 4, 4:4 + 64]   # row 2, column 1: empty
-    assert (blank == 255).all()
 
 
 def test_make_synthetic_data_writes_three_checked_views(tmp_path, capsys):
