@@ -64,7 +64,7 @@ class Preset:
     finetune_batch: Dict[str, int]
     seeds: Tuple[int, ...]          # fine-tuning seeds of every (method, task)
     pretrain_per_seed: bool         # pretrain MAE / MixedAE once per seed (else once, seed 0)
-    amp: bool                       # bf16 autocast (GPU)
+    amp: bool                       # fp16 autocast with dynamic loss scaling (GPU)
     threads: int                    # OMP / MKL threads of every child process
     deterministic: bool             # torch deterministic algorithms (CPU: all ops have them)
     workers: int                    # dataloader workers of the pretraining
@@ -85,14 +85,14 @@ class Preset:
 
 PRESETS = {
     'cpu': Preset(
-        name='cpu', num_train=600, num_val=100, scene_size=64, pretrain_size=32,
+        name='cpu', num_train=600, num_val=100, scene_size=64, pretrain_size=64,
         arch=dict(patch_size=8, embed_dim=64, depth=4, num_heads=4),
         decoder=dict(decoder_embed_dim=32, depth=2, num_heads=4),
-        pretrain_epochs=60, pretrain_batch=16, pretrain_lr=1.5e-4 * 16 / 256 * 10,
+        pretrain_epochs=40, pretrain_batch=16, pretrain_lr=1e-3,
         finetune_iters=dict(ade20k=300, coco=300), finetune_batch=dict(ade20k=4, coco=2),
         seeds=(0, 1), pretrain_per_seed=False, amp=False, threads=2, deterministic=True,
         workers=0, log_interval=37,
-        expected_s=dict(data=15, pretrain=90, convert=5, ade20k=50, coco=60, figures=10,
+        expected_s=dict(data=15, pretrain=110, convert=5, ade20k=40, coco=50, figures=10,
                         report=5)),
     'gpu': Preset(
         name='gpu', num_train=4000, num_val=500, scene_size=64, pretrain_size=64,
@@ -164,7 +164,8 @@ def finetune_options(p: Preset, task: str, data: str, seed: int,
 def child_env(p: Preset) -> Dict[str, str]:
     """Environment of the training children: fixed thread counts (float sums depend on them)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(p.threads), MKL_NUM_THREADS=str(p.threads),
-               PYTHONHASHSEED='0', PYTHONUNBUFFERED='1', CUBLAS_WORKSPACE_CONFIG=':4096:8')
+               OMP_WAIT_POLICY='PASSIVE', PYTHONHASHSEED='0', PYTHONUNBUFFERED='1',
+               CUBLAS_WORKSPACE_CONFIG=':4096:8')
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [ROOT, env.get('PYTHONPATH')]))
     return env
 
@@ -174,12 +175,12 @@ _PROGRESS = re.compile(r'(Epoch|Iter)\(train\)\s*(\[[^\]]*\](?:\s*\[[^\]]*\])?).
 
 def progress_line(line: str) -> Optional[str]:
     """An MMEngine training log line -> ``Epoch [3][20/37] eta 0:01:23 loss 0.91 ...``
-    (loss terms and hr_acc), or None for other lines."""
+    (the loss terms, e.g. ``decode.loss_ce``, and hr_acc), or None for other lines."""
     m = _PROGRESS.search(line)
     if not m:
         return None
     kind, where, eta = m.groups()
-    terms = re.findall(r'\b(loss|loss_\w+|hr_acc): (\S+)', line)
+    terms = re.findall(r'(?<!\S)([\w.]*loss\w*|hr_acc): (\S+)', line)
     return ' '.join([kind, re.sub(r'\s+', '', where), 'eta', eta] +
                     [f'{k} {v}' for k, v in terms])
 
@@ -262,7 +263,7 @@ class Demo:
     # ----------------------------------------------------------------- stages
     def train_cmd(self, config: str, work_dir: str, opts: List[str]) -> List[str]:
         resume = ['--resume'] if osp.exists(osp.join(work_dir, 'last_checkpoint')) else []
-        amp = ['--amp', '--amp-dtype', 'bfloat16'] if self.p.amp else []
+        amp = ['--amp'] if self.p.amp else []     # fp16: mmcv's CUDA RoIAlign has no bf16
         return [PY, 'tools/train.py', config, '--work-dir', work_dir, *resume, *amp,
                 '--cfg-options', *opts]
 
@@ -423,7 +424,7 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]]) -> None:
         '# mixedae demo report', '',
         'A small-scale benchmark on the built-in generated data, **not** the paper\'s protocol: '
         f'{p.describe()}. Preset `{p.name}`: {p.threads} threads per process, '
-        f'{"bf16 autocast, " if p.amp else ""}'
+        f'{"fp16 autocast, " if p.amp else ""}'
         f'{"deterministic algorithms" if p.deterministic else "non-deterministic GPU kernels"}'
         '. Its numbers say nothing about ViT-B at full scale.', '',
         '## Homologous recognition', '',

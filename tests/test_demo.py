@@ -68,8 +68,10 @@ def test_progress_line_condenses_mmengine_lines():
     assert progress_line(line) == ('Epoch [3][20/37] eta 0:01:23 loss 0.9123 loss_rec 0.8000 '
                                    'loss_hc 0.1123 hr_acc 0.4100')
     it = ('11/26 13:10:00 - mmengine - INFO - Iter(train) [ 50/300]  base_lr: 5.0e-04 lr: '
-          '5.0e-04  eta: 0:00:40  time: 0.16  data_time: 0.01  memory: 0  loss: 2.5')
-    assert progress_line(it) == 'Iter [50/300] eta 0:00:40 loss 2.5'
+          '5.0e-04  eta: 0:00:40  time: 0.16  data_time: 0.01  memory: 0  loss: 2.5  '
+          'decode.loss_ce: 1.5  decode.acc_seg: 60.0  aux.loss_ce: 1.0')
+    assert progress_line(it) == ('Iter [50/300] eta 0:00:40 loss 2.5 decode.loss_ce 1.5 '
+                                 'aux.loss_ce 1.0')
     assert progress_line('11/26 13:10:00 - mmengine - INFO - Saving checkpoint at 3 epochs') \
         is None
 
@@ -198,8 +200,8 @@ def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
     assert md.count('(demo scale, preset `cpu`, 2 seeds (0, 1); MAE and MixedAE are '
                     'pretrained once (seed 0)') == 3
     # pretraining table: last hr_acc, steady time per iteration and its ratio, wall time
-    assert '| MixedAE | 60 | 111 | 0.450 | 0.100 | 60 | 1.20 | 61 |' in md
-    assert '| MAE | 60 | 111 | – | – | 50 | 1.00 | 50 |' in md
+    assert '| MixedAE | 40 | 111 | 0.450 | 0.100 | 60 | 1.20 | 61 |' in md
+    assert '| MAE | 40 | 111 | – | – | 50 | 1.00 | 50 |' in md
     assert 'one measurement' in md
     for fig in ('curves.png', 'report.png', 'attention.png', 'mixing.png'):
         assert f']({fig})' in md

@@ -7,7 +7,7 @@ MAE, MixedAE and random init, over several seeds -> evaluate -> attention and mi
 -> OUT/report.md (per-seed values, mean +/- std, hr_acc curves, figures).
 
 Presets: ``cpu`` (default; tiny ViT, 2 fine-tuning seeds, <= 20 minutes on 2 cores) and
-``gpu`` (ViT-S/8 at 64 px, 4000 scenes, 3 seeds, bf16; one GPU). Every stage is skipped when
+``gpu`` (ViT-S/8 at 64 px, 4000 scenes, 3 seeds, fp16 AMP; one GPU). Every stage is skipped when
 its outputs exist (``--force`` reruns all); an interrupted training stage resumes. A
 small-scale benchmark, not the paper's protocol.
 """
