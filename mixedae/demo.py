@@ -62,8 +62,8 @@ class Preset:
     pretrain_lr: float
     finetune_iters: Dict[str, int]
     finetune_batch: Dict[str, int]
-    seeds: Tuple[int, ...]          # fine-tuning seeds of every (method, task)
-    pretrain_per_seed: bool         # pretrain MAE / MixedAE once per seed (else once, seed 0)
+    seeds: Tuple[int, ...]          # fine-tuning seeds of every (method, task); the
+                                    # pretraining runs once per method, with seeds[0]
     amp: bool                       # fp16 autocast with dynamic loss scaling (GPU)
     threads: int                    # OMP / MKL threads of every child process
     deterministic: bool             # torch deterministic algorithms (CPU: all ops have them)
@@ -88,19 +88,19 @@ PRESETS = {
         name='cpu', num_train=600, num_val=100, scene_size=64, pretrain_size=64,
         arch=dict(patch_size=8, embed_dim=64, depth=4, num_heads=4),
         decoder=dict(decoder_embed_dim=32, depth=2, num_heads=4),
-        pretrain_epochs=40, pretrain_batch=16, pretrain_lr=1e-3,
+        pretrain_epochs=20, pretrain_batch=16, pretrain_lr=1e-3,
         finetune_iters=dict(ade20k=300, coco=300), finetune_batch=dict(ade20k=4, coco=2),
-        seeds=(0, 1), pretrain_per_seed=False, amp=False, threads=2, deterministic=True,
+        seeds=(0, 1), amp=False, threads=2, deterministic=True,
         workers=0, log_interval=37,
-        expected_s=dict(data=15, pretrain=110, convert=5, ade20k=40, coco=50, figures=10,
+        expected_s=dict(data=15, pretrain=60, convert=5, ade20k=40, coco=50, figures=10,
                         report=5)),
     'gpu': Preset(
         name='gpu', num_train=4000, num_val=500, scene_size=64, pretrain_size=64,
         arch=dict(patch_size=8, embed_dim=384, depth=12, num_heads=6),
         decoder=dict(decoder_embed_dim=256, depth=4, num_heads=8),
         pretrain_epochs=100, pretrain_batch=256, pretrain_lr=1.5e-4 * 10,
-        finetune_iters=dict(ade20k=1000, coco=1000), finetune_batch=dict(ade20k=16, coco=8),
-        seeds=(0, 1, 2), pretrain_per_seed=True, amp=True, threads=4, deterministic=False,
+        finetune_iters=dict(ade20k=400, coco=400), finetune_batch=dict(ade20k=16, coco=8),
+        seeds=(0, 1, 2), amp=True, threads=4, deterministic=False,
         workers=4, log_interval=15,
         expected_s=dict(data=90, pretrain=100, convert=10, ade20k=45, coco=60, figures=15,
                         report=5)),
@@ -238,10 +238,6 @@ class Demo:
                 self.timings = json.load(f)
 
     # ------------------------------------------------------------------ paths
-    def pretrain_seeds(self, name: str) -> Tuple[int, ...]:
-        per_seed = self.p.pretrain_per_seed and name != 'mixedae-noseg'
-        return self.p.seeds if per_seed else self.p.seeds[:1]
-
     def pretrain_dir(self, name: str, seed: int) -> str:
         return osp.join(self.out, f'pretrain_{name}_s{seed}')
 
@@ -249,10 +245,10 @@ class Demo:
         return osp.join(self.pretrain_dir(name, seed), f'epoch_{self.p.pretrain_epochs}.pth')
 
     def backbone(self, method: str, seed: int) -> Optional[str]:
+        """The converted encoder of ``method`` (``seed`` is its pretraining seed)."""
         if method == 'scratch':
             return None
-        ps = seed if seed in self.pretrain_seeds(method) else self.pretrain_seeds(method)[0]
-        return osp.join(self.out, 'backbones', f'{method}_s{ps}.pth')
+        return osp.join(self.out, 'backbones', f'{method}_s{seed}.pth')
 
     def metrics(self, task: str, method: str, seed: int) -> str:
         return osp.join(self.out, 'metrics', f'{task}_{method}_s{seed}.json')
@@ -280,7 +276,8 @@ class Demo:
 
     def finetune(self, task: str, method: str, seed: int) -> None:
         wd = osp.join(self.out, f'{task}_{method}_s{seed}')
-        opts = finetune_options(self.p, task, self.data, seed, self.backbone(method, seed))
+        opts = finetune_options(self.p, task, self.data, seed,
+                                self.backbone(method, self.p.seeds[0]))
         log = self.log(f'{task}_{method}_s{seed}')
         ckpt = osp.join(wd, f'iter_{self.p.finetune_iters[task]}.pth')
         if not osp.exists(ckpt):
@@ -312,15 +309,15 @@ class Demo:
                                         '--num-val', str(self.p.num_val),
                                         '--size', str(self.p.scene_size), '--seed', '0'],
                                        self.log('data'), self.env))]
+        seed = self.p.seeds[0]
         for name in PRETRAINS:
-            for seed in self.pretrain_seeds(name):
-                stages.append(Stage(f'pretrain {name} s{seed}', 'pretrain',
-                                    [self.pretrain_ckpt(name, seed)],
-                                    lambda n=name, s=seed: self.pretrain(n, s)))
-                if name in METHODS:
-                    stages.append(Stage(f'convert {name} s{seed}', 'convert',
-                                        [self.backbone(name, seed)],
-                                        lambda n=name, s=seed: self.convert(n, s)))
+            stages.append(Stage(f'pretrain {name} s{seed}', 'pretrain',
+                                [self.pretrain_ckpt(name, seed)],
+                                lambda n=name: self.pretrain(n, seed)))
+            if name in METHODS:
+                stages.append(Stage(f'convert {name} s{seed}', 'convert',
+                                    [self.backbone(name, seed)],
+                                    lambda n=name: self.convert(n, seed)))
         for task in TASKS:
             for method in METHODS:
                 for seed in self.p.seeds:
@@ -407,9 +404,8 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]]) -> None:
                 'homologous recognition during pretraining', reference={'hr_acc': 0.25})
     plot_seeds(values, osp.join(out, 'report.png'),
                f'mixedae demo, preset {p.name}: mean ± std over {len(p.seeds)} seeds')
-    pre_note = ('MAE and MixedAE are pretrained once per seed' if p.pretrain_per_seed else
-                f'MAE and MixedAE are pretrained once (seed {p.seeds[0]}); the spread is that '
-                'of fine-tuning from the same encoder')
+    pre_note = (f'MAE and MixedAE are pretrained once (seed {p.seeds[0]}); the spread is that '
+                'of fine-tuning from the same encoder, not of pretraining')
     scale = (f'preset `{p.name}`, {len(p.seeds)} seeds ({", ".join(map(str, p.seeds))}); '
              f'{pre_note}')
     table = [{'method': method, **{t: format_spread(v[method]) if v[method] else 'missing'

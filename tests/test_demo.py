@@ -200,8 +200,8 @@ def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
     assert md.count('(demo scale, preset `cpu`, 2 seeds (0, 1); MAE and MixedAE are '
                     'pretrained once (seed 0)') == 3
     # pretraining table: last hr_acc, steady time per iteration and its ratio, wall time
-    assert '| MixedAE | 40 | 111 | 0.450 | 0.100 | 60 | 1.20 | 61 |' in md
-    assert '| MAE | 40 | 111 | – | – | 50 | 1.00 | 50 |' in md
+    assert '| MixedAE | 20 | 111 | 0.450 | 0.100 | 60 | 1.20 | 61 |' in md
+    assert '| MAE | 20 | 111 | – | – | 50 | 1.00 | 50 |' in md
     assert 'one measurement' in md
     for fig in ('curves.png', 'report.png', 'attention.png', 'mixing.png'):
         assert f']({fig})' in md
@@ -221,14 +221,15 @@ def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
 def test_stage_list_covers_every_method_task_and_seed(tmp_path):
     demo = Demo(str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['gpu'])
     names = [s.name for s in demo.stages()]
-    assert names.count('pretrain mixedae-noseg s0') == 1
-    assert [n for n in names if n.startswith('pretrain mixedae s')] == [
-        'pretrain mixedae s0', 'pretrain mixedae s1', 'pretrain mixedae s2']
-    assert sum(n.startswith(('ade20k', 'coco')) for n in names) == 2 * len(METHODS) * 3
-    assert demo.backbone('mae', 2).endswith('backbones/mae_s2.pth')
-    cpu = Demo(str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['cpu'])
-    assert cpu.backbone('mixedae', 1).endswith('backbones/mixedae_s0.pth')
-    assert cpu.backbone('scratch', 1) is None
+    assert [n for n in names if n.startswith('pretrain')] == [
+        'pretrain mae s0', 'pretrain mixedae s0', 'pretrain mixedae-noseg s0']
+    assert [n for n in names if n.startswith('convert')] == ['convert mae s0',
+                                                             'convert mixedae s0']
+    tuned = [n for n in names if n.startswith(('ade20k', 'coco'))]
+    assert len(tuned) == len(set(tuned)) == 2 * len(METHODS) * 3
+    assert names[-2:] == ['figures', 'report']
+    assert demo.backbone('mae', 0).endswith('backbones/mae_s0.pth')
+    assert demo.backbone('scratch', 0) is None
 
 
 @pytest.mark.slow

@@ -103,8 +103,8 @@ def _lighting(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     """The scene's own colour and light: a random channel mix near identity, a colour cast and
     a linear brightness gradient, applied to the whole H x W x 3 float image."""
     h, w = image.shape[:2]
-    mix = np.eye(3, dtype=np.float32) + rng.normal(0, 0.35, (3, 3)).astype(np.float32)
-    cast = rng.uniform(0.4, 1.6, 3).astype(np.float32)
+    mix = np.eye(3, dtype=np.float32) + rng.normal(0, 0.25, (3, 3)).astype(np.float32)
+    cast = rng.uniform(0.5, 1.5, 3).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     ramp = ((xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle)) / max(h, w)
