@@ -419,7 +419,7 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]]) -> None:
     lines = [
         '# mixedae demo report', '',
         'A small-scale benchmark on the built-in generated data, **not** the paper\'s protocol: '
-        f'{p.describe()}. Preset `{p.name}`: {p.threads} threads per process, '
+        f'{p.describe()}. Preset `{p.name}`: {p.threads} thread(s) per process, '
         f'{"fp16 autocast, " if p.amp else ""}'
         f'{"deterministic algorithms" if p.deterministic else "non-deterministic GPU kernels"}'
         '. Its numbers say nothing about ViT-B at full scale.', '',
@@ -453,7 +453,7 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]]) -> None:
         'One MixedAE step on a group of validation scenes: the mixed input, each image\'s '
         'own patches, and its reconstruction (`tools/visualize_mixing.py`):', '',
         '![mixing](mixing.png)', '',
-        f'Total time of the stages: {fmt(total)} with {p.threads} threads per process '
+        f'Total time of the stages: {fmt(total)} with {p.threads} thread(s) per process '
         f'({os.cpu_count()} cores visible).', '']
     with open(osp.join(out, 'report.md'), 'w') as f:
         f.write('\n'.join(lines))
