@@ -1,8 +1,11 @@
-"""Figure helpers: class-token attention maps, heat-map overlays, image grids, model loading."""
+"""Figure helpers: class-token attention maps, heat-map overlays, image grids, model loading,
+and the attention and mixing figures of ``tools/visualize_attention.py`` and
+``tools/visualize_mixing.py``."""
 from __future__ import annotations
 
+import glob
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -10,7 +13,10 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
+from mixedae.datasets.image_folder import IMG_EXTENSIONS
 from mixedae.models import MixedAE, ViT
+from mixedae.models.utils.mixing import sample_assignment
+from mixedae.models.utils.patches import patchify, unpatchify
 from mixedae.utils.checkpoint import load_checkpoint_file, state_dict_of
 from mixedae.utils.convert import extract_backbone
 
@@ -78,15 +84,36 @@ def save_png(path: str, image: np.ndarray) -> None:
         raise OSError(f'could not write {path}')
 
 
+def center_crop(image: np.ndarray, aspect: float) -> np.ndarray:
+    """The largest centred crop of an H x W x C image with width / height = ``aspect``."""
+    h, w = image.shape[:2]
+    ch, cw = (h, int(round(h * aspect))) if w / h > aspect else (int(round(w / aspect)), w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return image[top:top + ch, left:left + cw]
+
+
 def load_images(paths: Sequence[str], size: Tuple[int, int]) -> List[np.ndarray]:
-    """RGB uint8 images resized to ``size`` (h, w); unreadable files are an error."""
+    """RGB uint8 images, centre-cropped to the aspect of ``size`` (h, w) and resized to it (so
+    nothing is stretched); unreadable files are an error."""
     out = []
     for p in paths:
         img = cv2.imread(p, cv2.IMREAD_COLOR)
         if img is None:
             raise OSError(f'cannot read image {p}')
-        out.append(cv2.resize(img[..., ::-1], (size[1], size[0]), interpolation=cv2.INTER_AREA))
+        crop = center_crop(img[..., ::-1], size[1] / size[0])
+        out.append(cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA))
     return out
+
+
+def list_images(folder: str, num: int, exclude: Sequence[str] = ()) -> List[str]:
+    """The first ``num`` image files of ``folder`` in sorted order, leaving out ``exclude``
+    (e.g. a figure written there earlier)."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f'image folder not found: {folder}')
+    skip = {os.path.abspath(p) for p in exclude}
+    paths = [p for p in sorted(glob.glob(os.path.join(folder, '*')))
+             if p.lower().endswith(IMG_EXTENSIONS) and os.path.abspath(p) not in skip]
+    return paths[:num]
 
 
 def normalize(images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float]
@@ -102,20 +129,51 @@ def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
     return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-def build_pretrain_model(config: str) -> Tuple[MixedAE, Config]:
+class CheckpointKindError(ValueError):
+    """A checkpoint of another kind than the one a tool needs (one-line message)."""
+
+
+def _config(config: str, cfg_options: Optional[Dict] = None) -> Config:
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def normalization_of(config: str, cfg_options: Optional[Dict] = None
+                     ) -> Tuple[List[float], List[float]]:
+    """(mean, std) of a pretraining config's data preprocessor."""
+    pre = _config(config, cfg_options).model.data_preprocessor
+    return list(pre['mean']), list(pre['std'])
+
+
+def build_pretrain_model(config: str, cfg_options: Optional[Dict] = None
+                         ) -> Tuple[MixedAE, Config]:
     """The MixedAE / MAE model of a pretraining config (random weights) and the config."""
     from mixedae.registry import MODELS
-    cfg = Config.fromfile(config)
+    cfg = _config(config, cfg_options)
     cfg.model.pop('batch_size', None)
     with DefaultScope.overwrite_default_scope('mixedae'):
         model = MODELS.build(cfg.model)
     return model.eval(), cfg
 
 
-def vit_from_pretrain_config(config: str, checkpoint: str) -> ViT:
+def load_pretrain_weights(model: MixedAE, checkpoint: str) -> None:
+    """Load a pretraining checkpoint (encoder and decoder, as ``tools/train.py`` saves it);
+    a converted backbone or any other file is refused in one line."""
+    sd = state_dict_of(load_checkpoint_file(checkpoint), checkpoint)
+    if not any(k.startswith('decoder.') for k in sd):
+        raise CheckpointKindError(
+            f'{checkpoint} has no decoder weights: this needs a pretraining checkpoint '
+            '(work_dirs/<run>/epoch_N.pth from tools/train.py), not a converted backbone')
+    model.load_state_dict(sd)
+
+
+def vit_from_pretrain_config(config: str, checkpoint: str,
+                             cfg_options: Optional[Dict] = None) -> ViT:
     """A transfer ViT with the architecture of a pretraining config, loaded from either a
     pretraining checkpoint (``backbone.*`` keys) or a converted backbone checkpoint."""
-    cfg = Config.fromfile(config)
+    cfg = _config(config, cfg_options)
     arch = {k: v for k, v in cfg.model.backbone.items() if k not in PRETRAIN_ONLY_ARGS}
     vit = ViT(**arch)
     raw = load_checkpoint_file(checkpoint)
@@ -124,3 +182,45 @@ def vit_from_pretrain_config(config: str, checkpoint: str) -> ViT:
         sd, _ = extract_backbone(raw, 'mixedae', checkpoint)
     vit.load_backbone_state(sd, checkpoint)
     return vit.eval()
+
+
+def attention_figure(models: Sequence[Tuple[str, ViT]], images: Sequence[np.ndarray],
+                     mean: Sequence[float], std: Sequence[float], tile: int) -> np.ndarray:
+    """Rows: images; columns: the input, then each model's class-token attention overlaid."""
+    x = normalize(images, mean, std)
+    maps = [cls_attention_maps(vit, x).numpy() for _, vit in models]    # per model: B x h x w
+    rows = [[img] + [overlay(img, m[i]) for m in maps] for i, img in enumerate(images)]
+    return make_grid(rows, tile, labels=['input'] + [name for name, _ in models])
+
+
+@torch.no_grad()
+def mixing_figure(model: MixedAE, images: Sequence[np.ndarray], mean: Sequence[float],
+                  std: Sequence[float], tile: int, seed: int = 0) -> np.ndarray:
+    """One MixedAE step on G images. Row 1: the mixed input, then the G source images. Row 2:
+    each image's own (visible) patches. Row 3: each image's reconstruction (predicted
+    patches in pixel space, visible patches pasted back)."""
+    g, p = model.group_size, model.patch_size
+    if g < 2 or len(images) != g:
+        raise ValueError(f'mixing needs G >= 2 and G images; G = {g}, {len(images)} images')
+    grid = tuple(model.backbone.patch_embed.grid_size)
+    x = normalize(images, mean, std)                                   # G x 3 x H x W
+    assign = sample_assignment(1, model.num_patches, g,
+                               generator=torch.Generator().manual_seed(seed))   # 1 x N
+    out = model.reconstruct_mixed(x, assign, torch.zeros(1, dtype=torch.long))
+    patches = patchify(x, p)                                           # G x N x P
+    mixed = unpatchify(patches[assign[0], torch.arange(model.num_patches)][None], p, grid)
+    visible = out['visible'].unsqueeze(-1)                             # G x N x 1
+    pred = out['pred']
+    if model.norm_pix_loss:   # predictions are per-patch normalised: use the target's stats
+        target = out['target']
+        pred = pred * (target.var(-1, keepdim=True) + 1e-6).sqrt() + target.mean(-1, keepdim=True)
+    recon = torch.where(visible, patches, pred)
+    own = torch.where(visible, patches, torch.zeros_like(patches))     # masked = mean colour
+
+    def to_images(t: torch.Tensor) -> List[np.ndarray]:                # G x N x P -> G images
+        return list(denormalize(unpatchify(t, p, grid), mean, std))
+
+    rows = [[denormalize(mixed, mean, std)[0]] + to_images(patches),
+            [None] + to_images(own), [None] + to_images(recon)]
+    labels = ['mixed input'] + [f'image {i + 1}' for i in range(g)]
+    return make_grid(rows, tile, labels=labels)

@@ -1,18 +1,14 @@
-"""Benchmark collection (tables with missing runs) and the figure tools."""
+"""Benchmark collection (tables with missing runs) and the data generator tool."""
 import json
 import os
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from mixedae.benchmark import (ANCHOR_HEADING, MISSING, bar_figure, bar_layout, collect,
                                load_matrix, results_markdown, run_commands)
-from mixedae.datasets.synthetic import write_dataset
-from conftest import ROOT, load_tool
-
-TINY_PRE = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
+from conftest import load_tool
 
 
 def write_json(path, data):
@@ -80,125 +76,6 @@ def test_bad_matrix_names_the_entry(tmp_path):
                                           metrics='m')]))
     with pytest.raises(ValueError, match=r'bad.json: runs\[0\].task .voc.'):
         load_matrix(str(path))
-
-
-def test_extra_arguments_reach_the_commands(matrix):
-    data = json.loads(matrix.read_text())
-    data['train_args'] = '--amp'
-    data['runs'][0]['train_args'] = '--auto-scale-lr'
-    data['runs'][0]['test_args'] = '--tta'
-    matrix.write_text(json.dumps(data))
-    runs = load_matrix(str(matrix))['runs']
-    train, test = run_commands(runs[0], 8)
-    assert train.startswith('tools/dist_train.sh configs/ade20k/x.py 8 --work-dir w/ade20k_mixedae '
-                            '--amp --auto-scale-lr --cfg-options ')
-    assert ' --tta --cfg-options ' in test and '--amp' not in test
-    train, test = run_commands(runs[1], 8)  # the global one only
-    assert ' --work-dir w/coco_mixedae --amp --cfg-options ' in train
-    assert '--out-metrics ' + runs[1]['metrics'] + ' --cfg-options' in test
-    data['runs'][2]['train_args'] = ['--amp']
-    matrix.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r'runs\[2\].train_args must be a string'):
-        load_matrix(str(matrix))
-
-
-def test_scale_labels_rows_and_separates_published_ones(matrix):
-    data = json.loads(matrix.read_text())
-    data['scale'] = 'tiny ViT, 64 px'
-    for run in data['runs'][2:4]:
-        run['scale'] = 'ViT-B/16, 160k'
-    matrix.write_text(json.dumps(data))
-    rows = collect(load_matrix(str(matrix))['runs'])
-    assert [r['method'] for r in rows] == ['mixedae (tiny ViT, 64 px)', 'mae (ViT-B/16, 160k)',
-                                           'scratch (tiny ViT, 64 px)']
-    lines = results_markdown(rows).splitlines()
-    assert lines[2].startswith('| mixedae (tiny ViT, 64 px) | 49.87 |')
-    assert lines[5] == f'| {ANCHOR_HEADING} |  |  |  |'  # between ours and the published rows
-    assert lines[6].startswith('| *MAE 1600ep (MAE paper)* |')
-    assert 'https://arxiv.org/abs/2111.06377' in lines[-1]
-    assert ANCHOR_HEADING not in results_markdown(rows, with_anchors=False)
-
-
-def test_bar_layout_skips_runs_absent_from_the_matrix():
-    rows = [{'method': 'a', 'ADE20K mIoU': '40.00', 'COCO box AP': MISSING, 'COCO mask AP': '–'},
-            {'method': 'b', 'ADE20K mIoU': '–', 'COCO box AP': '30.50', 'COCO mask AP': '–'}]
-    assert bar_layout(rows) == [(0, -0.2, 40.0), (0, 0.8, None), (1, 1.2, 30.5)]
-
-
-def _texts(fig):
-    return [t for t in fig.axes[0].texts]
-
-
-def test_plot_shows_missing_runs_inside_the_axes():
-    import matplotlib.pyplot as plt
-    rows = [{'method': m, 'ADE20K mIoU': MISSING, 'COCO box AP': MISSING, 'COCO mask AP': '–'}
-            for m in ('mae', 'mixedae', 'scratch')]
-    fig = bar_figure(rows, 'all missing')
-    fig.canvas.draw()
-    box = fig.axes[0].get_window_extent()
-    labels = [t for t in _texts(fig) if t.get_text() == MISSING]
-    assert len(labels) == 6  # 3 methods x 2 metrics in the matrix; the '–' cells draw nothing
-    for t in labels:
-        ext = t.get_window_extent()
-        assert box.x0 <= ext.x0 and ext.x1 <= box.x1 and box.y0 <= ext.y0 and ext.y1 <= box.y1
-    assert 'no results yet: every run is missing' in [t.get_text() for t in _texts(fig)]
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
-        'mae', 'mixedae', 'scratch']
-    plt.close(fig)
-    rows[0]['ADE20K mIoU'] = '41.00'
-    fig = bar_figure(rows)
-    assert 'no results yet: every run is missing' not in [t.get_text() for t in _texts(fig)]
-    assert [p.get_height() for p in fig.axes[0].patches] == [41.0]
-    plt.close(fig)
-
-
-@pytest.fixture(scope='module')
-def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('img')
-    return write_dataset(str(root), 4, 1, (48, 48), seed=0, views=('pretrain',))['pretrain']
-
-
-@pytest.fixture(scope='module')
-def pretrain_ckpt(tmp_path_factory):
-    from mixedae.visualization import build_pretrain_model
-    model, _ = build_pretrain_model(TINY_PRE)
-    path = tmp_path_factory.mktemp('ckpt') / 'pre.pth'
-    torch.save(dict(state_dict=model.state_dict(), meta=dict(epoch=1)), path)
-    return str(path)
-
-
-def test_visualize_attention_writes_grid(images, pretrain_ckpt, tmp_path):
-    convert = load_tool('convert_checkpoint')
-    convert.main([pretrain_ckpt, str(tmp_path / 'vit.pth'), '--src-format', 'mixedae'])
-    out = tmp_path / 'att.png'
-    tool = load_tool('visualize_attention')
-    assert tool.main([TINY_PRE, '--checkpoint', f'A={pretrain_ckpt}',
-                      '--checkpoint', f'B={tmp_path / "vit.pth"}', '--image-dir', images,
-                      '--num', '3', '--tile', '64', '--out', str(out)]) == 0
-    png = cv2.imread(str(out))
-    assert png.shape == (14 + 3 * 64 + 4 * 4, 3 * 64 + 4 * 4, 3)
-    assert png.std() > 10
-
-
-def test_attention_maps_are_distributions():
-    from mixedae.models import ViT
-    from mixedae.visualization import cls_attention_maps
-    vit = ViT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4).eval()
-    maps = cls_attention_maps(vit, torch.randn(2, 3, 32, 32))
-    assert maps.shape == (2, 4, 4)
-    # the class token's weights over patches sum to < 1 (the rest is on itself)
-    assert ((maps.sum((1, 2)) > 0) & (maps.sum((1, 2)) < 1)).all()
-
-
-def test_visualize_mixing_writes_grid(images, pretrain_ckpt, tmp_path):
-    out = tmp_path / 'mix.png'
-    tool = load_tool('visualize_mixing')
-    assert tool.main([TINY_PRE, '--checkpoint', pretrain_ckpt, '--image-dir', images,
-                      '--tile', '64', '--out', str(out)]) == 0
-    png = cv2.imread(str(out))
-    assert png.shape == (14 + 3 * 64 + 4 * 4, 5 * 64 + 6 * 4, 3)
-    blank = png[14 + 4 + 64 + 4:14 + 4 + 2 * 64 + 4, 4:4 + 64]   # row 2, column 1: empty
-    assert (blank == 255).all()
 
 
 def test_make_synthetic_data_writes_three_checked_views(tmp_path, capsys):

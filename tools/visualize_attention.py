@@ -6,17 +6,16 @@
 
 CONFIG is the pretraining config that gives the architecture; each checkpoint is a pretraining
 checkpoint or a converted backbone. Rows are images; columns the input, then one attention map
-per checkpoint (mean over heads), as in the paper's Figure 5.
+per checkpoint (mean over heads), as in the paper's Figure 5. Non-square images are
+centre-cropped to the input size, not stretched; --image-dir skips the --out file.
 """
 import argparse
-import glob
-import os
 import sys
 
-import torch
+from mmengine.config import DictAction
 
-from mixedae.visualization import (cls_attention_maps, load_images, make_grid, normalize,
-                                   overlay, save_png, vit_from_pretrain_config)
+from mixedae.visualization import (attention_figure, list_images, load_images,
+                                   normalization_of, save_png, vit_from_pretrain_config)
 
 
 def parse_args(argv=None):
@@ -30,6 +29,7 @@ def parse_args(argv=None):
     p.add_argument('--size', type=int, help='input size (default: the config img_size)')
     p.add_argument('--tile', type=int, default=128)
     p.add_argument('--out', default='attention.png')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='config overrides')
     return p.parse_args(argv)
 
 
@@ -40,23 +40,16 @@ def main(argv=None) -> int:
         name, sep, path = item.partition('=')
         if not sep or not path:
             raise SystemExit(f'--checkpoint {item!r}: expected NAME=PATH')
-        named.append((name, vit_from_pretrain_config(args.config, path)))
-    paths = args.images or sorted(glob.glob(os.path.join(args.image_dir or '', '*')))[:args.num]
+        named.append((name, vit_from_pretrain_config(args.config, path, args.cfg_options)))
+    paths = args.images or list_images(args.image_dir or '.', args.num, exclude=[args.out])
     if not paths:
         raise SystemExit('no images: give --images or --image-dir')
-    vit = named[0][1]
-    size = (args.size,) * 2 if args.size else tuple(vit.patch_embed.img_size)
-    images = load_images(paths, size)
-    from mmengine.config import Config
-    pre = Config.fromfile(args.config).model.data_preprocessor
-    x = normalize(images, pre['mean'], pre['std'])
-    maps = [cls_attention_maps(model, x).numpy() for _, model in named]
-    rows = [[img] + [overlay(img, m[i]) for m in maps] for i, img in enumerate(images)]
-    save_png(args.out, make_grid(rows, args.tile, labels=['input'] + [n for n, _ in named]))
+    size = (args.size,) * 2 if args.size else tuple(named[0][1].patch_embed.img_size)
+    mean, std = normalization_of(args.config, args.cfg_options)
+    save_png(args.out, attention_figure(named, load_images(paths, size), mean, std, args.tile))
     print(f'wrote {args.out}')
     return 0
 
 
 if __name__ == '__main__':
-    with torch.no_grad():
-        sys.exit(main())
+    sys.exit(main())

@@ -1,7 +1,14 @@
 """Seeded synthetic scenes: objects of a few shape classes with their own colours and
-textures, at random sizes and positions, overlapping (later objects occlude earlier ones) on
-crops of natural photographs (scikit-image's bundled sample images). Each scene comes with exact per-instance visible masks, from which the
-dataset writers derive segmentation labels and instance annotations that agree pixel for pixel.
+textures, at random sizes and positions, overlapping (later objects occlude earlier ones).
+
+Each scene has an identity of its own, as a photograph does, so that telling the patches of
+one scene from those of another (MixedAE's homologous recognition) is learnable: the
+background is either a procedural texture (random plane waves and smooth noise through a
+random 3-colour palette) or a randomly rotated, scaled and sheared crop of one of
+scikit-image's bundled photographs, and the whole scene then gets its own channel mix, colour
+cast and brightness gradient. Each scene comes with exact per-instance visible masks, from which
+the dataset writers derive segmentation labels and instance annotations that agree pixel for
+pixel.
 """
 from __future__ import annotations
 
@@ -50,15 +57,59 @@ def _background_pool() -> Tuple[np.ndarray, ...]:
     return tuple(pool)
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A random crop of a scikit-image sample photograph, resized: H x W x 3 uint8."""
+def _photo_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random crop of a scikit-image sample photograph, randomly rotated, scaled and
+    sheared, then resized: H x W x 3 float."""
     pool = _background_pool()
     img = pool[int(rng.integers(len(pool)))]
     ih, iw = img.shape[:2]
     side = int(rng.uniform(0.25, 0.8) * min(ih, iw))
     top, left = int(rng.integers(ih - side + 1)), int(rng.integers(iw - side + 1))
-    crop = img[top:top + side, left:left + side]
-    return cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(img[top:top + side, left:left + side], (w, h),
+                      interpolation=cv2.INTER_AREA)
+    warp = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-180, 180), rng.uniform(1.0, 1.6))
+    warp[:, :2] = warp[:, :2] @ np.array([[1, rng.uniform(-0.3, 0.3)], [0, 1]])
+    return cv2.warpAffine(crop, warp, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+
+
+def _texture_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A procedural texture: a field of 1-3 random plane waves plus smooth noise, mapped
+    through a palette of 3 random colours: H x W x 3 float."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / max(h, w)
+    field = np.zeros((h, w), np.float32)
+    for _ in range(int(rng.integers(1, 4))):
+        angle, freq = rng.uniform(0, np.pi), rng.uniform(2, 14)
+        field += np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle))
+                        + rng.uniform(0, 2 * np.pi))
+    cells = int(rng.integers(2, 9))
+    noise = rng.normal(0, 1, (cells, cells)).astype(np.float32)
+    field += rng.uniform(0.5, 2.0) * cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC)
+    field = (field - field.min()) / max(float(field.max() - field.min()), 1e-6)   # H x W in [0, 1]
+    palette = rng.uniform(0, 255, (3, 3)).astype(np.float32)                  # 3 colours x RGB
+    lo = np.clip(1 - 2 * field, 0, 1)[..., None]
+    hi = np.clip(2 * field - 1, 0, 1)[..., None]
+    return lo * palette[0] + (1 - lo - hi) * palette[1] + hi * palette[2]
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Half procedural textures, half warped photographs: H x W x 3 float."""
+    if rng.random() < 0.5:
+        return _texture_background(rng, h, w)
+    return _photo_background(rng, h, w)
+
+
+def _lighting(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """The scene's own colour and light: a random channel mix near identity, a colour cast and
+    a linear brightness gradient, applied to the whole H x W x 3 float image."""
+    h, w = image.shape[:2]
+    mix = np.eye(3, dtype=np.float32) + rng.normal(0, 0.25, (3, 3)).astype(np.float32)
+    cast = rng.uniform(0.5, 1.5, 3).astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = ((xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle)) / max(h, w)
+    light = 1 + rng.uniform(0, 0.6) * ramp                                   # H x W
+    return (image @ mix.T) * cast * light[..., None] + rng.uniform(-30, 30)
 
 
 def _shape_mask(rng: np.random.Generator, category: int, h: int, w: int) -> np.ndarray:
@@ -122,7 +173,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int, max_objects:
     instance is exactly described by outer polygons (:func:`mask_to_polygons`). Instances with
     fewer than 4 visible pixels are dropped.
     """
-    image = _background(rng, height, width).astype(np.float32)
+    image = _background(rng, height, width)
     drawn: List[Tuple[int, np.ndarray]] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _ in range(tries):
@@ -135,7 +186,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int, max_objects:
                 break
     visible = _visible([m for _, m in drawn])
     instances = [Instance(c, v) for (c, _), v in zip(drawn, visible) if v.sum() >= 4]
-    return image.astype(np.uint8), instances
+    return np.clip(_lighting(rng, image), 0, 255).astype(np.uint8), instances
 
 
 def semantic_label(instances: List[Instance], height: int, width: int) -> np.ndarray:
