@@ -121,7 +121,7 @@ def pretrain_options(p: Preset, data: str, seed: int) -> List[str]:
         f'model.backbone.img_size={p.pretrain_size}',
         f'train_dataloader.dataset.pipeline.1.size={p.pretrain_size}',
         f'train_dataloader.dataset.data_root={data}/pretrain',
-        f'train_dataloader.batch_size={p.pretrain_batch}', f'model.batch_size={p.pretrain_batch}',
+        f'train_dataloader.batch_size={p.pretrain_batch}',
         f'train_dataloader.num_workers={p.workers}',
         f'train_dataloader.persistent_workers={p.workers > 0}',
         f'optim_wrapper.optimizer.lr={p.pretrain_lr}',

@@ -99,7 +99,8 @@ def test_preset_pretraining_configs_build_and_run(preset, tmp_path):
         assert cfg.model.backbone.img_size == p.pretrain_size
         assert cfg.model.backbone.embed_dim == p.arch['embed_dim']
         assert cfg.train_dataloader.dataset.pipeline[1].size == p.pretrain_size
-        assert cfg.train_dataloader.batch_size == cfg.model.batch_size == p.pretrain_batch
+        assert cfg.train_dataloader.batch_size == p.pretrain_batch
+        assert p.pretrain_batch % cfg.model.backbone.group_size == 0
         assert cfg.randomness == dict(seed=3, diff_rank_seed=True,
                                       deterministic=p.deterministic)
         with DefaultScope.overwrite_default_scope('mixedae'):
