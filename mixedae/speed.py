@@ -4,9 +4,10 @@
 (each transfer protocol's backbone vs timm's fused ViT of the same size at the same input) and
 ``python -m mixedae.gpu_check`` are argument parsers over this module.
 
-Each measurement runs in a fresh spawned process, so that its peak memory is its own: the CUDA
-allocator's peak, or on CPU the peak resident set size above the RSS the process had before the
-model was built. Times are the median of ``repeats`` forward + backward steps after ``warmup``
+Each measurement runs in a fresh spawned process, so that its peak memory is its own (freed
+memory of an earlier model would otherwise be reused unseen): the CUDA allocator's peak over
+the timed steps, or on CPU the peak resident set size over the timed steps (Linux VmHWM, reset
+after the warm-up) above the RSS the process had before the model was built. Times are the median of ``repeats`` forward + backward steps after ``warmup``
 steps. FLOPs are counted by torch's ``FlopCounterMode`` over one forward + backward step: matrix
 products, convolutions and scaled-dot-product attention (work inside custom kernels is not
 seen).
@@ -16,7 +17,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import platform
-import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -81,15 +81,27 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (Linux), in MiB."""
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1]) / 1024                         # kB -> MiB
+    raise RuntimeError(f'/proc/self/status has no {field} line')
+
+
 def current_rss_mib() -> float:
-    """Resident set size of this process now (Linux /proc)."""
-    pages = int(Path('/proc/self/statm').read_text().split()[1])
-    return pages * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+    """Resident set size of this process now."""
+    return _status_mib('VmRSS')
+
+
+def reset_peak_rss() -> None:
+    """Restart the peak RSS (VmHWM) from the current RSS (Linux >= 4.0)."""
+    Path('/proc/self/clear_refs').write_text('5')
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size since the last ``reset_peak_rss``."""
+    return _status_mib('VmHWM')
 
 
 # -------------------------------------------------------------------- FLOPs
@@ -120,8 +132,8 @@ def count_flops(step: Callable[[], object]) -> int:
 # ------------------------------------------------------------------ timing
 def time_step(step: Callable[[], object], device: torch.device, warmup: int, repeats: int,
               rss_before_mib: float = 0.) -> Dict:
-    """Median time of ``repeats`` calls after ``warmup`` calls, and the peak memory (MiB):
-    CUDA allocator peak, or the peak RSS above ``rss_before_mib`` on CPU."""
+    """Median time of ``repeats`` calls after ``warmup`` calls, and the peak memory (MiB) of
+    the timed calls: CUDA allocator peak, or on CPU the peak RSS above ``rss_before_mib``."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f'need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}')
     for _ in range(warmup):
@@ -129,6 +141,8 @@ def time_step(step: Callable[[], object], device: torch.device, warmup: int, rep
     synchronize(device)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        reset_peak_rss()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

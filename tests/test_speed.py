@@ -128,7 +128,9 @@ def test_backbone_configs_and_their_yardsticks():
     assert extra > 0
     assert (sum(p.numel() for p in ours.parameters()) - extra
             == sum(p.numel() for p in timm.parameters()))
-    assert speed.build_backbone('timm', speed.backbone_config('coco_a')).grad_checkpointing
+    assert speed.backbone_config('coco_a').with_cp and not timm.grad_checkpointing
+    cfg.with_cp = True
+    assert speed.build_backbone('timm', cfg).grad_checkpointing
     with pytest.raises(ValueError, match="unknown protocol 'voc'"):
         speed.backbone_config('voc')
 
@@ -136,6 +138,15 @@ def test_backbone_configs_and_their_yardsticks():
 def test_measure_backbone_in_process():
     out = speed.measure_backbone('ade20k', 'config', scale='tiny', batch=1, warmup=0, repeats=1)
     assert out['input'] == '64x64' and out['step_s'] > 0 and len(out['times']) == 1
+
+
+def test_peak_rss_restarts_from_the_current_rss():
+    big = torch.ones(64 * 2 ** 20 // 4 * 4)                            # 256 MiB
+    del big
+    before = speed.peak_rss_mib()
+    speed.reset_peak_rss()
+    assert speed.peak_rss_mib() < before - 128
+    assert speed.peak_rss_mib() >= speed.current_rss_mib() - 1
 
 
 @pytest.mark.slow
