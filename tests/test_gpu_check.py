@@ -104,7 +104,7 @@ def test_mmcv_ops_present_here():
 
 @pytest.mark.slow
 def test_whole_check_on_cpu_at_tiny_scale():
-    env = dict(os.environ, PYTHONPATH=ROOT, TRITON_INTERPRET='1')
+    env = dict(os.environ, PYTHON=sys.executable, TRITON_INTERPRET='1')
     out = subprocess.run(['bash', 'tools/gpu_check.sh', '--allow-cpu', '--scale', 'tiny'],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
