@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from mixedae.benchmark import markdown_table
-from mixedae.speed import (PRETRAIN_METHODS, PROTOCOLS, benchmark_backbones, benchmark_pretrain,
-                           device_description, pretrain_model_config)
+from mixedae.speed import (PRETRAIN_ARCHS, PRETRAIN_METHODS, PROTOCOLS, benchmark_backbones,
+                           benchmark_pretrain, device_description, pretrain_model_config,
+                           repo_config)
 
 #: per scale: pretraining arch, protocol config scale, images per step (pretrain, transfer),
 #: top-K attention test shape (T, H, N, hd, K), and the benchmarks' batches, repeats and
@@ -88,7 +89,8 @@ def mmcv_ops_problem(device: torch.device) -> Dict[str, Optional[str]]:
     try:
         nms(boxes, torch.tensor([0.9, 0.8], device=device), 0.5)
     except RuntimeError as err:
-        return dict(seg=None, det=f'mmcv nms has no {device.type} kernel ({err}); detection needs it')
+        return dict(seg=None,
+                    det=f'mmcv nms has no {device.type} kernel ({err}); detection needs it')
     return dict(seg=None, det=None)
 
 
@@ -167,7 +169,6 @@ def train_one_step(model_cfg, optim_cfg, data: Dict, device: torch.device, scope
 
 def pretrain_check(method: str, scale: dict, device: torch.device) -> Callable[[], str]:
     def check() -> str:
-        from mixedae.speed import PRETRAIN_ARCHS, repo_config
         model_cfg = pretrain_model_config(method, scale['arch'])
         optim_cfg = repo_config(PRETRAIN_ARCHS[scale['arch']]).optim_wrapper
         size = model_cfg.backbone.img_size
@@ -184,7 +185,6 @@ def transfer_check(protocol: str, scale: dict, device: torch.device,
             raise Skip(problem)
         from mmengine.utils import import_modules_from_strings
 
-        from mixedae.speed import repo_config
         cfg = repo_config(PROTOCOLS[protocol][scale['protocol']])
         import_modules_from_strings(**cfg.custom_imports)
         size = cfg.model.backbone.img_size

@@ -7,10 +7,10 @@
 Each measurement runs in a fresh spawned process, so that its peak memory is its own (freed
 memory of an earlier model would otherwise be reused unseen): the CUDA allocator's peak over
 the timed steps, or on CPU the peak resident set size over the timed steps (Linux VmHWM, reset
-after the warm-up) above the RSS the process had before the model was built. Times are the median of ``repeats`` forward + backward steps after ``warmup``
-steps. FLOPs are counted by torch's ``FlopCounterMode`` over one forward + backward step: matrix
-products, convolutions and scaled-dot-product attention (work inside custom kernels is not
-seen).
+after the warm-up) above the RSS the process had before the model was built. Times are the
+median of ``repeats`` forward + backward steps after ``warmup`` steps. FLOPs are counted by
+torch's ``FlopCounterMode`` over one more forward + backward step: matrix products,
+convolutions and scaled-dot-product attention (work inside custom kernels is not seen).
 """
 from __future__ import annotations
 
