@@ -202,10 +202,11 @@ def measure_pretrain(method: str, arch: str = 'base', batch: int = 16, device: s
     from mixedae.registry import MODELS
 
     dev = torch.device(device)
-    rss = current_rss_mib()
+    cfg = pretrain_model_config(method, arch)
+    rss = current_rss_mib()                       # after the config's imports, before the model
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mixedae'):
-        model = MODELS.build(pretrain_model_config(method, arch)).to(dev).train()
+        model = MODELS.build(cfg).to(dev).train()
     if batch % model.group_size:
         raise ValueError(f'batch {batch} is not divisible by the group size {model.group_size}')
     images = torch.randn(batch, 3, *model.backbone.patch_embed.img_size, device=dev)
@@ -309,9 +310,9 @@ def measure_backbone(protocol: str, model: str = 'config', scale: str = 'full',
                      amp: bool = False, warmup: int = 1, repeats: int = 3) -> Dict:
     """Forward + backward of one backbone on random images."""
     dev = torch.device(device)
-    rss = current_rss_mib()
-    torch.manual_seed(0)
     cfg = backbone_config(protocol, scale, img_size)
+    rss = current_rss_mib()                       # after the config's imports, before the model
+    torch.manual_seed(0)
     net = build_backbone(model, cfg).to(dev).train()
     h, w = cfg.img_size if isinstance(cfg.img_size, (list, tuple)) else (cfg.img_size,) * 2
     images = torch.randn(batch, 3, h, w, device=dev)
