@@ -14,6 +14,7 @@ convolutions and scaled-dot-product attention (work inside custom kernels is not
 """
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 import os
 import platform
@@ -270,16 +271,20 @@ def backbone_config(protocol: str, scale: str = 'full', img_size: Optional[int] 
 
 
 def yardstick_kwargs(cfg) -> Dict:
-    """timm ``VisionTransformer`` arguments of the same size as a ``mixedae.ViT`` config."""
-    size = cfg.get('img_size', 224)
+    """timm ``VisionTransformer`` arguments of the same size as a ``mixedae.ViT`` config
+    (unset options take ``mixedae.ViT``'s defaults)."""
+    from mixedae.models.backbones.vit import ViT
+    bound = inspect.signature(ViT).bind(**{k: v for k, v in cfg.items() if k != 'type'})
+    bound.apply_defaults()
+    a = bound.arguments
+    size = a['img_size']
     return dict(img_size=tuple(size) if isinstance(size, (list, tuple)) else size,
-                patch_size=cfg.get('patch_size', 16), embed_dim=cfg.get('embed_dim', 768),
-                depth=cfg.get('depth', 12), num_heads=cfg.get('num_heads', 12),
-                mlp_ratio=cfg.get('mlp_ratio', 4.), qkv_bias=cfg.get('qkv_bias', True),
-                class_token=cfg.get('with_cls_token', True),
-                pos_embed='learn' if cfg.get('use_abs_pos_embed', True) else 'none',
-                final_norm=cfg.get('final_norm', True),
-                drop_path_rate=cfg.get('drop_path_rate', 0.), num_classes=0, global_pool='')
+                patch_size=a['patch_size'], embed_dim=a['embed_dim'], depth=a['depth'],
+                num_heads=a['num_heads'], mlp_ratio=a['mlp_ratio'], qkv_bias=a['qkv_bias'],
+                class_token=a['with_cls_token'],
+                pos_embed='learn' if a['use_abs_pos_embed'] else 'none',
+                final_norm=a['final_norm'], drop_path_rate=a['drop_path_rate'], num_classes=0,
+                global_pool='')
 
 
 def build_backbone(model: str, cfg) -> torch.nn.Module:
@@ -294,7 +299,7 @@ def build_backbone(model: str, cfg) -> torch.nn.Module:
     vit = VisionTransformer(**yardstick_kwargs(cfg))
     for block in vit.blocks:
         block.attn.fused_attn = True
-    vit.set_grad_checkpointing(cfg.get('with_cp', False))
+    vit.set_grad_checkpointing(bool(cfg.get('with_cp', False)))
     return vit
 
 
