@@ -6,12 +6,51 @@
 # standard raised to C++20 (torch >= 2.10 headers require it), caches the built wheel
 # outside the repository, then installs the package in editable mode.
 # A stamp keyed by the inputs makes a re-run with nothing changed take seconds.
+# The interpreter that creates .venv: $PYTHON if set, else the newest Python 3.10-3.12 on PATH
+# (`bash tools/setup_env.sh --print-python` prints the choice and exits).
 set -euo pipefail
+
+PYTHON_CANDIDATES=(python3.12 python3.11 python3.10 python3)
+PYTHON_MIN_MINOR=10
+PYTHON_MAX_MINOR=12
+
+# Print the interpreter to use; fail listing what was looked for and what was found.
+pick_python() {
+    if [[ -n "${PYTHON:-}" ]]; then
+        command -v "$PYTHON" >/dev/null \
+            || { echo "setup_env: PYTHON=$PYTHON is not an executable" >&2; return 1; }
+        echo "$PYTHON"
+        return 0
+    fi
+    local name version minor best="" best_minor=-1 found=()
+    for name in "${PYTHON_CANDIDATES[@]}"; do
+        command -v "$name" >/dev/null || continue
+        version="$("$name" -c 'import sys, venv; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" \
+            || { found+=("$name (no venv module)"); continue; }
+        found+=("$name $version")
+        [[ "$version" == 3.* ]] || continue
+        minor="${version#3.}"
+        if (( minor >= PYTHON_MIN_MINOR && minor <= PYTHON_MAX_MINOR && minor > best_minor )); then
+            best="$name" best_minor="$minor"
+        fi
+    done
+    if [[ -z "$best" ]]; then
+        echo "setup_env: no Python 3.$PYTHON_MIN_MINOR to 3.$PYTHON_MAX_MINOR with the venv module on PATH;" \
+             "looked for ${PYTHON_CANDIDATES[*]}; found: ${found[*]:-none}." \
+             "Install one or set PYTHON=/path/to/python3.x" >&2
+        return 1
+    fi
+    echo "$best"
+}
+
+if [[ "${1:-}" == "--print-python" ]]; then
+    pick_python
+    exit
+fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-PYTHON="${PYTHON:-python3.11}"
 VENV="${VENV:-$ROOT/.venv}"
 TORCH_VERSION="2.14.1"
 TORCHVISION_VERSION="0.29.1"
@@ -30,7 +69,8 @@ if [[ -f "$STAMP" ]]; then
 fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating $VENV with $PYTHON"
+    PYTHON="$(pick_python)"
+    log "creating $VENV with $PYTHON ($("$PYTHON" --version 2>&1))"
     "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
@@ -42,7 +82,10 @@ log "installing torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION and build
 
 # CUDA ops are built when nvcc is usable; the wheel cache key records which.
 if "$PY" -c 'import sys, torch; from torch.utils.cpp_extension import CUDA_HOME; sys.exit(0 if torch.cuda.is_available() and CUDA_HOME else 1)'; then
-    CUDA_TAG="cu$("$PY" -c 'import torch; print(torch.version.cuda.replace(".", ""))')"
+    # compile for the visible GPUs (Hopper: 9.0) unless TORCH_CUDA_ARCH_LIST is set
+    TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$("$PY" -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))')}"
+    export TORCH_CUDA_ARCH_LIST
+    CUDA_TAG="cu$("$PY" -c 'import torch; print(torch.version.cuda.replace(".", ""))')-sm${TORCH_CUDA_ARCH_LIST//[^0-9A-Za-z]/_}"
     FORCE_CUDA=1
 else
     CUDA_TAG="cpu"
@@ -63,7 +106,8 @@ if mmcv_ok; then
     log "mmcv $MMCV_VERSION with ops already installed"
 else
     if ! compgen -G "$WHEEL_DIR/mmcv-*.whl" >/dev/null; then
-        log "building mmcv $MMCV_VERSION ($CUDA_TAG ops) from source; about 11 minutes on 2 cores, once per machine"
+        MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+        log "building mmcv $MMCV_VERSION ($CUDA_TAG ops, MAX_JOBS=$MAX_JOBS) from source; about 11 minutes on 2 cores, once per machine"
         BUILD_DIR="$(mktemp -d)"
         trap 'rm -rf "$BUILD_DIR"' EXIT
         "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation \
@@ -74,7 +118,7 @@ else
         sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
         grep -q 'std=c++20' "$SRC/setup.py" || { echo "setup_env: could not patch the C++ standard in $SRC/setup.py" >&2; exit 1; }
         mkdir -p "$WHEEL_DIR.partial"
-        (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+        (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA" MAX_JOBS="$MAX_JOBS" \
             "$PY" -m pip --disable-pip-version-check wheel --no-build-isolation --no-deps \
             -w "$WHEEL_DIR.partial" . )
         rm -rf "$WHEEL_DIR" && mv "$WHEEL_DIR.partial" "$WHEEL_DIR"
