@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
@@ -201,3 +202,17 @@ def test_mae_loss_equals_the_reference_from_the_same_seed_and_weights():
     torch.manual_seed(3)
     _, mask, _ = ref_random_masking(torch.zeros(6, 16, 1), 0.75)
     assert torch.equal((mask == 0).nonzero()[:, 1].view(6, 4), kept)
+
+
+def test_pretraining_weight_decay_is_maes(mae_base):
+    """MAE's main_pretrain: timm's add_weight_decay(model, 0.05) with no skip list."""
+    cfg = Config.fromfile(os.path.join(PRETRAIN, 'mae_vit-base-p16_8xb512-coslr-300e_in1k.py'))
+    wrapper = build_optim_wrapper(mae_base, cfg.optim_wrapper)
+    where = {id(p): g for g in wrapper.optimizer.param_groups for p in g['params']}
+    trainable = {n: p for n, p in mae_base.named_parameters() if p.requires_grad}
+    assert len(where) == len(trainable) and 'backbone.pos_embed' not in trainable
+    for name, param in trainable.items():
+        no_decay = param.ndim == 1 or name.endswith('.bias')
+        assert where[id(param)]['weight_decay'] == (0. if no_decay else 0.05), name
+        assert where[id(param)]['lr'] == cfg.optim_wrapper.optimizer.lr, name
+    assert where[id(mae_base.backbone.cls_token)]['weight_decay'] == 0.05
