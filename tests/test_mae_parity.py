@@ -216,3 +216,26 @@ def test_pretraining_weight_decay_is_maes(mae_base):
         assert where[id(param)]['weight_decay'] == (0. if no_decay else 0.05), name
         assert where[id(param)]['lr'] == cfg.optim_wrapper.optimizer.lr, name
     assert where[id(mae_base.backbone.cls_token)]['weight_decay'] == 0.05
+
+
+def test_pretraining_recipe_is_maes():
+    """MAE's main_pretrain.py / paper (appendix A.1), restated: AdamW (0.9, 0.95), wd 0.05,
+    blr 1.5e-4 scaled by batch / 256 at batch 4096, 40 warm-up epochs then cosine to 0,
+    RandomResizedCrop(224, scale=(0.2, 1.0), bicubic) + horizontal flip, ImageNet mean/std."""
+    cfg = Config.fromfile(os.path.join(PRETRAIN, 'mae_vit-base-p16_8xb512-coslr-300e_in1k.py'))
+    opt = cfg.optim_wrapper.optimizer
+    assert (opt.type, tuple(opt.betas), opt.weight_decay) == ('AdamW', (0.9, 0.95), 0.05)
+    batch = cfg.train_dataloader.batch_size * 8
+    assert batch == 4096 == cfg.auto_scale_lr.base_batch_size
+    assert opt.lr == pytest.approx(1.5e-4 * batch / 256)
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.type, warmup.begin, warmup.end, warmup.by_epoch) == ('LinearLR', 0, 40, True)
+    assert (cosine.type, cosine.begin, cosine.eta_min) == ('CosineAnnealingLR', 40, 0.0)
+    assert warmup.convert_to_iter_based and cosine.convert_to_iter_based   # per iteration
+    load, crop, flip, _ = cfg.train_pipeline
+    assert (crop.size, tuple(crop.scale), crop.interpolation) == (224, (0.2, 1.0), 'bicubic')
+    assert (flip.type, flip.prob, flip.direction) == ('RandomFlip', 0.5, 'horizontal')
+    pre = cfg.model.data_preprocessor
+    assert pre.mean == [0.485 * 255, 0.456 * 255, 0.406 * 255]
+    assert pre.std == pytest.approx([0.229 * 255, 0.224 * 255, 0.225 * 255])
+    assert cfg.train_dataloader.drop_last
