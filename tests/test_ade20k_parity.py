@@ -84,6 +84,17 @@ def test_mae_backbone_features_equal_mmseg():
         torch.testing.assert_close(fa, fb, rtol=1e-4, atol=1e-4)
 
 
+def test_checkpoint_pos_embed_is_resized_as_mmseg():
+    """A 224-pixel checkpoint's 14 x 14 table (here 4 x 4) loaded at 512 (here 8 x 8)."""
+    theirs = MAE(img_size=(128, 128), patch_size=16, embed_dims=32, num_layers=1, num_heads=4)
+    ours = ViT(img_size=128, patch_size=16, embed_dim=32, depth=1, num_heads=4)
+    pos = torch.randn(1, 1 + 16, 32)
+    expected = theirs.resize_abs_pos_embed({'pos_embed': pos})['pos_embed']
+    got, notes = ours.adapt_state_dict({'pos_embed': pos}, 'checkpoint')
+    assert got['pos_embed'].shape == (1, 1 + 64, 32) and notes
+    torch.testing.assert_close(got['pos_embed'], expected)
+
+
 def test_beit_q_v_biases_become_a_fused_qkv_bias(tmp_path):
     """mmseg's BEiT stores q_bias / v_bias (no key bias): the same features after
     ``tools/convert_checkpoint.py --src-format mmseg``."""

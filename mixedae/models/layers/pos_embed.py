@@ -31,8 +31,9 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid: Grid, dst_grid: Grid,
                          f'grid {src_grid} with {num_prefix_tokens} prefix tokens')
     if tuple(src_grid) == tuple(dst_grid):
         return pos_embed
+    # plain bicubic (no anti-aliasing), as mmseg's MAE/BEiT and mmdet's ViTDet resize it
     return resample_abs_pos_embed(pos_embed, list(dst_grid), list(src_grid),
-                                  num_prefix_tokens=num_prefix_tokens)
+                                  num_prefix_tokens=num_prefix_tokens, antialias=False)
 
 
 def num_relative_entries(grid: Grid, with_cls_token: bool) -> int:
