@@ -211,3 +211,58 @@ def test_an_unlisted_or_stale_difference_fails():
         check_listed({'model.backbone.depth': (12, 50)}, {'model.backbone': 'x', 'fp16': 'y'})
     assert differences({'a': 1, 'b': [1, 2]}, {'a': 1, 'b': [1, 3], 'c': 0}) == {
         'b': ([1, 2], [1, 3]), 'c': ('<absent>', 0)}
+
+
+# ------------------------------------------------------------------------ COCO B
+#: mmdet projects/ViTDet (commit 394f758), restated: vitdet_mask-rcnn_vit-b-mae_lsj-100e.py and
+#: lsj-100e_coco-instance.py (not installed here). Relative positions and test padding are
+#: checked by the ViTDet backbone tests.
+VITDET_TRAIN_PIPELINE = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='RandomResize', scale=[1024, 1024], ratio_range=[0.1, 2.0], keep_ratio=True),
+    dict(type='RandomCrop', crop_type='absolute_range', crop_size=[1024, 1024],
+         recompute_bbox=True, allow_negative_crop=True),
+    dict(type='FilterAnnotations', min_gt_bbox_wh=[1e-2, 1e-2]),
+    dict(type='Pad', size=[1024, 1024], pad_val=dict(img=[114, 114, 114])),
+    dict(type='PackDetInputs'),
+]
+VITDET = {
+    'model.backbone.img_size': [1024, 1024], 'model.backbone.patch_size': 16,
+    'model.backbone.embed_dim': 768, 'model.backbone.depth': 12, 'model.backbone.num_heads': 12,
+    'model.backbone.drop_path_rate': 0.1, 'model.backbone.window_size': 14,
+    'model.backbone.window_block_indexes': [0, 1, 3, 4, 6, 7, 9, 10],
+    'model.neck.out_channels': 256, 'model.neck.num_outs': 5,
+    'model.rpn_head.num_convs': 2,
+    'model.roi_head.bbox_head.type': 'Shared4Conv1FCBBoxHead',
+    'model.roi_head.bbox_head.conv_out_channels': 256,
+    'train_dataloader.batch_size': 4,
+    'optim_wrapper.optimizer.type': 'AdamW', 'optim_wrapper.optimizer.lr': 1e-4,
+    'optim_wrapper.optimizer.betas': [0.9, 0.999], 'optim_wrapper.optimizer.weight_decay': 0.1,
+    'optim_wrapper.paramwise_cfg.layer_decay_rate': 0.7,
+    'param_scheduler.0.type': 'LinearLR', 'param_scheduler.0.start_factor': 0.001,
+    'param_scheduler.0.end': 250, 'param_scheduler.0.by_epoch': False,
+    'param_scheduler.1.type': 'MultiStepLR', 'param_scheduler.1.milestones': [163889, 177546],
+    'param_scheduler.1.gamma': 0.1, 'param_scheduler.1.end': 184375,
+    'train_cfg.type': 'IterBasedTrainLoop', 'train_cfg.max_iters': 184375,
+    'train_cfg.val_interval': 5000,
+    'val_evaluator.metric': ['bbox', 'segm'],
+}
+
+
+def test_coco_protocol_b_matches_mmdet_vitdet_restated():
+    path = os.path.join(ROOT, 'configs/coco/vitdet_mask-rcnn_vit-b16-mae_16xb4-100e_coco-lsj-1024.py')
+    ours = resolved(path)
+    wrong = {k: (ours.get(k, '<absent>'), v) for k, v in VITDET.items() if ours.get(k) != v}
+    assert not wrong, f'(ours, ViTDet): {wrong}'
+    cfg = Config.fromfile(path)
+    assert cfg.model.backbone.with_cls_token is False and cfg.model.backbone.out_indices == (11,)
+    assert tuple(cfg.model.neck.scales) == (4.0, 2.0, 1.0, 0.5)
+    for norm in (cfg.model.neck.norm_cfg, cfg.model.roi_head.bbox_head.norm_cfg,
+                 cfg.model.roi_head.mask_head.norm_cfg):
+        assert norm.type.endswith('LN2d')
+    pipeline = Config(dict(p=cfg.train_dataloader.dataset.pipeline)).to_dict()['p']
+    assert flatten(pipeline) == flatten(VITDET_TRAIN_PIPELINE)
+    resize = cfg.test_dataloader.dataset.pipeline[1]
+    assert (resize.type, tuple(resize.scale), resize.keep_ratio) == ('Resize', (1024, 1024), True)
