@@ -20,6 +20,7 @@ from mmseg.registry import MODELS as SEG_MODELS
 
 import mixedae  # noqa: F401  (registers the mixedae modules)
 from mixedae.models import ViT
+from mixedae.utils.checkpoint import CheckpointError
 from mixedae.utils.convert import extract_backbone, mmseg_to_timm_names
 from conftest import ROOT, load_tool
 
@@ -61,6 +62,10 @@ def test_mmseg_names_map_onto_ours():
         'patch_embed.proj.weight': 1, 'norm.bias': 2, 'blocks.3.norm2.weight': 3,
         'blocks.3.ls1.gamma': 4, 'blocks.0.mlp.fc1.bias': 5, 'blocks.0.mlp.fc2.weight': 6,
         'blocks.11.attn.relative_position_bias_table': 7, 'cls_token': 8}
+    with pytest.raises(CheckpointError, match='q_bias and v_bias come in pairs'):
+        mmseg_to_timm_names({'layers.0.attn.q_bias': torch.zeros(4)})
+    with pytest.raises(CheckpointError, match='not recognised.*layers.0.unknown'):
+        extract_backbone({'layers.0.unknown': torch.zeros(1)}, 'mmseg')
 
 
 def test_mae_backbone_features_equal_mmseg():

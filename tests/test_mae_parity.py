@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
@@ -110,7 +111,8 @@ class RefMAE(nn.Module):
 
 def build_mae(config: str) -> MixedAE:
     cfg = Config.fromfile(os.path.join(PRETRAIN, config))
-    return MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # other tests may set one
+        return MODELS.build(cfg.model)
 
 
 @pytest.fixture(scope='module')
@@ -207,7 +209,8 @@ def test_mae_loss_equals_the_reference_from_the_same_seed_and_weights():
 def test_pretraining_weight_decay_is_maes(mae_base):
     """MAE's main_pretrain: timm's add_weight_decay(model, 0.05) with no skip list."""
     cfg = Config.fromfile(os.path.join(PRETRAIN, 'mae_vit-base-p16_8xb512-coslr-300e_in1k.py'))
-    wrapper = build_optim_wrapper(mae_base, cfg.optim_wrapper)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        wrapper = build_optim_wrapper(mae_base, cfg.optim_wrapper)
     where = {id(p): g for g in wrapper.optimizer.param_groups for p in g['params']}
     trainable = {n: p for n, p in mae_base.named_parameters() if p.requires_grad}
     assert len(where) == len(trainable) and 'backbone.pos_embed' not in trainable
