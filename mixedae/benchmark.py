@@ -37,21 +37,26 @@ NOT_IN_MATRIX = '–'
 #: the optional string fields of a run that a top-level field of the same name provides.
 RUN_OPTIONS = ('train_args', 'test_args', 'scale')
 
-#: published ViT-B numbers, shown as reference rows, each with where it is published.
+#: published ViT-B numbers (docs/method.md), shown as reference rows with where each is published;
+#: each names the protocol its numbers come from (docs/protocols.md). Our COCO protocol A
+#: (Mask R-CNN + FPN, 1x/3x multi-scale) matches none of the published COCO rows; protocol B is
+#: mmdet's ViTDet.
 ANCHORS = [
-    dict(method='MAE 1600ep (MAE paper)', values={'ADE20K mIoU': '48.1', 'COCO box AP': '50.3',
-                                                  'COCO mask AP': '44.9'},
+    dict(method='MAE 1600ep (MAE paper; COCO: Mask R-CNN, LSJ 100 ep of Li et al. 2021, '
+                'neither protocol A nor B)',
+         values={'ADE20K mIoU': '48.1', 'COCO box AP': '50.3', 'COCO mask AP': '44.9'},
          source='https://arxiv.org/abs/2111.06377'),
-    dict(method='MAE (mmseg reproduction)', values={'ADE20K mIoU': '48.13'},
+    dict(method='MAE (mmseg reproduction = our ADE20K protocol)',
+         values={'ADE20K mIoU': '48.13'},
          source='https://github.com/open-mmlab/mmsegmentation/tree/main/configs/mae'),
-    dict(method='MAE ViTDet 100ep (mmdet)', values={'COCO box AP': '51.6',
-                                                    'COCO mask AP': '45.7'},
+    dict(method='MAE ViTDet 100ep (mmdet projects/ViTDet = our COCO protocol B)',
+         values={'COCO box AP': '51.6', 'COCO mask AP': '45.7'},
          source='https://github.com/open-mmlab/mmdetection/tree/main/projects/ViTDet'),
-    dict(method='iBOT (iBOT repo; COCO: Cascade Mask R-CNN)',
+    dict(method='iBOT (iBOT repo; COCO: Cascade Mask R-CNN 1x, not protocol A)',
          values={'ADE20K mIoU': '50.0', 'COCO box AP': '51.2', 'COCO mask AP': '44.2'},
          source='https://github.com/bytedance/ibot'),
-    dict(method='MixedAE (paper claim)', values={'ADE20K mIoU': 'MAE + 1.7',
-                                                 'COCO box AP': 'MAE + 0.9'},
+    dict(method="MixedAE (paper claim, vs the paper's own MAE run)",
+         values={'ADE20K mIoU': 'MAE + 1.7', 'COCO box AP': 'MAE + 0.9'},
          source='https://arxiv.org/abs/2303.17152'),
 ]
 

@@ -47,7 +47,8 @@ def test_collect_marks_missing_runs(matrix):
     ]
     table = results_markdown(rows)
     assert '| mixedae | 49.87 | 51.20 | 45.55 |' in table
-    assert '| *MAE 1600ep (MAE paper)* | 48.1 | 50.3 | 44.9 |' in table
+    assert ('| *MAE 1600ep (MAE paper; COCO: Mask R-CNN, LSJ 100 ep of Li et al. 2021, '
+            'neither protocol A nor B)* | 48.1 | 50.3 | 44.9 |') in table
 
 
 def test_benchmark_tool_collect_and_commands(matrix, tmp_path, capsys):

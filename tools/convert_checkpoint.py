@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert a pretraining checkpoint to a ``mixedae.ViT`` backbone checkpoint.
 
-    python tools/convert_checkpoint.py IN OUT --src-format {mixedae,mae,ibot,timm} [--key teacher]
+    python tools/convert_checkpoint.py IN OUT --src-format {mixedae,mae,ibot,timm,mmseg} [--key teacher]
 
 The output loads with ``--cfg-options model.backbone.init_cfg.checkpoint=OUT`` (together with
 ``model.backbone.init_cfg.type=Pretrained`` where the config has no init_cfg).

@@ -13,6 +13,9 @@ Supported layouts (``src_format``):
   ``backbone.`` prefixes are removed, the projection head and ``masked_embed`` are dropped.
 - ``timm``: a plain timm ``VisionTransformer`` state dict, or a timm ``train.py`` checkpoint
   (its ``state_dict`` entry); the classifier head is dropped.
+- ``mmseg``: mmseg's ``MAE`` / ``BEiT`` backbone names (``layers.i.ln1``, ``ffn.layers.0.0``,
+  ``gamma_1``, ...), a whole mmseg segmentor checkpoint (``backbone.`` keys kept, heads and neck
+  dropped) or a backbone-only dict; renamed by :func:`mmseg_to_timm_names`.
 
 Anything that is neither a known backbone key nor a known droppable key is an error.
 """
@@ -25,7 +28,7 @@ import torch
 
 from .checkpoint import CheckpointError
 
-FORMATS = ('mixedae', 'mae', 'ibot', 'timm')
+FORMATS = ('mixedae', 'mae', 'ibot', 'timm', 'mmseg')
 
 #: every key a ``mixedae.ViT`` state dict may hold.
 BACKBONE_KEY = re.compile(
@@ -39,7 +42,46 @@ DROPPABLE = {
     'mae': re.compile(r'^(mask_token|decoder_.*|head\..*|fc_norm\..*)$'),
     'ibot': re.compile(r'^(masked_embed|head\..*)$'),
     'timm': re.compile(r'^(head\..*|fc_norm\..*)$'),
+    'mmseg': re.compile(r'^blocks\.\d+\.attn\.relative_position_index$'),
 }
+
+#: mmseg ``MAE`` / ``BEiT`` backbone name -> timm name (applied in order, first match wins).
+_MMSEG_RENAMES = [
+    (re.compile(r'^patch_embed\.projection\.'), 'patch_embed.proj.'),
+    (re.compile(r'^ln1\.'), 'norm.'),                                  # final_norm=True
+    (re.compile(r'^layers\.(\d+)\.ln([12])\.'), r'blocks.\1.norm\2.'),
+    (re.compile(r'^layers\.(\d+)\.gamma_([12])$'), r'blocks.\1.ls\2.gamma'),
+    (re.compile(r'^layers\.(\d+)\.ffn\.layers\.0\.0\.'), r'blocks.\1.mlp.fc1.'),
+    (re.compile(r'^layers\.(\d+)\.ffn\.layers\.1\.'), r'blocks.\1.mlp.fc2.'),
+    (re.compile(r'^layers\.(\d+)\.attn\.'), r'blocks.\1.attn.'),
+]
+
+
+def mmseg_to_timm_names(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Rename an mmseg ``MAE`` / ``BEiT`` backbone state dict to timm's (``mixedae.ViT``) names.
+
+    BEiT-style separate ``q_bias`` / ``v_bias`` become timm's fused ``qkv.bias`` with a zero
+    key bias (what mmseg's attention computes); names that match no rule are kept as they are.
+    """
+    out: Dict[str, torch.Tensor] = {}
+    qv: Dict[str, Dict[str, torch.Tensor]] = {}
+    for name, value in state_dict.items():
+        for pattern, repl in _MMSEG_RENAMES:
+            if pattern.match(name):
+                name = pattern.sub(repl, name)
+                break
+        m = re.match(r'^(blocks\.\d+\.attn\.)([qv])_bias$', name)
+        if m:
+            qv.setdefault(m.group(1), {})[m.group(2)] = value
+        else:
+            out[name] = value
+    for prefix, biases in qv.items():
+        if set(biases) != {'q', 'v'}:
+            raise CheckpointError(f'{prefix}: q_bias and v_bias come in pairs, found '
+                                  f'{sorted(k + "_bias" for k in biases)}')
+        out[prefix + 'qkv.bias'] = torch.cat([biases['q'], torch.zeros_like(biases['v']),
+                                              biases['v']])
+    return out
 
 
 def _weights(checkpoint: Any, entry: str, source: str) -> Dict[str, torch.Tensor]:
@@ -51,6 +93,15 @@ def _weights(checkpoint: Any, entry: str, source: str) -> Dict[str, torch.Tensor
 
 def _strip(name: str, prefix: str) -> str:
     return name[len(prefix):] if name.startswith(prefix) else name
+
+
+def _tensor_dict(checkpoint: Any, source: str, what: str) -> Dict[str, torch.Tensor]:
+    """A plain dict of tensors, or the one a training checkpoint holds under 'state_dict'."""
+    raw = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise CheckpointError(f"{source}: {what} is a dict of tensors, or a training checkpoint "
+                              "with such a dict under 'state_dict'")
+    return dict(raw)
 
 
 def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoint>',
@@ -75,12 +126,14 @@ def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoin
         else:
             raw = _weights(checkpoint, key or 'teacher', source)
         flat = {_strip(_strip(n, 'module.'), 'backbone.'): v for n, v in raw.items()}
+    elif src_format == 'mmseg':
+        raw = _tensor_dict(checkpoint, source, 'an mmseg checkpoint')
+        if any(n.startswith('backbone.') for n in raw):  # a whole segmentor: keep the backbone
+            dropped += [n for n in raw if not n.startswith('backbone.')]
+            raw = {_strip(n, 'backbone.'): v for n, v in raw.items() if n.startswith('backbone.')}
+        flat = mmseg_to_timm_names(raw)
     else:  # timm: a plain state dict, or a train.py checkpoint holding one under 'state_dict'
-        raw = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
-        if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-            raise CheckpointError(f'{source}: a timm checkpoint is a dict of tensors, or a '
-                                  "training checkpoint with such a dict under 'state_dict'")
-        flat = dict(raw)
+        flat = _tensor_dict(checkpoint, source, 'a timm checkpoint')
 
     backbone, unknown = {}, []
     for name, value in flat.items():

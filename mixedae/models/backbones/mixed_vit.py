@@ -3,7 +3,7 @@
 Its parameters are those of :class:`~mixedae.models.backbones.vit.ViT` plus ``segment_embed``
 (G x D), so the trained encoder loads into the transfer backbone with prefix changes only
 (``tools/convert_checkpoint.py --src-format mixedae``). The position embedding is MAE's fixed
-2-D sine-cosine table.
+2-D sine-cosine table and the initialisation is MAE's (``tests/test_mae_parity.py``).
 """
 from __future__ import annotations
 
@@ -72,9 +72,26 @@ class MixedViT(ViT):
         if self.segment_embed is not None:
             trunc_normal_(self.segment_embed, std=.02)
         self.pos_embed.requires_grad_(False)
-        with torch.no_grad():
-            self.pos_embed.copy_(sincos_2d_pos_embed(self.embed_dim, self.patch_embed.grid_size,
-                                                     num_prefix_tokens=1))
+        self._init_mae()
+
+    @torch.no_grad()
+    def _init_mae(self) -> None:
+        """MAE's ``initialize_weights``: fixed sin-cos positions, xavier-uniform patch projection
+        (viewed as a Linear) and Linears with zero biases, LayerNorm 1/0, normal(0.02) class
+        token. The projection's bias keeps PyTorch's Conv2d default, as in MAE."""
+        self.pos_embed.copy_(sincos_2d_pos_embed(self.embed_dim, self.patch_embed.grid_size,
+                                                 num_prefix_tokens=1))
+        proj = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
+        nn.init.normal_(self.cls_token, std=.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def _resolve_layers(self, layers: Union[str, Sequence[int]]) -> Tuple[int, ...]:
         if layers == 'all':

@@ -34,8 +34,9 @@ def resize_pos_embed(pos_embed: torch.Tensor, src_grid: Grid, dst_grid: Grid,
                          f'grid {src_grid} with {num_prefix_tokens} prefix tokens')
     if tuple(src_grid) == tuple(dst_grid):
         return pos_embed
+    # plain bicubic (no anti-aliasing), as mmseg's MAE/BEiT and mmdet's ViTDet resize it
     return resample_abs_pos_embed(pos_embed, list(dst_grid), list(src_grid),
-                                  num_prefix_tokens=num_prefix_tokens)
+                                  num_prefix_tokens=num_prefix_tokens, antialias=False)
 
 
 def num_relative_entries(grid: Grid, with_cls_token: bool) -> int:
@@ -79,8 +80,9 @@ def resize_rel_pos_1d(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
 def sincos_2d_pos_embed(dim: int, grid: Grid, num_prefix_tokens: int = 0) -> torch.Tensor:
     """MAE's fixed 2-D sine-cosine embedding: 1 x (P + H*W) x dim (prefix entries zero).
 
-    Half of the channels encode the row, half the column, each as sin/cos of the coordinate
-    at frequencies 1/10000^(k/(dim/4)).
+    As MAE's ``get_2d_sincos_pos_embed`` (``meshgrid(grid_w, grid_h)``): the first half of the
+    channels encodes the column, the second half the row, each as sin/cos of the coordinate
+    at frequencies 1/10000^(k/(dim/4)). Patches are in row-major order.
     """
     if dim % 4:
         raise ValueError(f'sin-cos position embedding needs dim % 4 == 0, got {dim}')
@@ -92,6 +94,6 @@ def sincos_2d_pos_embed(dim: int, grid: Grid, num_prefix_tokens: int = 0) -> tor
         angles = coord.reshape(-1, 1) * omega.view(1, -1)              # HW x dim/4
         return torch.cat([angles.sin(), angles.cos()], dim=1)          # HW x dim/2
 
-    emb = torch.cat([encode(rows), encode(cols)], dim=1).float()       # HW x dim
+    emb = torch.cat([encode(cols), encode(rows)], dim=1).float()       # HW x dim
     emb = torch.cat([torch.zeros(num_prefix_tokens, dim), emb], dim=0)
     return emb.unsqueeze(0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
-from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block
 
 from mixedae.registry import MODELS
@@ -34,7 +33,7 @@ class MAEDecoder(BaseModule):
             for _ in range(depth)])
         self.decoder_norm = LayerNorm(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size ** 2 * in_chans)
-        trunc_normal_(self.mask_token, std=.02)
+        nn.init.normal_(self.mask_token, std=.02)  # as MAE
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)

@@ -1,6 +1,6 @@
 # MAE's pretraining schedule: AdamW (0.9, 0.95), base lr 1.5e-4 per 256 images, wd 0.05
-# (none on norms, biases, position/class/mask tokens and segment embeddings),
-# 40 warm-up epochs then cosine decay.
+# (none on 1-D parameters: norms, biases; class and mask tokens are decayed, as MAE's
+# add_weight_decay does), 40 warm-up epochs then cosine decay.
 base_batch_size = 4096
 optim_wrapper = dict(
     type='OptimWrapper',
@@ -8,7 +8,7 @@ optim_wrapper = dict(
                    weight_decay=0.05),
     # layer_decay_rate=1.0: no layer decay, only the shared no-weight-decay rule
     constructor='mixedae.LayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=1.0))
+    paramwise_cfg=dict(layer_decay_rate=1.0, no_decay_keys=()))
 warmup_epochs = 40
 # the cosine phase has no `end`: the Runner sets it to train_cfg.max_epochs, so changing the
 # number of epochs (a child config, --cfg-options train_cfg.max_epochs=N) rescales it
