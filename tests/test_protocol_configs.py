@@ -56,6 +56,18 @@ ADE20K_DIFFERENCES = {
     'randomness': 'ours seeds 0 (mmseg unseeded)',
     'auto_scale_lr': 'present but disabled (enable=False)',
     'custom_imports': 'imports mixedae',
+    'custom_hooks': 'mixedae.NonFiniteGuardHook: stops a run at a non-finite loss (no effect on '
+                    'a healthy run)',
+    'optim_wrapper.type': "mixedae.AmpOptimWrapper (bf16 autocast, docs/mixed_precision.md); "
+                          "mmseg's config names AMP only through the ignored fp16 key",
+    'train_dataloader.dataset.type': "mixedae.ADE20KDataset: mmseg's ADE20KDataset whose sample "
+                                     'errors name their files',
+    'val_dataloader.dataset.type': 'as above',
+    'test_dataloader.dataset.type': 'as above',
+    'train_dataloader.dataset.label_check': 'mixedae.CheckSegAnnotation after LoadAnnotations: '
+                                            'labels in range and label size = image size',
+    'val_dataloader.dataset.label_check': 'as above',
+    'test_dataloader.dataset.label_check': 'as above',
 }
 
 #: COCO protocol A (configs/coco/mask-rcnn_vit-b16-mae_fpn_8xb2-1x_coco.py) vs mmdet's
@@ -74,6 +86,18 @@ COCO_A_DIFFERENCES = {
     'train_dataloader.dataset.pipeline.2': 'multi-scale training: shorter side 480-800 step 32 '
                                            '(RandomChoiceResize) instead of 1333x800',
     'custom_imports': 'imports mixedae and mmseg.models (the adapter)',
+    'custom_hooks': 'mixedae.NonFiniteGuardHook: stops a run at a non-finite loss (no effect on '
+                    'a healthy run)',
+    'optim_wrapper.type': 'mixedae.AmpOptimWrapper: bf16 autocast (docs/mixed_precision.md)',
+    'model.rpn_head.type': "mixedae.AmpRPNHead: mmdet's RPNHead with the proposal NMS in fp32 "
+                           "(mmcv's nms has no bf16 kernel)",
+    'model.roi_head.bbox_roi_extractor.type': "mixedae.AmpSingleRoIExtractor: RoIAlign on fp32 "
+                                              'maps (no bf16 kernel in mmcv)',
+    'model.roi_head.mask_roi_extractor.type': 'as above',
+    'train_dataloader.dataset.type': "mixedae.CocoDataset: mmdet's CocoDataset whose errors name "
+                                     'the annotation file and sample',
+    'val_dataloader.dataset.type': 'as above',
+    'test_dataloader.dataset.type': 'as above',
 }
 #: the 3x configs differ from the 1x ones only in the schedule.
 COCO_A_3X_DIFFERENCES = dict(COCO_A_DIFFERENCES, **{
@@ -104,6 +128,13 @@ def resolved(path: str) -> Dict[str, Any]:
     does (mmengine.runner.Runner.build_param_scheduler: max_epochs / max_iters)."""
     cfg = Config.fromfile(path).to_dict()
     cfg = {k: v for k, v in cfg.items() if k in RUNNER_KEYS}
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = cfg.get(loader, {}).get('dataset', {})
+        if 'pipeline' in dataset:  # our label check (a no-op on valid data) is listed, not diffed
+            checks = [t for t in dataset['pipeline'] if t['type'] == 'mixedae.CheckSegAnnotation']
+            dataset['pipeline'] = [t for t in dataset['pipeline'] if t not in checks]
+            if checks:
+                dataset['label_check'] = checks[0]['type']
     train = cfg.get('train_cfg', {})
     for sched in cfg.get('param_scheduler', []):
         if 'end' not in sched:

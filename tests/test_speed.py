@@ -124,7 +124,8 @@ def test_backbone_configs_and_their_yardsticks():
     assert all(b.attn.fused_attn for b in timm.blocks)
     assert timm.blocks[0].mlp.fc1.weight.shape == ours.blocks[0].mlp.fc1.weight.shape
     # same parameters apart from the relative position tables
-    extra = sum(p.numel() for n, p in ours.named_parameters() if 'relative_position' in n)
+    extra = sum(p.numel() for n, p in ours.named_parameters()
+                if 'relative_position' in n or '.rel_pos_' in n)
     assert extra > 0
     assert (sum(p.numel() for p in ours.parameters()) - extra
             == sum(p.numel() for p in timm.parameters()))
