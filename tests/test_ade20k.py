@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from mixedae.utils.convert import convert_checkpoint
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
-from conftest import ROOT, load_tool
+from conftest import ROOT
 
 TINY = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
 PY = sys.executable
@@ -168,9 +169,7 @@ def test_converted_checkpoint_loads_into_the_config_backbone(tmp_path):
     encoder = MixedViT(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
     torch.save(dict(state_dict={f'backbone.{k}': v for k, v in encoder.state_dict().items()}),
                tmp_path / 'pre.pth')
-    convert = load_tool('convert_checkpoint')
-    assert convert.main([str(tmp_path / 'pre.pth'), str(tmp_path / 'vit.pth'),
-                         '--src-format', 'mixedae']) == 0
+    convert_checkpoint(str(tmp_path / 'pre.pth'), str(tmp_path / 'vit.pth'), 'mixedae')
     cfg = Config.fromfile(TINY)
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'vit.pth'))
     with DefaultScope.overwrite_default_scope('mmseg'):

@@ -19,10 +19,11 @@ from mmseg.models.backbones import BEiT, MAE
 from mmseg.registry import MODELS as SEG_MODELS
 
 import mixedae  # noqa: F401  (registers the mixedae modules)
+from mixedae.utils.convert import convert_checkpoint
 from mixedae.models import ViT
 from mixedae.utils.checkpoint import CheckpointError
 from mixedae.utils.convert import extract_backbone, mmseg_to_timm_names
-from conftest import ROOT, load_tool
+from conftest import ROOT
 
 OURS = os.path.join(ROOT, 'configs/ade20k/upernet_vit-b16-mae_8xb2-160k_ade20k-512x512.py')
 THEIRS = os.path.join(os.path.dirname(mmseg.__file__),
@@ -116,9 +117,7 @@ def test_beit_q_v_biases_become_a_fused_qkv_bias(tmp_path):
                final_norm=False, use_abs_pos_embed=False, use_rel_pos_bias=True,
                init_values=0.1).eval()
     torch.save(theirs.state_dict(), tmp_path / 'beit.pth')
-    convert = load_tool('convert_checkpoint')
-    assert convert.main([str(tmp_path / 'beit.pth'), str(tmp_path / 'ours.pth'),
-                         '--src-format', 'mmseg']) == 0
+    convert_checkpoint(str(tmp_path / 'beit.pth'), str(tmp_path / 'ours.pth'), 'mmseg')
     ours.load_pretrained(str(tmp_path / 'ours.pth'))
     assert set(torch.load(tmp_path / 'ours.pth')['state_dict']) == set(ours.state_dict())
     x = torch.randn(2, 3, 32, 32)

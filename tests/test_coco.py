@@ -9,9 +9,10 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from mixedae.utils.convert import convert_checkpoint
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
-from conftest import ROOT, load_tool
+from conftest import ROOT
 
 PY = sys.executable
 TINY = {
@@ -213,9 +214,7 @@ def test_pretrained_layouts_load_through_the_config_option(tmp_path, protocol, l
         ckpt = dict(teacher={f'backbone.{k}': v for k, v in sd.items()},
                     student={f'module.backbone.{k}': v for k, v in sd.items()})
     torch.save(ckpt, tmp_path / 'src.pth')
-    convert = load_tool('convert_checkpoint')
-    assert convert.main([str(tmp_path / 'src.pth'), str(tmp_path / 'vit.pth'),
-                         '--src-format', layout]) == 0
+    convert_checkpoint(str(tmp_path / 'src.pth'), str(tmp_path / 'vit.pth'), layout)
     cfg = Config.fromfile(TINY[protocol])
     cfg.merge_from_dict({'model.backbone.init_cfg': dict(type='Pretrained',
                                                          checkpoint=str(tmp_path / 'vit.pth'))})

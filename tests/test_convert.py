@@ -9,9 +9,9 @@ from timm.models.vision_transformer import VisionTransformer
 
 from mixedae.models import ViT
 from mixedae.utils.checkpoint import CheckpointError
-from conftest import ROOT, TINY, load_tool
+from mixedae.utils.convert import convert_checkpoint
+from conftest import ROOT, TINY
 
-convert = load_tool('convert_checkpoint')
 
 
 def source_vit(num_classes=0):
@@ -59,14 +59,14 @@ def mixedae_pretrain(encoder: ViT):
     return dict(meta=dict(epoch=1), state_dict=sd, optimizer=dict(state={}, param_groups=[]))
 
 
-def run(args):
-    return convert.main([str(a) for a in args])
+def run(src, dst, src_format, key=None):
+    return convert_checkpoint(str(src), str(dst), src_format, key)
 
 
 def test_mae_release(tmp_path):
     src = source_vit(num_classes=0)
     torch.save(mae_release(src), tmp_path / 'mae.pth')
-    assert run([tmp_path / 'mae.pth', tmp_path / 'out.pth', '--src-format', 'mae']) == 0
+    assert run(tmp_path / 'mae.pth', tmp_path / 'out.pth', 'mae')
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], features(src, x),
                                atol=1e-5, rtol=1e-5)
@@ -75,7 +75,7 @@ def test_mae_release(tmp_path):
 def test_timm_state_dict_with_head(tmp_path):
     src = source_vit(num_classes=7)
     torch.save(src.state_dict(), tmp_path / 'timm.pth')
-    assert run([tmp_path / 'timm.pth', tmp_path / 'out.pth', '--src-format', 'timm']) == 0
+    assert run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], features(src, x),
                                atol=1e-5, rtol=1e-5)
@@ -85,8 +85,7 @@ def test_timm_state_dict_with_head(tmp_path):
 def test_ibot_release_teacher_and_student(tmp_path, key):
     teacher, student = source_vit(), source_vit()
     torch.save(ibot_release(teacher, student), tmp_path / 'ibot.pth')
-    args = [tmp_path / 'ibot.pth', tmp_path / 'out.pth', '--src-format', 'ibot']
-    assert run(args + (['--key', key] if key else [])) == 0
+    run(tmp_path / 'ibot.pth', tmp_path / 'out.pth', 'ibot', key)
     expected_model = student if key == 'student' else teacher
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0],
@@ -96,7 +95,7 @@ def test_ibot_release_teacher_and_student(tmp_path, key):
 def test_mixedae_pretraining_checkpoint(tmp_path):
     encoder = ViT(**TINY).eval()
     torch.save(mixedae_pretrain(encoder), tmp_path / 'pre.pth')
-    assert run([tmp_path / 'pre.pth', tmp_path / 'out.pth', '--src-format', 'mixedae']) == 0
+    assert run(tmp_path / 'pre.pth', tmp_path / 'out.pth', 'mixedae')
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], encoder(x)[0])
 
@@ -112,24 +111,24 @@ def test_cli_reports_kept_and_dropped(tmp_path):
     assert f'kept {n_backbone} tensors, dropped 4' in out.stdout
 
 
-def test_unrecognised_keys_fail_and_write_nothing(tmp_path, capsys):
+def test_unrecognised_keys_fail_and_write_nothing(tmp_path):
     sd = mae_release(source_vit())
     sd['model']['blocks.0.attn.q_bias'] = torch.zeros(32)
     torch.save(sd, tmp_path / 'odd.pth')
-    assert run([tmp_path / 'odd.pth', tmp_path / 'out.pth', '--src-format', 'mae']) == 1
-    assert 'blocks.0.attn.q_bias' in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match=r'blocks\.0\.attn\.q_bias'):
+        run(tmp_path / 'odd.pth', tmp_path / 'out.pth', 'mae')
     assert not (tmp_path / 'out.pth').exists()
 
 
-def test_wrong_layout_for_format_fails(tmp_path, capsys):
+def test_wrong_layout_for_format_fails(tmp_path):
     torch.save(source_vit().state_dict(), tmp_path / 'timm.pth')
-    assert run([tmp_path / 'timm.pth', tmp_path / 'out.pth', '--src-format', 'mae']) == 1
-    assert "expected a 'model' entry" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="expected a 'model' entry"):
+        run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'mae')
 
 
 def test_rel_pos_model_loads_mae_with_expected_missing_report(tmp_path):
     torch.save(mae_release(source_vit()), tmp_path / 'mae.pth')
-    run([tmp_path / 'mae.pth', tmp_path / 'out.pth', '--src-format', 'mae'])
+    run(tmp_path / 'mae.pth', tmp_path / 'out.pth', 'mae')
     log_file = tmp_path / 'log.txt'
     MMLogger.get_instance('mixedae_test_convert', log_file=str(log_file))
     model = load_converted(tmp_path / 'out.pth', use_rel_pos_bias=True, init_values=1.0)
@@ -142,7 +141,7 @@ def test_rel_pos_model_loads_mae_with_expected_missing_report(tmp_path):
 def test_loading_at_another_resolution_resamples_pos_embed(tmp_path):
     src = source_vit()
     torch.save(src.state_dict(), tmp_path / 'timm.pth')
-    run([tmp_path / 'timm.pth', tmp_path / 'out.pth', '--src-format', 'timm'])
+    run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
     model = ViT(**{**TINY, 'img_size': 64},
                 init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'out.pth')))
     model.init_weights()
@@ -153,7 +152,7 @@ def test_loading_at_another_resolution_resamples_pos_embed(tmp_path):
 def test_model_without_final_norm_drops_it(tmp_path):
     src = source_vit()
     torch.save(src.state_dict(), tmp_path / 'timm.pth')
-    run([tmp_path / 'timm.pth', tmp_path / 'out.pth', '--src-format', 'timm'])
+    run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
     model = load_converted(tmp_path / 'out.pth', final_norm=False)
     x = torch.randn(1, 3, 32, 32)
     expected = torch.nn.Sequential(*src.blocks)(src._pos_embed(src.patch_embed(x)))
@@ -163,7 +162,7 @@ def test_model_without_final_norm_drops_it(tmp_path):
 
 def test_window_model_drops_class_token(tmp_path):
     torch.save(source_vit().state_dict(), tmp_path / 'timm.pth')
-    run([tmp_path / 'timm.pth', tmp_path / 'out.pth', '--src-format', 'timm'])
+    run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
     model = load_converted(tmp_path / 'out.pth', with_cls_token=False, window_size=2,
                            window_block_indexes=(0,), use_rel_pos_bias=True)
     assert model.pos_embed.shape == (1, 16, 32)
@@ -188,7 +187,7 @@ def test_vitdet_backbone_with_decomposed_rel_pos_round_trips(tmp_path):
             block.attn.rel_pos_w.normal_()
     torch.save(dict(state_dict={f'backbone.{k}': v for k, v in encoder.state_dict().items()}),
                tmp_path / 'vitdet.pth')
-    assert run([tmp_path / 'vitdet.pth', tmp_path / 'out.pth', '--src-format', 'mixedae']) == 0
+    assert run(tmp_path / 'vitdet.pth', tmp_path / 'out.pth', 'mixedae')
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(load_converted(tmp_path / 'out.pth', **vitdet)(x)[0],
                                encoder(x)[0])

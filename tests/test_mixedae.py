@@ -2,9 +2,10 @@
 import pytest
 import torch
 
+from mixedae.utils.convert import convert_checkpoint
 from mixedae.models import MixedAE, MixedViT, ViT
 from mixedae.models.utils.mixing import owned_positions, sample_assignment, unmix
-from conftest import TINY, load_tool
+from conftest import TINY
 
 # 32x32 images, 8x8 patches: N = 16 patches; G = 4 -> 4 visible patches per image (MAE's 25%)
 DECODER = dict(type='mixedae.MAEDecoder', decoder_embed_dim=16, depth=1, num_heads=2)
@@ -134,9 +135,7 @@ def test_a_few_steps_lower_the_loss():
 def test_pretrained_encoder_converts_and_loads_into_transfer_vit(tmp_path):
     model = build(g=4).eval()
     torch.save(dict(meta=dict(iter=1), state_dict=model.state_dict()), tmp_path / 'pre.pth')
-    convert = load_tool('convert_checkpoint')
-    assert convert.main([str(tmp_path / 'pre.pth'), str(tmp_path / 'vit.pth'),
-                         '--src-format', 'mixedae']) == 0
+    convert_checkpoint(str(tmp_path / 'pre.pth'), str(tmp_path / 'vit.pth'), 'mixedae')
     vit = ViT(**TINY, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'vit.pth')))
     vit.init_weights()
     x = torch.randn(2, 3, 32, 32)

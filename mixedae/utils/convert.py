@@ -21,12 +21,14 @@ Anything that is neither a known backbone key nor a known droppable key is an er
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_checkpoint_file
+from .io import atomic_write
 
 FORMATS = ('mixedae', 'mae', 'ibot', 'timm', 'mmseg')
 
@@ -150,3 +152,19 @@ def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoin
         raise CheckpointError(f'{source}: no backbone weights found for --src-format '
                               f'{src_format}')
     return backbone, dropped
+
+
+def convert_checkpoint(src: str, dst: str, src_format: str, key: Optional[str] = None
+                       ) -> Tuple[int, List[str]]:
+    """Read ``src`` with the safe loader, keep its backbone (:func:`extract_backbone`) and write
+    ``{'state_dict': ..., 'meta': ...}`` to ``dst`` atomically (a kill leaves the old output or
+    none). Returns the number of tensors kept and the names dropped."""
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise ValueError(f'output {dst} would overwrite the input')
+    if key is not None and src_format != 'ibot':
+        raise ValueError('--key is only meaningful with --src-format ibot')
+    backbone, dropped = extract_backbone(load_checkpoint_file(src), src_format, src, key)
+    with atomic_write(dst, 'wb') as f:
+        torch.save(dict(state_dict=backbone, meta=dict(src_format=src_format,
+                                                       source=os.path.abspath(src), key=key)), f)
+    return len(backbone), dropped
