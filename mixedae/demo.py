@@ -310,15 +310,15 @@ class Demo:
                                         '--num-val', str(self.p.num_val),
                                         '--size', str(self.p.scene_size), '--seed', '0'],
                                        self.log('data'), self.env))]
-        seed = self.p.seeds[0]
+        pre = self.p.seeds[0]                       # each method is pretrained once
         for name in PRETRAINS:
-            stages.append(Stage(f'pretrain {name} s{seed}', 'pretrain',
-                                [self.pretrain_ckpt(name, seed)],
-                                lambda n=name: self.pretrain(n, seed)))
+            stages.append(Stage(f'pretrain {name} s{pre}', 'pretrain',
+                                [self.pretrain_ckpt(name, pre)],
+                                lambda n=name: self.pretrain(n, pre)))
             if name in METHODS:
-                stages.append(Stage(f'convert {name} s{seed}', 'convert',
-                                    [self.backbone(name, seed)],
-                                    lambda n=name: self.convert(n, seed)))
+                stages.append(Stage(f'convert {name} s{pre}', 'convert',
+                                    [self.backbone(name, pre)],
+                                    lambda n=name: self.convert(n, pre)))
         for task in TASKS:
             for method in METHODS:
                 for seed in self.p.seeds:

@@ -231,6 +231,15 @@ def test_stage_list_covers_every_method_task_and_seed(tmp_path):
     assert names[-2:] == ['figures', 'report']
     assert demo.backbone('mae', 0).endswith('backbones/mae_s0.pth')
     assert demo.backbone('scratch', 0) is None
+    # the stages run what their names say: pretraining and conversion with the first seed
+    calls = []
+    demo.pretrain = lambda name, seed: calls.append(('pretrain', name, seed))
+    demo.convert = lambda name, seed: calls.append(('convert', name, seed))
+    for stage in demo.stages():
+        if stage.kind in ('pretrain', 'convert'):
+            stage.run()
+    assert calls == [('pretrain', 'mae', 0), ('convert', 'mae', 0), ('pretrain', 'mixedae', 0),
+                     ('convert', 'mixedae', 0), ('pretrain', 'mixedae-noseg', 0)]
 
 
 @pytest.mark.slow
