@@ -1,4 +1,4 @@
-from .hooks import MixingBatchCheckHook
+from .hooks import MixingBatchCheckHook, RNGStateHook
 from .optimizers import LayerDecayOptimWrapperConstructor
 
-__all__ = ['LayerDecayOptimWrapperConstructor', 'MixingBatchCheckHook']
+__all__ = ['LayerDecayOptimWrapperConstructor', 'MixingBatchCheckHook', 'RNGStateHook']

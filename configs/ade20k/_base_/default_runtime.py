@@ -13,3 +13,4 @@ log_level = 'INFO'
 randomness = dict(seed=0)
 load_from = None
 resume = False
+custom_hooks = [dict(type='mixedae.RNGStateHook')]  # RNG states in checkpoints: exact resume

@@ -1,3 +1,4 @@
 # mmdet's runtime, plus the mixedae modules (and mmseg's Feature2Pyramid adapter).
 _base_ = 'mmdet::_base_/default_runtime.py'
 custom_imports = dict(imports=['mixedae', 'mmseg.models'], allow_failed_imports=False)
+custom_hooks = [dict(type='mixedae.RNGStateHook')]  # RNG states in checkpoints: exact resume

@@ -17,7 +17,8 @@ env_cfg = dict(
 )
 log_processor = dict(window_size=10, by_epoch=True)
 log_level = 'INFO'
-custom_hooks = [dict(type='MixingBatchCheckHook')]  # G divides the batch, before training
+custom_hooks = [dict(type='MixingBatchCheckHook'),  # G divides the batch, before training
+                dict(type='RNGStateHook')]  # RNG states in every checkpoint: bit-exact resume
 randomness = dict(seed=0, diff_rank_seed=True)
 load_from = None
 resume = False
