@@ -7,6 +7,7 @@ uninterrupted run exactly as it was.
 """
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -97,11 +98,11 @@ class RNGStateHook(Hook):
         if states is None:
             print_log('the resumed checkpoint holds no RNG state (saved without RNGStateHook): '
                       'the run continues, but not bit-exactly as an uninterrupted one',
-                      logger='current', level='WARNING')
+                      logger='current', level=logging.WARNING)
         elif len(states) != get_world_size():
             print_log(f'the resumed checkpoint holds RNG states of {len(states)} ranks, this '
                       f'run has {get_world_size()}: RNG states not restored, the run will not '
-                      'be bit-exact', logger='current', level='WARNING')
+                      'be bit-exact', logger='current', level=logging.WARNING)
         else:
             self._pending = states[get_rank()]
 

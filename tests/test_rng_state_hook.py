@@ -1,0 +1,69 @@
+"""RNGStateHook units: state round trip, restore points, old checkpoints (fast, in-process)."""
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from mmengine.logging import MMLogger
+
+from mixedae.engine.hooks.rng_state_hook import (RNGStateHook, _RestoreAfterSkip, get_rng_state,
+                                                 set_rng_state)
+
+
+def draw():
+    return random.random(), float(np.random.rand()), torch.rand(1).item()
+
+
+def test_state_round_trip_replays_every_stream():
+    state = get_rng_state()
+    first = [draw() for _ in range(3)]
+    set_rng_state(state)
+    assert [draw() for _ in range(3)] == first
+
+
+def test_restore_waits_for_the_skipped_batches():
+    random.seed(0)
+    state = get_rng_state()
+    expected = draw()
+    random.seed(1)
+    proxy = _RestoreAfterSkip(iter(range(10)), skip=3, state=state)
+    assert [next(proxy) for _ in range(3)] == [0, 1, 2]
+    draw()                               # the state is not restored during the skip
+    assert next(proxy) == 3 and draw() == expected
+    assert next(proxy) == 4 and draw() != expected   # and only once
+
+
+def test_checkpoint_round_trip_and_validation_isolation():
+    hook = RNGStateHook()
+    runner = SimpleNamespace(_resume=True, train_loop=SimpleNamespace(iter=0))
+    hook.after_train_epoch(runner)
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    expected = draw()
+    hook.after_load_checkpoint(runner, checkpoint)
+    hook.before_train_epoch(runner)
+    hook.before_val(runner)
+    draw()                               # validation draws numbers ...
+    hook.after_val(runner)
+    assert draw() == expected            # ... that training never sees
+
+
+def test_load_from_leaves_the_streams_alone():
+    hook = RNGStateHook()
+    hook.after_train_iter(None, 0)
+    checkpoint = {}
+    hook.before_save_checkpoint(None, checkpoint)
+    hook.after_load_checkpoint(SimpleNamespace(_resume=False), checkpoint)
+    assert hook._pending is None
+
+
+def test_old_checkpoint_resumes_with_a_warning(capsys):
+    MMLogger.get_instance('rng_test')
+    hook = RNGStateHook()
+    hook.after_load_checkpoint(SimpleNamespace(_resume=True), {'state_dict': {}})
+    hook.after_load_checkpoint(SimpleNamespace(_resume=True), {'rng_state': [{}, {}]})
+    out = capsys.readouterr()
+    log = out.out + out.err
+    assert 'holds no RNG state' in log and 'not bit-exact' in log
+    assert 'RNG states of 2 ranks, this run has 1' in log
+    assert hook._pending is None
