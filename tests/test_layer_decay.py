@@ -81,7 +81,8 @@ def test_frozen_parameters_are_left_out():
 
 def test_group_table_is_logged(tmp_path):
     log_file = tmp_path / 'log.txt'
-    MMLogger.get_instance('mixedae_test_layer_decay', log_file=str(log_file))
+    # one logger per run: a second pytest session in the same process (mutmut) gets its own file
+    MMLogger.get_instance(f'mixedae_test_layer_decay:{log_file}', log_file=str(log_file))
     wrapper = build(Toy())
     table = format_param_groups(wrapper.optimizer.param_groups)
     assert table in log_file.read_text()
