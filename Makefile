@@ -18,9 +18,10 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # mutation testing of the core pure modules ([tool.mutmut] in pyproject.toml; docs/testing.md):
-# not part of `make test`; results stay in mutants/ (`mutmut results`, `mutmut show NAME`)
+# not part of `make test`; results stay in mutants/ (`mutmut results`, `mutmut show NAME`).
+# One torch thread per test: mutmut times tests out by CPU time, which threads multiply.
 mutate: setup
-	nice -n 10 $(VENV)/bin/mutmut run --max-children 2
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 10 $(VENV)/bin/mutmut run --max-children 2
 	$(VENV)/bin/mutmut results
 
 demo: setup

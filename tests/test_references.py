@@ -11,7 +11,10 @@ from mixedae.benchmark import collect, read_metrics
 from mixedae.models import MixedViT, ViT
 from mixedae.models.necks.mae_decoder import MAEDecoder
 from mixedae.models.layers.pos_embed import sincos_2d_pos_embed
-from mixedae.models.utils.mixing import full_mode_assignment, mix, unmix
+from mixedae.models.losses import masked_mse
+from mixedae.models.utils.mixing import (full_mode_assignment, mix, owned_positions,
+                                         random_masking, sample_assignment, unmix, visible_mask)
+from mixedae.models.utils.patches import patchify
 from conftest import TINY, load_tool
 
 # a fixed, non-trivial assignment: S=2 groups, G=2 sources, N=6 positions, 3 each
@@ -57,6 +60,57 @@ def test_full_mode_assignment_by_hand():
     assert full.tolist() == [[1, 0, 0, 1, 1, 0], [0, 1, 1, 0, 0, 1],
                              [0, 0, 1, 1, 0, 1], [1, 1, 0, 0, 1, 0]]
     assert groups.tolist() == [0, 0, 1, 1]
+    # G = 3: sequence j takes position n from image (assign + j) mod 3
+    full, _ = full_mode_assignment(torch.tensor([[0, 2, 1]]), 3)
+    assert full.tolist() == [[0, 2, 1], [1, 0, 2], [2, 1, 0]]
+
+
+def test_owned_positions_are_increasing_on_long_sequences():
+    """N = 64: long enough for an unstable sort to reorder equal keys."""
+    assign = sample_assignment(3, 64, 4)
+    owned = owned_positions(assign, 4)
+    for t in range(3):
+        for src in range(4):
+            assert owned[t, src].tolist() == [n for n in range(64) if assign[t, n] == src]
+
+
+def test_random_draws_follow_the_given_generator():
+    draws = []
+    for _ in range(2):
+        g = torch.Generator().manual_seed(5)
+        torch.rand(7)                                  # the global generator moves on
+        draws.append((sample_assignment(2, 8, 2, generator=g), random_masking(2, 8, 0.5,
+                                                                                generator=g)))
+    assert all(torch.equal(a, b) for a, b in zip(*draws))
+    with pytest.raises(ValueError, match=r'8 patches cannot be split evenly among 3 images'):
+        sample_assignment(1, 8, 3)
+
+
+def test_masking_edge_cases():
+    assert random_masking(2, 5, 0.0).tolist() == [list(range(5))] * 2   # ratio 0 keeps all
+    mask = visible_mask(torch.tensor([[0, 3], [1, 2], [4, 0]]), 5)      # B = 3, K = 2
+    assert mask.dtype == torch.bool
+    assert mask.tolist() == [[True, False, False, True, False], [False, True, True, False, False],
+                             [True, False, False, False, True]]
+
+
+def test_masked_mse_by_hand():
+    target = torch.tensor([[[1., 3.], [2., 2.], [0., 4.]]])          # B=1, N=3, P=2
+    pred = torch.zeros(1, 3, 2)
+    visible = torch.tensor([[True, True, False]])                      # one masked patch
+    assert masked_mse(pred, target, visible, norm_pix=False).item() == pytest.approx(8.0)
+    # per-patch normalisation is the default; a flat patch (variance 0) normalises to 0
+    flat = torch.tensor([[[2., 2.], [1., 3.]]])
+    loss = masked_mse(torch.zeros(1, 2, 2), flat, torch.tensor([[False, True]]))
+    assert loss.item() == pytest.approx(0.0)
+    normed = masked_mse(torch.zeros(1, 2, 2), flat, torch.tensor([[True, False]]))
+    assert normed.item() == pytest.approx(1 / (2 + 1e-6), rel=1e-6)    # unbiased var 2
+
+
+def test_patchify_needs_both_sides_divisible():
+    for size in [(16, 12), (12, 16)]:
+        with pytest.raises(ValueError, match=r'image size .* is not divisible by patch size 8'):
+            patchify(torch.zeros(1, 3, *size), 8)
 
 
 def test_each_token_gets_its_own_sources_segment_embedding():
