@@ -92,7 +92,23 @@ def test_group_table_is_logged(tmp_path):
     table = format_param_groups(wrapper.optimizer.param_groups)
     assert table in log_file.read_text()
     assert 'backbone_layer_0_decay' in table and 'non_backbone_no_decay' in table
-    assert len(table.splitlines()) == 3 + len(wrapper.optimizer.param_groups)
+    lines = table.split('\n')
+    assert len(lines) == 3 + len(wrapper.optimizer.param_groups)
+    assert lines[0] == 'Layer-wise lr decay parameter groups:'
+    assert lines[1].split() == ['group', 'tensors', 'params', 'lr_scale', 'lr', 'wd']
+    assert lines[2] == '-' * len(lines[1]) == '-' * 85
+
+
+def test_optimizer_without_weight_decay_gets_none():
+    model = Toy()
+    wrapper = build_optim_wrapper(model, dict(
+        type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1),
+        constructor='mixedae.LayerDecayOptimWrapperConstructor',
+        paramwise_cfg=dict(layer_decay_rate=0.5)))
+    assert all(g['weight_decay'] == 0.0 for g in wrapper.optimizer.param_groups)
+    lr = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert lr[id(model.backbone.norm.weight)] == pytest.approx(0.1)
+    assert lr[id(model.backbone.pos_embed)] == pytest.approx(0.1 * 0.5 ** 3)
 
 
 @pytest.mark.parametrize('bad', [0, 1.5, None, 'x'])

@@ -159,3 +159,37 @@ def test_resume_warns_and_keeps_initial_values(tmp_path, capsys):
     assert runner.iter == 2
     captured = capsys.readouterr()
     assert_partially_loaded(runner.model, fresh, source, captured.out + captured.err)
+
+
+def test_conversion_layouts_by_hand():
+    sd = {'cls_token': torch.zeros(1, 1, 4), 'blocks.0.norm1.weight': torch.ones(4)}
+    # iBOT backbone-only file: module./backbone. prefixes removed
+    ibot = {'state_dict': {f'module.backbone.{k}': v for k, v in sd.items()}}
+    assert extract_backbone(ibot, 'ibot')[0].keys() == sd.keys()
+    with pytest.raises(CheckpointError, match=r"<checkpoint>: expected a 'student' entry, found "
+                                              r"\['state_dict'\]"):
+        extract_backbone(ibot, 'ibot', key='student')
+    # timm: a plain state dict, or a train.py checkpoint holding one under 'state_dict'
+    assert extract_backbone({'state_dict': sd, 'epoch': 3}, 'timm')[0].keys() == sd.keys()
+    assert extract_backbone(dict(sd), 'timm')[0].keys() == sd.keys()
+    with pytest.raises(CheckpointError, match=r'<checkpoint>: a timm checkpoint is a dict of '
+                                              r"tensors, or a training checkpoint with such a "
+                                              r"dict under 'state_dict'"):
+        extract_backbone({'state_dict': {'x': 1}}, 'timm')
+    with pytest.raises(CheckpointError, match=r"f.pth: expected a 'model' entry, found list"):
+        extract_backbone([sd], 'mae', 'f.pth')
+    with pytest.raises(CheckpointError, match=r"expected a 'state_dict' entry, found \['k0', "
+                                              r"'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7'\]$"):
+        extract_backbone({f'k{i}': 0 for i in range(9)}, 'mixedae')
+    with pytest.raises(ValueError, match=r"unknown src_format 'x'; choose from \('mixedae', "):
+        extract_backbone(sd, 'x')
+    with pytest.raises(CheckpointError, match=r'm.pth: no backbone weights found for '
+                                              r'--src-format mae'):
+        extract_backbone({'model': {'mask_token': torch.zeros(1)}}, 'mae', 'm.pth')
+
+
+@pytest.mark.parametrize('count,suffix', [(20, "'u19']$"), (21, "'u19'] ...$")])
+def test_conversion_lists_at_most_20_unknown_keys(count, suffix):
+    with pytest.raises(CheckpointError, match=suffix.replace('[', r'\[').replace(']', r'\]')
+                       .replace('.', r'\.')):
+        extract_backbone({'model': {f'u{i:02d}': torch.zeros(1) for i in range(count)}}, 'mae')
