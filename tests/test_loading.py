@@ -178,6 +178,10 @@ def test_conversion_layouts_by_hand():
         extract_backbone({'state_dict': {'x': 1}}, 'timm')
     with pytest.raises(CheckpointError, match=r"f.pth: expected a 'model' entry, found list"):
         extract_backbone([sd], 'mae', 'f.pth')
+    with pytest.raises(CheckpointError, match=r"p.pth: expected a 'state_dict' entry"):
+        extract_backbone({'model': sd}, 'mixedae', 'p.pth')
+    with pytest.raises(CheckpointError, match='a timm checkpoint is a dict of tensors'):
+        extract_backbone([sd], 'timm')
     with pytest.raises(CheckpointError, match=r"expected a 'state_dict' entry, found \['k0', "
                                               r"'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7'\]$"):
         extract_backbone({f'k{i}': 0 for i in range(9)}, 'mixedae')
