@@ -1,13 +1,17 @@
 """RNGStateHook units: state round trip, restore points, old checkpoints (fast, in-process)."""
+import glob
+import os
 import random
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 from mixedae.engine.hooks.rng_state_hook import (RNGStateHook, _RestoreAfterSkip, get_rng_state,
                                                  set_rng_state)
+from conftest import ROOT
 
 
 def draw():
@@ -67,3 +71,12 @@ def test_old_checkpoint_resumes_with_a_warning(tmp_path):
     assert 'holds no RNG state' in log and 'not bit-exact' in log
     assert 'RNG states of 2 ranks, this run has 1' in log
     assert hook._pending is None
+
+
+def test_every_config_saves_rng_states():
+    configs = [c for c in glob.glob(os.path.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+               if '_base_' not in c]
+    assert len(configs) > 20
+    for path in configs:
+        types = [h['type'] for h in Config.fromfile(path).get('custom_hooks', [])]
+        assert any(t.split('.')[-1] == 'RNGStateHook' for t in types), path
