@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast mutate demo clean
 
 setup:
 	@bash tools/setup_env.sh
@@ -17,8 +17,15 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# mutation testing of the core pure modules ([tool.mutmut] in pyproject.toml; docs/testing.md):
+# not part of `make test`; results stay in mutants/ (`mutmut results`, `mutmut show NAME`).
+# One torch thread per test: mutmut times tests out by CPU time, which threads multiply.
+mutate: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 10 $(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
+
 demo: setup
 	$(PY) tools/demo.py $(DEMO_ARGS)
 
 clean:
-	rm -rf work_dirs .pytest_cache
+	rm -rf work_dirs .pytest_cache mutants

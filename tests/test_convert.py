@@ -130,7 +130,7 @@ def test_rel_pos_model_loads_mae_with_expected_missing_report(tmp_path):
     torch.save(mae_release(source_vit()), tmp_path / 'mae.pth')
     run(tmp_path / 'mae.pth', tmp_path / 'out.pth', 'mae')
     log_file = tmp_path / 'log.txt'
-    MMLogger.get_instance('mixedae_test_convert', log_file=str(log_file))
+    MMLogger.get_instance(f'mixedae_test_convert:{log_file}', log_file=str(log_file))
     model = load_converted(tmp_path / 'out.pth', use_rel_pos_bias=True, init_values=1.0)
     assert model.blocks[1].attn.relative_position_bias_table.abs().sum() == 0
     log = log_file.read_text()

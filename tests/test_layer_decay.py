@@ -40,7 +40,7 @@ def build(model, **paramwise):
     cfg = dict(type='OptimWrapper',
                optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05),
                constructor='mixedae.LayerDecayOptimWrapperConstructor',
-               paramwise_cfg=dict(layer_decay_rate=0.5, **paramwise))
+               paramwise_cfg=dict(dict(layer_decay_rate=0.5), **paramwise))
     return build_optim_wrapper(model, cfg)
 
 
@@ -77,16 +77,38 @@ def test_frozen_parameters_are_left_out():
     wrapper = build(model)
     grouped = {id(p) for g in wrapper.optimizer.param_groups for p in g['params']}
     assert id(model.backbone.patch_embed.proj.weight) not in grouped
+    # the parameters after the frozen ones are all still there, with their names
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert len(grouped) == len(named)
+    for group in wrapper.optimizer.param_groups:
+        assert [id(p) for p in group['params']] == [id(named[n]) for n in group['param_names']]
 
 
 def test_group_table_is_logged(tmp_path):
     log_file = tmp_path / 'log.txt'
-    MMLogger.get_instance('mixedae_test_layer_decay', log_file=str(log_file))
+    # one logger per run: a second pytest session in the same process (mutmut) gets its own file
+    MMLogger.get_instance(f'mixedae_test_layer_decay:{log_file}', log_file=str(log_file))
     wrapper = build(Toy())
     table = format_param_groups(wrapper.optimizer.param_groups)
     assert table in log_file.read_text()
     assert 'backbone_layer_0_decay' in table and 'non_backbone_no_decay' in table
-    assert len(table.splitlines()) == 3 + len(wrapper.optimizer.param_groups)
+    lines = table.split('\n')
+    assert len(lines) == 3 + len(wrapper.optimizer.param_groups)
+    assert lines[0] == 'Layer-wise lr decay parameter groups:'
+    assert lines[1].split() == ['group', 'tensors', 'params', 'lr_scale', 'lr', 'wd']
+    assert lines[2] == '-' * len(lines[1]) == '-' * 85
+
+
+def test_optimizer_without_weight_decay_gets_none():
+    model = Toy()
+    wrapper = build_optim_wrapper(model, dict(
+        type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1),
+        constructor='mixedae.LayerDecayOptimWrapperConstructor',
+        paramwise_cfg=dict(layer_decay_rate=0.5)))
+    assert all(g['weight_decay'] == 0.0 for g in wrapper.optimizer.param_groups)
+    lr = {id(p): g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert lr[id(model.backbone.norm.weight)] == pytest.approx(0.1)
+    assert lr[id(model.backbone.pos_embed)] == pytest.approx(0.1 * 0.5 ** 3)
 
 
 @pytest.mark.parametrize('bad', [0, 1.5, None, 'x'])
@@ -98,8 +120,25 @@ def test_bad_rate_is_rejected(bad):
             paramwise_cfg=dict(layer_decay_rate=bad)))
 
 
+def test_rate_one_and_own_no_decay_keys_are_accepted():
+    model = Toy()
+    wrapper = build(model, layer_decay_rate=1.0, no_decay_keys=('qkv',))
+    lr_wd = {id(p): (g['lr'], g['weight_decay'])
+             for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert lr_wd[id(model.backbone.patch_embed.proj.weight)] == (1.0, 0.05)   # rate 1: no decay
+    assert lr_wd[id(model.backbone.blocks[0].attn.qkv.weight)] == (1.0, 0.0)  # named: no wd
+    assert lr_wd[id(model.backbone.pos_embed)] == (1.0, 0.05)   # no longer in the no-wd list
+
+
 def test_unknown_key_and_missing_backbone_are_rejected():
-    with pytest.raises(ValueError, match='unknown keys'):
+    with pytest.raises(ValueError, match=r"paramwise_cfg: unknown keys \['custom_keys'\] for "
+                                         r'LayerDecayOptimWrapperConstructor'):
         build(Toy(), custom_keys={})
-    with pytest.raises(ValueError, match='get_layer_depth'):
+    with pytest.raises(ValueError, match=r'LayerDecayOptimWrapperConstructor needs '
+                                         r'model.backbone with a get_layer_depth\(\) method; '
+                                         r'got NoneType'):
         build(nn.Sequential(nn.Linear(2, 2)))
+    plain = nn.Module()
+    plain.backbone = nn.Linear(2, 2)                    # a backbone without get_layer_depth
+    with pytest.raises(ValueError, match='got Linear'):
+        build(plain)

@@ -67,3 +67,12 @@ def test_contrastive_rewards_clustering_by_source():
     shuffled = labels[:, torch.randperm(32, generator=g)]
     assert homologous_contrastive(clustered, labels, 0.25) < \
         homologous_contrastive(clustered, shuffled, 0.25) - 1.0
+
+
+def test_contrastive_with_unbalanced_labels_matches_the_loop():
+    """Sources of different sizes and an anchor without positives (left out of the mean):
+    with balanced labels, summing over the wrong axis gives the same number."""
+    features = torch.randn(2, 7, 5, dtype=torch.float64)
+    labels = torch.tensor([[0, 0, 0, 0, 1, 1, 2], [3, 1, 1, 1, 0, 0, 1]])
+    ours = homologous_contrastive(features, labels, 0.5)
+    assert abs(ours.item() - loop_contrastive(features, labels, 0.5)) < 1e-5

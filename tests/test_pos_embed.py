@@ -77,3 +77,9 @@ def test_rel_table_resize_beit_224_to_512():
     out = resize_rel_pos_table(table, (14, 14), (32, 32), True)
     assert out.shape == (63 * 63 + 3, 12)
     assert torch.isfinite(out).all()
+
+
+def test_relative_entries_by_hand():
+    # offsets (2h - 1) x (2w - 1), plus cls->token, token->cls and cls->cls with a class token
+    assert num_relative_entries((2, 3), False) == 15
+    assert num_relative_entries((2, 3), True) == 18

@@ -1,5 +1,6 @@
-from .hooks import MixingBatchCheckHook, NonFiniteError, NonFiniteGuardHook, StrictLoadHook
+from .hooks import (MixingBatchCheckHook, NonFiniteError, NonFiniteGuardHook, RNGStateHook,
+                    StrictLoadHook)
 from .optimizers import AmpOptimWrapper, LayerDecayOptimWrapperConstructor
 
 __all__ = ['AmpOptimWrapper', 'LayerDecayOptimWrapperConstructor', 'MixingBatchCheckHook',
-           'NonFiniteError', 'NonFiniteGuardHook', 'StrictLoadHook']
+           'NonFiniteError', 'NonFiniteGuardHook', 'RNGStateHook', 'StrictLoadHook']

@@ -13,4 +13,7 @@ log_level = 'INFO'
 randomness = dict(seed=0)
 load_from = None
 resume = False
-custom_hooks = [dict(type='mixedae.NonFiniteGuardHook')]
+custom_hooks = [
+    dict(type='mixedae.NonFiniteGuardHook'),
+    dict(type='mixedae.RNGStateHook'),  # RNG states in checkpoints: exact resume
+]

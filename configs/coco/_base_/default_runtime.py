@@ -3,4 +3,7 @@
 _base_ = 'mmdet::_base_/default_runtime.py'
 custom_imports = dict(imports=['mixedae', 'mixedae.datasets.coco', 'mixedae.models.detection',
                                'mmseg.models'], allow_failed_imports=False)
-custom_hooks = [dict(type='mixedae.NonFiniteGuardHook')]
+custom_hooks = [
+    dict(type='mixedae.NonFiniteGuardHook'),
+    dict(type='mixedae.RNGStateHook'),  # RNG states in checkpoints: exact resume
+]

@@ -21,6 +21,7 @@ randomness = dict(seed=0, diff_rank_seed=True)
 custom_hooks = [
     dict(type='mixedae.MixingBatchCheckHook'),  # G divides the batch, before training
     dict(type='mixedae.NonFiniteGuardHook'),
+    dict(type='mixedae.RNGStateHook'),  # RNG states in every checkpoint: bit-exact resume
 ]
 load_from = None
 resume = False
