@@ -13,7 +13,7 @@ setup:
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# unit tests only (no subprocess or end-to-end runs): under a minute
+# unit tests only (no subprocess or end-to-end runs): about 1.5 minutes on 2 cores
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
