@@ -1,6 +1,5 @@
 import importlib.util
 import os
-import sys
 
 # Triton reads TRITON_INTERPRET when it is imported and when a kernel is decorated: set it before
 # anything imports triton (torch._dynamo, mixedae) so the top-K attention kernel runs in Triton's
@@ -35,3 +34,17 @@ def _seed():
 @pytest.fixture
 def tiny_cfg():
     return dict(TINY)
+
+
+@pytest.fixture
+def images(tmp_path):
+    """32 random RGB images (40 x 48) in a folder: data for the tiny pretraining config."""
+    import numpy as np
+    from PIL import Image
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(32):
+        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(
+            folder / f'{i:02d}.png')
+    return folder

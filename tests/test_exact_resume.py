@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.utils.checkpoint import load_checkpoint_file
@@ -67,17 +66,6 @@ def assert_identical(ckpt_a, ckpt_b, context):
         assert ta.keys() == tb.keys() and ta, (context, entry)
         differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
         assert not differ, f'{context}: {len(differ)} {entry} tensors differ, e.g. {differ[:3]}'
-
-
-@pytest.fixture
-def images(tmp_path):
-    folder = tmp_path / 'images'
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(32):
-        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(
-            folder / f'{i:02d}.png')
-    return folder
 
 
 def test_pretraining_resumes_bit_exactly(tmp_path, images):

@@ -5,10 +5,8 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mixedae.utils.checkpoint import load_checkpoint_file
 from conftest import ROOT, load_tool
@@ -16,17 +14,6 @@ from conftest import ROOT, load_tool
 pytestmark = pytest.mark.slow   # every test here runs tools/train.py in a subprocess
 
 TINY_CFG = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
-
-
-@pytest.fixture
-def images(tmp_path):
-    folder = tmp_path / 'images'
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(32):
-        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(
-            folder / f'{i:02d}.png')
-    return folder
 
 
 def train_cmd(work_dir, images, *options, resume=False):
