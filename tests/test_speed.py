@@ -143,11 +143,12 @@ def test_measure_backbone_in_process():
 
 def test_peak_rss_restarts_from_the_current_rss():
     big = torch.ones(64 * 2 ** 20 // 4 * 4)                            # 256 MiB
+    assert speed.peak_rss_mib() >= speed.current_rss_mib() >= 256
     del big
-    before = speed.peak_rss_mib()
     speed.reset_peak_rss()
-    assert speed.peak_rss_mib() < before - 128
-    assert speed.peak_rss_mib() >= speed.current_rss_mib() - 1
+    # the peak restarts at the current RSS, whatever the process held before (how much of the
+    # freed tensor the allocator returned to the system depends on the process's history)
+    assert speed.current_rss_mib() - 1 <= speed.peak_rss_mib() <= speed.current_rss_mib() + 32
 
 
 @pytest.mark.slow
