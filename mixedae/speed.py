@@ -169,13 +169,15 @@ def memory_title(device: str) -> str:
 
 
 # --------------------------------------------------------------- pretraining
-def repo_config(path: str):
-    """A config of this checkout (paths relative to the repository root)."""
+def repo_config(path: str, import_modules: bool = True):
+    """A config of this checkout (paths relative to the repository root); ``import_modules``:
+    import its ``custom_imports`` (mmseg's and mmdet's model packages need mmcv's compiled
+    ops, which the backbone benchmark does not)."""
     from mmengine.config import Config
     full = ROOT / path
     if not full.is_file():
         raise FileNotFoundError(f'config not found: {full} (run from a checkout of the repo)')
-    return Config.fromfile(str(full))
+    return Config.fromfile(str(full), import_custom_modules=import_modules)
 
 
 def pretrain_model_config(method: str, arch: str):
@@ -263,7 +265,7 @@ def backbone_config(protocol: str, scale: str = 'full', img_size: Optional[int] 
         raise ValueError(f'unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}')
     if scale not in PROTOCOLS[protocol]:
         raise ValueError(f'unknown scale {scale!r}; choose from {sorted(PROTOCOLS[protocol])}')
-    cfg = repo_config(PROTOCOLS[protocol][scale]).model.backbone
+    cfg = repo_config(PROTOCOLS[protocol][scale], import_modules=False).model.backbone
     cfg.pop('init_cfg', None)
     if img_size:
         cfg.img_size = (img_size, img_size)

@@ -136,6 +136,20 @@ def test_backbone_configs_and_their_yardsticks():
         speed.backbone_config('voc')
 
 
+def test_backbone_benchmark_needs_no_mmseg_or_mmdet_models():
+    """The backbones build without importing mmseg's or mmdet's model packages, which need
+    mmcv's compiled ops (a GPU machine may only have mmcv built without them)."""
+    script = ('import sys\n'
+              'from mixedae import speed\n'
+              'for p in ("ade20k", "coco_a", "vitdet"):\n'
+              '    speed.build_backbone("config", speed.backbone_config(p, "tiny"))\n'
+              'print(sorted(m for m in sys.modules if m in ("mmseg.models", "mmdet.models")))\n')
+    out = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == '[]'
+
+
 def test_measure_backbone_in_process():
     out = speed.measure_backbone('ade20k', 'config', scale='tiny', batch=1, warmup=0, repeats=1)
     assert out['input'] == '64x64' and out['step_s'] > 0 and len(out['times']) == 1
