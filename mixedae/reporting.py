@@ -50,10 +50,11 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def format_spread(values: Sequence[float]) -> str:
-    """``mean ± std (v1, v2, ...)`` with two decimals."""
+def format_spread(values: Sequence[float], digits: int = 2) -> str:
+    """``mean ± std (v1, v2, ...)`` with ``digits`` decimals."""
     mean, std = mean_std(values)
-    return f'{mean:.2f} ± {std:.2f} ({", ".join(f"{v:.2f}" for v in values)})'
+    return (f'{mean:.{digits}f} ± {std:.{digits}f} '
+            f'({", ".join(f"{v:.{digits}f}" for v in values)})')
 
 
 def compare(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:

@@ -51,6 +51,7 @@ def test_mean_std_and_comparison():
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert mean_std([4.0]) == (4.0, 0.0)
     assert format_spread([1.0, 2.0, 3.0]) == '2.00 ± 1.00 (1.00, 2.00, 3.00)'
+    assert format_spread([0.25, 0.5], digits=3) == '0.375 ± 0.177 (0.250, 0.500)'
     assert compare([5.0, 5.2], [3.0, 3.4]) == pytest.approx(
         dict(diff=1.9, spread=np.std([3.0, 3.4], ddof=1), exceeds=1.0))
     assert compare([3.1, 3.9], [3.0, 3.4])['exceeds'] == 0.0
@@ -166,11 +167,13 @@ def _fake_run(demo, values):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, 'w') as f:
             json.dump(metrics, f)
-    for name, hr in (('mae', None), ('mixedae', 0.45), ('mixedae-noseg', 0.3)):
+    runs = (('mae', 0, None), ('mixedae', 0, 0.45), ('mixedae-noseg', 0, 0.3),
+            ('mixedae', 1, 0.35), ('mixedae', 2, 0.4))
+    for name, seed, hr in runs:
         recs = [dict(loss=1.0 / s, time=0.05 if name == 'mae' else 0.06, step=37 * s,
                      **({'hr_acc': hr * s / 3, 'loss_hc': 0.3 / s} if hr else {}))
                 for s in (1, 2, 3)]
-        write_lines(os.path.join(demo.pretrain_dir(name, 0), '2026/vis_data/scalars.json'),
+        write_lines(os.path.join(demo.pretrain_dir(name, seed), '2026/vis_data/scalars.json'),
                     recs)
     demo.timings = {'pretrain mae s0': 50.0, 'pretrain mixedae s0': 61.0}
     import cv2
@@ -203,6 +206,9 @@ def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
     # pretraining table: last hr_acc, steady time per iteration and its ratio, wall time
     assert '| MixedAE | 20 | 111 | 0.450 | 0.100 | 60 | 1.20 | 61 |' in md
     assert '| MAE | 20 | 111 | – | – | 50 | 1.00 | 50 |' in md
+    assert '| MixedAE, seed 2 | 20 | 111 | 0.400 | 0.100 | 60 | 1.20 | n/a |' in md
+    assert ('Final hr_acc of MixedAE over pretraining seeds 0, 1, 2: 0.400 ± 0.050 '
+            '(0.450, 0.350, 0.400); chance 0.25.') in md
     assert 'one measurement' in md
     for fig in ('curves.png', 'report.png', 'attention.png', 'mixing.png'):
         assert f']({fig})' in md
@@ -223,7 +229,8 @@ def test_stage_list_covers_every_method_task_and_seed(tmp_path):
     demo = Demo(str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['gpu'])
     names = [s.name for s in demo.stages()]
     assert [n for n in names if n.startswith('pretrain')] == [
-        'pretrain mae s0', 'pretrain mixedae s0', 'pretrain mixedae-noseg s0']
+        'pretrain mae s0', 'pretrain mixedae s0', 'pretrain mixedae-noseg s0',
+        'pretrain mixedae s1', 'pretrain mixedae s2']
     assert [n for n in names if n.startswith('convert')] == ['convert mae s0',
                                                              'convert mixedae s0']
     tuned = [n for n in names if n.startswith(('ade20k', 'coco'))]
@@ -239,7 +246,8 @@ def test_stage_list_covers_every_method_task_and_seed(tmp_path):
         if stage.kind in ('pretrain', 'convert'):
             stage.run()
     assert calls == [('pretrain', 'mae', 0), ('convert', 'mae', 0), ('pretrain', 'mixedae', 0),
-                     ('convert', 'mixedae', 0), ('pretrain', 'mixedae-noseg', 0)]
+                     ('convert', 'mixedae', 0), ('pretrain', 'mixedae-noseg', 0),
+                     ('pretrain', 'mixedae', 1), ('pretrain', 'mixedae', 2)]
 
 
 @pytest.mark.slow
