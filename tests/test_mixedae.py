@@ -84,6 +84,29 @@ def test_segment_embeddings_are_added_per_source():
                                without.encode_mixed(images, assign, torch.arange(1))[0])
 
 
+def test_tied_qk_init_copies_query_into_key_rows_of_homologous_layers_only():
+    torch.manual_seed(0)
+    plain = MixedViT(**TINY, group_size=4, homologous_layers=[1])
+    torch.manual_seed(0)
+    tied = MixedViT(**TINY, group_size=4, homologous_layers=[1], tied_qk_init=True)
+    d = TINY['embed_dim']
+    differ = {k for k, v in tied.state_dict().items() if not torch.equal(v, plain.state_dict()[k])}
+    assert differ == {'blocks.1.attn.qkv.weight'}          # zero biases are equal anyway
+    w = tied.blocks[1].attn.qkv.weight
+    torch.testing.assert_close(w[d:2 * d], w[:d], atol=0, rtol=0)      # keys = queries
+    torch.testing.assert_close(w[2 * d:], plain.blocks[1].attn.qkv.weight[2 * d:], atol=0, rtol=0)
+    assert not torch.equal(tied.blocks[0].attn.qkv.weight[d:2 * d],
+                           tied.blocks[0].attn.qkv.weight[:d])
+    # so every head's logits start as a Gram matrix: symmetric, positive semi-definite
+    x = torch.randn(2, 20, d)
+    for model, psd in ((tied, True), (plain, False)):
+        q, k, _ = model.blocks[1].attn.qkv_heads(x)                    # 2 x heads x 20 x hd
+        logits = q @ k.transpose(-2, -1)
+        assert torch.allclose(logits, logits.transpose(-2, -1), atol=1e-5) == psd
+        assert bool((torch.linalg.eigvalsh((logits + logits.transpose(-2, -1)) / 2).min(-1)
+                     .values > -1e-4).all()) == psd
+
+
 @pytest.mark.parametrize('kwargs,match', [
     (dict(mix_mode='half'), 'unknown mix_mode'),
     (dict(contrast_tau=0.0), 'contrast_tau'),

@@ -9,7 +9,10 @@ _base_ = [
 data_root = 'data/synthetic/pretrain/'
 batch_size = 16
 model = dict(
-    backbone=dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4),
+    # keys start as copies of the queries: at this scale MAE's independent initialisation
+    # lets a homologous layer settle on keeping the *other* images' tokens (docs/method.md)
+    backbone=dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4,
+                  tied_qk_init=True),
     decoder=dict(decoder_embed_dim=32, depth=2, num_heads=4),
     contrast_dim=32)
 train_pipeline = [

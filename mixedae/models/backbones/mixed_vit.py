@@ -34,13 +34,19 @@ class MixedViT(ViT):
         use_segment_embed: add a learned embedding of the source image to every token.
         attn_impl: top-K attention implementation: ``auto`` (the fused Triton kernel on CUDA,
             eager PyTorch elsewhere), ``triton`` or ``reference``.
+        tied_qk_init: start the key projection of each homologous layer as a copy of its query
+            projection, so that its logits begin as a similarity kernel (q.k = q.q', positive
+            semi-definite: tokens alike, such as a query and its own image's tokens, score
+            high). With MAE's independent initialisation the sign of that kernel is random,
+            and at small scale a layer can settle on keeping the tokens *unlike* the query,
+            below chance (docs/method.md, "Homologous recognition at demo scale").
         **kwargs: architecture arguments of :class:`ViT` (img_size, patch_size, embed_dim, ...).
     """
 
     def __init__(self, group_size: int = 4, attn_mode: str = 'topk',
                  homologous_layers: Union[str, Sequence[int]] = 'all',
                  topk: Optional[int] = None, use_segment_embed: bool = True,
-                 attn_impl: str = 'auto', **kwargs) -> None:
+                 attn_impl: str = 'auto', tied_qk_init: bool = False, **kwargs) -> None:
         for fixed in ('with_cls_token', 'use_abs_pos_embed', 'window_size', 'use_rel_pos_bias',
                       'rel_pos_type', 'attn_layer'):
             if fixed in kwargs:
@@ -73,6 +79,8 @@ class MixedViT(ViT):
             trunc_normal_(self.segment_embed, std=.02)
         self.pos_embed.requires_grad_(False)
         self._init_mae()
+        if tied_qk_init:
+            self._tie_qk_init()
 
     @torch.no_grad()
     def _init_mae(self) -> None:
@@ -92,6 +100,16 @@ class MixedViT(ViT):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def _tie_qk_init(self) -> None:
+        """Copy the query rows of each homologous layer's ``qkv`` into its key rows."""
+        for i in self.homologous_layers:
+            qkv = self.blocks[i].attn.qkv                              # rows: q, k, v (D each)
+            d = self.embed_dim
+            qkv.weight[d:2 * d] = qkv.weight[:d]
+            if qkv.bias is not None:
+                qkv.bias[d:2 * d] = qkv.bias[:d]
 
     def _resolve_layers(self, layers: Union[str, Sequence[int]]) -> Tuple[int, ...]:
         if layers == 'all':

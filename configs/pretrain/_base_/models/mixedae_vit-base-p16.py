@@ -19,6 +19,7 @@ model = dict(
         homologous_layers='all',   # switch: all | last_half | [indices]
         topk=None,                 # switch: None = N/G + 1
         use_segment_embed=True,    # switch
+        tied_qk_init=False,        # switch: start keys = queries in homologous layers
         attn_impl='auto'),         # fused Triton top-K kernel on CUDA, PyTorch elsewhere
     decoder=dict(type='MAEDecoder', decoder_embed_dim=512, depth=8, num_heads=16),
     mix_mode='compose',            # switch: compose | full
