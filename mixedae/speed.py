@@ -43,7 +43,8 @@ PRETRAIN_ARCHS = dict(
 #: the knobs that make a method (see configs/pretrain/{mae,naivemix}_*.py); the rest is the arch's
 METHOD_KEYS = (('backbone', 'group_size'), ('backbone', 'attn_mode'),
                ('backbone', 'use_segment_embed'), ('backbone', 'homologous_layers'),
-               ('backbone', 'topk'), ('mix_mode',), ('mask_ratio',), ('contrast_weight',))
+               ('backbone', 'topk'), ('backbone', 'tied_qk_init'), ('mix_mode',), ('mask_ratio',),
+               ('contrast_weight',))
 #: the transfer protocols' configs, full scale and tiny (CPU)
 PROTOCOLS = dict(
     ade20k=dict(full='configs/ade20k/upernet_vit-b16-scratch_8xb2-160k_ade20k-512x512.py',

@@ -4,6 +4,7 @@ and the attention and mixing figures of ``tools/visualize_attention.py`` and
 from __future__ import annotations
 
 import glob
+import inspect
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -14,15 +15,16 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mixedae.datasets.image_folder import IMG_EXTENSIONS
-from mixedae.models import MixedAE, ViT
+from mixedae.models import MixedAE, MixedViT, ViT
 from mixedae.models.utils.mixing import sample_assignment
 from mixedae.models.utils.patches import patchify, unpatchify
 from mixedae.utils.checkpoint import load_checkpoint_file, state_dict_of
 from mixedae.utils.convert import extract_backbone
 
-#: MixedViT arguments that the transfer ViT does not take.
-PRETRAIN_ONLY_ARGS = ('type', 'group_size', 'attn_mode', 'homologous_layers', 'topk',
-                      'use_segment_embed', 'attn_impl')
+#: MixedViT arguments that the transfer ViT does not take (read from its signature, so a new
+#: pretraining-only argument is dropped too).
+PRETRAIN_ONLY_ARGS = ('type', *(name for name in inspect.signature(MixedViT).parameters
+                                if name != 'kwargs'))
 
 
 @torch.no_grad()
