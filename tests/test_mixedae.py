@@ -90,7 +90,8 @@ def test_tied_qk_init_copies_query_into_key_rows_of_homologous_layers_only():
     torch.manual_seed(0)
     tied = MixedViT(**TINY, group_size=4, homologous_layers=[1], tied_qk_init=True)
     d = TINY['embed_dim']
-    differ = {k for k, v in tied.state_dict().items() if not torch.equal(v, plain.state_dict()[k])}
+    reference = plain.state_dict()
+    differ = {k for k, v in tied.state_dict().items() if not torch.equal(v, reference[k])}
     assert differ == {'blocks.1.attn.qkv.weight'}          # zero biases are equal anyway
     w = tied.blocks[1].attn.qkv.weight
     torch.testing.assert_close(w[d:2 * d], w[:d], atol=0, rtol=0)      # keys = queries

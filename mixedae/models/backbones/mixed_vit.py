@@ -104,9 +104,9 @@ class MixedViT(ViT):
     @torch.no_grad()
     def _tie_qk_init(self) -> None:
         """Copy the query rows of each homologous layer's ``qkv`` into its key rows."""
+        d = self.embed_dim
         for i in self.homologous_layers:
             qkv = self.blocks[i].attn.qkv                              # rows: q, k, v (D each)
-            d = self.embed_dim
             qkv.weight[d:2 * d] = qkv.weight[:d]
             if qkv.bias is not None:
                 qkv.bias[d:2 * d] = qkv.bias[:d]
