@@ -1,4 +1,5 @@
-"""Benchmark collection (tables with missing runs) and the data generator tool."""
+"""Transfer results collection (tables with missing runs), their bar chart, and the data
+generator tool."""
 import json
 import os
 
@@ -6,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from mixedae.benchmark import (ANCHOR_HEADING, MISSING, bar_figure, bar_layout, collect,
-                               load_matrix, results_markdown, run_commands)
 from conftest import load_tool
+from mixedae.suite.plots import bar_figure, bar_layout, bar_x
+from mixedae.suite.results import MISSING, collect, load_matrix, results_markdown, run_commands
+from mixedae.suite.tables import ANCHOR_HEADING
 
 
 def write_json(path, data):
@@ -52,7 +54,7 @@ def test_collect_marks_missing_runs(matrix):
 
 
 def test_benchmark_tool_collect_and_commands(matrix, tmp_path, capsys):
-    bench = load_tool('benchmark')
+    bench = load_tool('results')
     assert bench.main(['collect', str(matrix), '--out', str(tmp_path / 'out')]) == 0
     md = (tmp_path / 'out' / 'results.md').read_text()
     assert '| scratch | missing | missing | missing |' in md
@@ -69,6 +71,19 @@ def test_benchmark_tool_collect_and_commands(matrix, tmp_path, capsys):
     assert 'model.backbone.init_cfg.checkpoint=pretrain/mixedae.pth' in lines[0]
     assert 'init_cfg' not in run_commands(dict(method='scratch', task='ade20k', config='c.py',
                                                work_dir='w', metrics='m.json'), 2)[0]
+
+
+def test_bars_share_one_geometry_and_show_missing_runs():
+    assert [bar_x(0, i, 3) for i in range(3)] == pytest.approx([-0.8 / 3, 0.0, 0.8 / 3])
+    assert bar_x(2, 0, 1) == 2.0
+    rows = [{'method': 'a', 'ADE20K mIoU': '40.00', 'COCO box AP': MISSING},
+            {'method': 'b', 'ADE20K mIoU': '41.00'}]       # b's COCO runs are not in the matrix
+    assert bar_layout(rows) == [(0, bar_x(0, 0, 2), 40.0), (0, bar_x(1, 0, 2), None),
+                                (1, bar_x(0, 1, 2), 41.0)]
+    texts = [t.get_text() for t in bar_figure(rows).axes[0].texts]
+    assert texts == ['40.00', MISSING, '41.00']          # value labels and the missing run
+    empty = bar_figure([{'method': 'a', 'ADE20K mIoU': MISSING}])
+    assert 'no results yet: every run is missing' in [t.get_text() for t in empty.axes[0].texts]
 
 
 def test_bad_matrix_names_the_entry(tmp_path):

@@ -7,15 +7,22 @@ import os
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from conftest import ROOT
 from mixedae.datasets.synthetic import render_scene, write_dataset
-from mixedae.demo import (CONFIGS, METHODS, PRESETS, Demo, finetune_options, out_indices,
-                          pretrain_options, progress_line, update_readme)
-from mixedae.reporting import (compare, comparison_sentence, format_spread, mean_std,
-                               read_scalars, steady_time_per_iter)
+from mixedae.suite.demo.presets import METHODS, PRESETS, out_indices
+from mixedae.suite.demo.report import publish_report, seed_values, write_report
+from mixedae.suite.demo.run_configs import entry_of_type, finetune_config, pretrain_config
+from mixedae.suite.demo.runner import progress_line
+from mixedae.suite.demo.schedule import eta, read_timings, run_stages
+from mixedae.suite.demo.stages import Demo, Stage
+from mixedae.suite.repo import Repo
+from mixedae.suite.stats import (compare, comparison_sentence, format_spread, mean_std,
+                                 read_scalars, steady_time_per_iter)
+
+REPO = Repo(ROOT)
 
 
 def write_lines(path, records):
@@ -82,13 +89,21 @@ def test_out_indices():
     assert out_indices(12) == [2, 5, 8, 11]
 
 
-def _cfg(config, opts):
-    action = DictAction(option_strings=[], dest='o')
-    ns = type('NS', (), {})()
-    action(None, ns, opts)
-    cfg = Config.fromfile(os.path.join(ROOT, config))
-    cfg.merge_from_dict(ns.o)
-    return cfg
+def test_entry_of_type_finds_one_entry_by_type_name():
+    entries = [dict(type='LinearLR'), dict(type='mmseg.Feature2Pyramid'), dict(type='FPN')]
+    assert entry_of_type(entries, 'Feature2Pyramid') is entries[1]
+    assert entry_of_type(entries, 'FPN') is entries[2]
+    with pytest.raises(KeyError, match="one 'MultiStepLR' entry, found 0"):
+        entry_of_type(entries, 'MultiStepLR')
+    with pytest.raises(KeyError, match="found 2"):
+        entry_of_type(entries + [dict(type='FPN')], 'FPN')
+
+
+def _roundtrip(cfg, tmp_path, name):
+    """The config as a child process reads it: dumped to a file and parsed again."""
+    path = str(tmp_path / f'{name}.py')
+    cfg.dump(path)
+    return Config.fromfile(path)
 
 
 @pytest.mark.parametrize('preset', sorted(PRESETS))
@@ -96,10 +111,13 @@ def test_preset_pretraining_configs_build_and_run(preset, tmp_path):
     from mixedae.registry import MODELS
     p = PRESETS[preset]
     for key in ('mae', 'mixedae'):
-        cfg = _cfg(CONFIGS[key], pretrain_options(p, str(tmp_path), seed=3))
+        cfg = _roundtrip(pretrain_config(REPO, p, key, str(tmp_path), seed=3), tmp_path, key)
         assert cfg.model.backbone.img_size == p.pretrain_size
         assert cfg.model.backbone.embed_dim == p.arch['embed_dim']
-        assert cfg.train_dataloader.dataset.pipeline[1].size == p.pretrain_size
+        assert cfg.train_dataloader.dataset.pipeline[1] == dict(
+            type='RandomResizedCrop', size=p.pretrain_size, scale=(0.2, 1.0),
+            interpolation='bicubic')
+        assert cfg.train_dataloader.dataset.data_root == f'{tmp_path}/pretrain'
         assert cfg.train_dataloader.batch_size == p.pretrain_batch
         assert p.pretrain_batch % cfg.model.backbone.group_size == 0
         assert cfg.randomness == dict(seed=3, diff_rank_seed=True,
@@ -116,7 +134,8 @@ def test_preset_pretraining_configs_build_and_run(preset, tmp_path):
 def test_preset_finetuning_configs_build_and_run(preset, tmp_path):
     p = PRESETS[preset]
     d = p.arch['embed_dim']
-    ade = _cfg(CONFIGS['ade20k'], finetune_options(p, 'ade20k', str(tmp_path), 1, None))
+    ade = _roundtrip(finetune_config(REPO, p, 'ade20k', str(tmp_path), 1, None), tmp_path, 'a')
+    assert 'init_cfg' not in ade.model.backbone or ade.model.backbone.init_cfg is None
     assert ade.model.decode_head.in_channels == [d] * 4
     assert ade.train_dataloader.batch_size == p.finetune_batch['ade20k']
     assert ade.train_cfg.max_iters == p.finetune_iters['ade20k']
@@ -128,13 +147,16 @@ def test_preset_finetuning_configs_build_and_run(preset, tmp_path):
         logits = seg(torch.randn(1, 3, 64, 64), mode='tensor')
     assert logits.shape[:2] == (1, ade.model.decode_head.num_classes)
 
-    coco = _cfg(CONFIGS['coco'], finetune_options(p, 'coco', str(tmp_path), 1, 'b.pth'))
+    coco = _roundtrip(finetune_config(REPO, p, 'coco', str(tmp_path), 1, 'b.pth'), tmp_path, 'c')
     assert coco.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='b.pth')
     assert coco.model.neck[1].in_channels == [d] * 4
     assert coco.param_scheduler[1].milestones == [int(p.finetune_iters['coco'] * 0.75)]
     assert coco.val_evaluator.ann_file.endswith('coco/annotations/instances_val2017.json')
     import mmdet.models  # noqa: F401
     from mmdet.registry import MODELS as DET
+    assert [loader.dataset.data_root for loader in (
+        coco.train_dataloader, coco.val_dataloader, coco.test_dataloader)] == [
+        f'{tmp_path}/coco/'] * 3
     coco.model.backbone.init_cfg = None
     with DefaultScope.overwrite_default_scope('mmdet'):
         det = DET.build(coco.model).eval()
@@ -175,14 +197,13 @@ def _fake_run(demo, values):
                 for s in (1, 2, 3)]
         write_lines(os.path.join(demo.pretrain_dir(name, seed), '2026/vis_data/scalars.json'),
                     recs)
-    demo.timings = {'pretrain mae s0': 50.0, 'pretrain mixedae s0': 61.0}
     import cv2
     for fig in ('attention', 'mixing'):
         cv2.imwrite(os.path.join(demo.out, f'{fig}.png'), np.zeros((8, 8, 3), np.uint8))
 
 
 def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
-    demo = Demo(str(tmp_path / 'out'), str(tmp_path / 'data'), PRESETS['cpu'])
+    demo = Demo(REPO, str(tmp_path / 'out'), str(tmp_path / 'data'), PRESETS['cpu'])
     os.makedirs(demo.out)
     values = {}
     for seed, (mae, mix) in enumerate([(90.0, 91.0), (90.5, 91.4)]):
@@ -194,7 +215,7 @@ def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
                                              'coco/segm_mAP': 0.11}
     values[('ade20k', 'scratch', 0)] = {'mIoU': 85.0}       # seed 1 of scratch missing
     _fake_run(demo, values)
-    demo.report()
+    write_report(demo, seed_values(demo), {'pretrain mae s0': 50.0, 'pretrain mixedae s0': 61.0})
     md = open(os.path.join(demo.out, 'report.md')).read()
     assert '| MAE | 90.25 ± 0.35 (90.00, 90.50) |' in md
     assert '| random init | 85.00 ± 0.00 (85.00) | missing | missing |' in md
@@ -214,20 +235,42 @@ def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
         assert f']({fig})' in md
         assert os.path.getsize(os.path.join(demo.out, fig)) > 0
 
-    readme = tmp_path / 'README.md'
-    readme.write_text('intro\n<!-- demo-report:start -->\nold\n<!-- demo-report:end -->\nend\n')
-    update_readme(demo.out, str(readme))
-    text = readme.read_text()
-    assert 'old' not in text and text.startswith('intro\n') and text.endswith('end\n')
-    assert '](docs/demo_curves.png)' in text and '](curves.png)' not in text
-    assert '#### Transfer results' in text
-    assert sorted(os.listdir(tmp_path / 'docs')) == [
-        'demo_attention.png', 'demo_curves.png', 'demo_mixing.png', 'demo_report.png']
+    docs = tmp_path / 'docs'
+    assert publish_report(demo.out, str(docs)) == str(docs / 'demo_report.md')
+    text = (docs / 'demo_report.md').read_text()
+    assert '](demo_curves.png)' in text and '](curves.png)' not in text
+    assert '## Transfer results' in text
+    assert sorted(os.listdir(docs)) == [
+        'demo_attention.png', 'demo_curves.png', 'demo_mixing.png', 'demo_report.md',
+        'demo_report.png']
+
+
+def test_schedule_reuses_finished_stages_and_records_timings(tmp_path, capsys):
+    ran = []
+
+    def stage(name, kind, exists):
+        out = tmp_path / f'{name}.out'
+        if exists:
+            out.write_text('')
+        return Stage(name, kind, [str(out)], lambda: (ran.append(name), out.write_text('')))
+
+    stages = [stage('a', 'pretrain', True), stage('b', 'pretrain', False),
+              stage('report', 'report', True)]
+    timings_file = str(tmp_path / 'run' / 'timings.json')
+    timings = run_stages(stages, {'pretrain': 60, 'report': 5}, timings_file)
+    assert ran == ['b', 'report']                  # 'a' reused; the report always runs
+    assert set(timings) == {'b'} and read_timings(timings_file) == timings
+    printed = capsys.readouterr().out
+    assert '[1/3] a' in printed and 'reused (outputs exist)' in printed
+    # ETA: expected seconds of the stages not yet done, times the measured pace
+    assert eta(stages, {'pretrain': 60, 'report': 5}, pace=2.0) == 0.0
+    (tmp_path / 'b.out').unlink()
+    assert eta(stages, {'pretrain': 60, 'report': 5}, pace=2.0) == 120.0
 
 
 def test_stage_list_covers_every_method_task_and_seed(tmp_path):
-    demo = Demo(str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['gpu'])
-    names = [s.name for s in demo.stages()]
+    demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['gpu'])
+    names = [s.name for s in demo.stages(report=lambda: None)]
     assert [n for n in names if n.startswith('pretrain')] == [
         'pretrain mae s0', 'pretrain mixedae s0', 'pretrain mixedae-noseg s0',
         'pretrain mixedae s1', 'pretrain mixedae s2']
@@ -242,7 +285,7 @@ def test_stage_list_covers_every_method_task_and_seed(tmp_path):
     calls = []
     demo.pretrain = lambda name, seed: calls.append(('pretrain', name, seed))
     demo.convert = lambda name, seed: calls.append(('convert', name, seed))
-    for stage in demo.stages():
+    for stage in demo.stages(report=lambda: None):
         if stage.kind in ('pretrain', 'convert'):
             stage.run()
     assert calls == [('pretrain', 'mae', 0), ('convert', 'mae', 0), ('pretrain', 'mixedae', 0),
@@ -257,7 +300,7 @@ def test_one_training_stage_is_deterministic(tmp_path):
     preset = dataclasses.replace(PRESETS['cpu'], pretrain_epochs=2, log_interval=1)
     runs = []
     for i in range(2):
-        demo = Demo(str(tmp_path / f'out{i}'), str(tmp_path / 'data'), preset)
+        demo = Demo(REPO, str(tmp_path / f'out{i}'), str(tmp_path / 'data'), preset)
         demo.pretrain('mixedae', 0)
         ckpt = torch.load(demo.pretrain_ckpt('mixedae', 0), map_location='cpu',
                           weights_only=False)

@@ -1,4 +1,4 @@
-"""The GPU smoke check (mixedae/gpu_check.py), on CPU: refusal without CUDA, the check table,
+"""The GPU smoke check (mixedae/suite/gpu_check.py, tools/gpu_check.py), on CPU: refusal without CUDA, the check table,
 the kernel-vs-reference comparison (with stand-in kernels) and the whole run at tiny scale."""
 import os
 import subprocess
@@ -8,8 +8,8 @@ import types
 import pytest
 import torch
 
-from mixedae import gpu_check
-from conftest import ROOT
+from conftest import ROOT, load_tool
+from mixedae.suite import gpu_check
 
 KERNEL_MODULE = 'mixedae.models.layers.topk_attention'
 
@@ -49,7 +49,7 @@ def fake_kernel(monkeypatch):
 
 def test_refuses_to_run_without_cuda(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    assert gpu_check.main([]) == 2
+    assert load_tool('gpu_check').main([]) == 2
     err = capsys.readouterr().err
     assert 'no CUDA device' in err and '--allow-cpu' in err
 

@@ -7,7 +7,7 @@ from mmengine.structures import PixelData
 from mmseg.evaluation import IoUMetric
 from mmseg.structures import SegDataSample
 
-from mixedae.benchmark import collect, read_metrics
+from mixedae.suite.results import collect, read_metrics
 from mixedae.models import MixedViT, ViT
 from mixedae.models.necks.mae_decoder import MAEDecoder
 from mixedae.models.layers.pos_embed import sincos_2d_pos_embed

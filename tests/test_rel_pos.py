@@ -264,7 +264,7 @@ def test_boolean_mask_combines_with_the_bias():
 
 
 def test_cls_attention_maps_include_the_beit_bias():
-    from mixedae.visualization import cls_attention_maps
+    from mixedae.suite.figures import cls_attention_maps
     vit = ViT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4,
               use_rel_pos_bias=True).eval()
     randomize_rel_pos(vit)

@@ -1,4 +1,4 @@
-"""Speed benchmarks (mixedae/speed.py): FLOP counts against hand counts, configs, tables.
+"""Speed benchmarks (mixedae/suite/speed.py): FLOP counts against hand counts, configs, tables.
 
 Timings are never asserted; the tables are checked on given numbers.
 """
@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from timm.models.vision_transformer import VisionTransformer
 
-from mixedae import speed
+from mixedae.suite import speed
+from mixedae.suite.repo import Repo
 from conftest import ROOT
 
 
@@ -98,27 +99,27 @@ def test_backbone_table_ratios_to_the_yardstick():
 
 @pytest.mark.parametrize('method', speed.PRETRAIN_METHODS)
 def test_pretrain_model_config_is_the_method_config_at_base(method):
-    own = Config.fromfile(os.path.join(ROOT, speed.PRETRAIN_CONFIGS[method])).model
+    own = Config.fromfile(Repo(ROOT).config(f'{method}-base')).model
     own.pop('batch_size')
-    assert speed.pretrain_model_config(method, 'base').to_dict() == own.to_dict()
+    assert speed.pretrain_model_config(ROOT, method, 'base').to_dict() == own.to_dict()
 
 
 def test_pretrain_model_config_takes_the_method_knobs_to_other_archs():
-    mae = speed.pretrain_model_config('mae', 'tiny')
+    mae = speed.pretrain_model_config(ROOT, 'mae', 'tiny')
     assert (mae.backbone.group_size, mae.contrast_weight, mae.backbone.embed_dim) == (1, 0., 64)
-    naive = speed.pretrain_model_config('naivemix', 'large')
+    naive = speed.pretrain_model_config(ROOT, 'naivemix', 'large')
     assert naive.backbone.attn_mode == 'vanilla' and not naive.backbone.use_segment_embed
     assert naive.backbone.embed_dim == 1024
     with pytest.raises(ValueError, match="unknown arch 'huge'"):
-        speed.pretrain_model_config('mae', 'huge')
+        speed.pretrain_model_config(ROOT, 'mae', 'huge')
 
 
 def test_backbone_configs_and_their_yardsticks():
-    ade = speed.backbone_config('ade20k')
+    ade = speed.backbone_config(ROOT, 'ade20k')
     assert ade.use_rel_pos_bias and tuple(ade.img_size) == (512, 512) and 'init_cfg' not in ade
-    assert tuple(speed.backbone_config('vitdet').img_size) == (1024, 1024)
-    assert tuple(speed.backbone_config('coco_a', img_size=224).img_size) == (224, 224)
-    cfg = speed.backbone_config('vitdet', 'tiny')
+    assert tuple(speed.backbone_config(ROOT, 'vitdet').img_size) == (1024, 1024)
+    assert tuple(speed.backbone_config(ROOT, 'coco_a', img_size=224).img_size) == (224, 224)
+    cfg = speed.backbone_config(ROOT, 'vitdet', 'tiny')
     ours, timm = speed.build_backbone('config', cfg), speed.build_backbone('timm', cfg)
     assert timm.cls_token is None and len(timm.blocks) == len(ours.blocks) == 4
     assert all(b.attn.fused_attn for b in timm.blocks)
@@ -129,20 +130,20 @@ def test_backbone_configs_and_their_yardsticks():
     assert extra > 0
     assert (sum(p.numel() for p in ours.parameters()) - extra
             == sum(p.numel() for p in timm.parameters()))
-    assert speed.backbone_config('coco_a').with_cp and not timm.grad_checkpointing
+    assert speed.backbone_config(ROOT, 'coco_a').with_cp and not timm.grad_checkpointing
     cfg.with_cp = True
     assert speed.build_backbone('timm', cfg).grad_checkpointing
     with pytest.raises(ValueError, match="unknown protocol 'voc'"):
-        speed.backbone_config('voc')
+        speed.backbone_config(ROOT, 'voc')
 
 
 def test_backbone_benchmark_needs_no_mmseg_or_mmdet_models():
     """The backbones build without importing mmseg's or mmdet's model packages, which need
     mmcv's compiled ops (a GPU machine may only have mmcv built without them)."""
     script = ('import sys\n'
-              'from mixedae import speed\n'
+              'from mixedae.suite import speed\n'
               'for p in ("ade20k", "coco_a", "vitdet"):\n'
-              '    speed.build_backbone("config", speed.backbone_config(p, "tiny"))\n'
+              f'    speed.build_backbone("config", speed.backbone_config({ROOT!r}, p, "tiny"))\n'
               'print(sorted(m for m in sys.modules if m in ("mmseg.models", "mmdet.models")))\n')
     out = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
@@ -151,7 +152,7 @@ def test_backbone_benchmark_needs_no_mmseg_or_mmdet_models():
 
 
 def test_measure_backbone_in_process():
-    out = speed.measure_backbone('ade20k', 'config', scale='tiny', batch=1, warmup=0, repeats=1)
+    out = speed.measure_backbone(ROOT, 'ade20k', 'config', scale='tiny', batch=1, warmup=0, repeats=1)
     assert out['input'] == '64x64' and out['step_s'] > 0 and len(out['times']) == 1
 
 

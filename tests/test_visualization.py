@@ -1,4 +1,4 @@
-"""The attention and mixing figures (mixedae.visualization), and their tools' one-line errors."""
+"""The attention and mixing figures (mixedae.suite.figures), and their tools' one-line errors."""
 import os
 import subprocess
 import sys
@@ -11,7 +11,7 @@ import torch
 from conftest import ROOT
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.utils.convert import extract_backbone
-from mixedae.visualization import (CheckpointKindError, attention_figure, build_pretrain_model,
+from mixedae.suite.figures import (CheckpointKindError, attention_figure, build_pretrain_model,
                                    cls_attention_maps, list_images, load_images,
                                    load_pretrain_weights, mixing_figure, normalization_of,
                                    vit_from_pretrain_config)

@@ -5,7 +5,8 @@ For each protocol (ADE20K UperNet, COCO protocol A, ViTDet), builds ``model.back
 config (relative position bias, layer scale, windows, gradient checkpointing as configured) and
 timm's ``VisionTransformer`` with fused attention and no relative position bias, times forward
 + backward of each in its own process (warm-up, then the median of repeats) and prints a
-markdown table: s/iter, img/s, peak memory and the ratios to the yardstick. See mixedae/speed.py.
+markdown table: s/iter, img/s, peak memory and the ratios to the yardstick. See
+mixedae/suite/speed.py.
 
     python tools/benchmark_backbone.py --scale tiny --batch 4                 # CPU, tiny configs
     python tools/benchmark_backbone.py --img-size 224 --batch 2               # CPU, ViT-B at 224
@@ -13,17 +14,21 @@ markdown table: s/iter, img/s, peak memory and the ratios to the yardstick. See 
 """
 import argparse
 import json
+import os.path as osp
 import sys
 
-from mixedae.speed import PROTOCOLS, benchmark_backbones
+from mixedae.suite.speed import PROTOCOLS, SCALES, benchmark_backbones
+from mixedae.utils.io import atomic_write
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--protocols', nargs='+', choices=sorted(PROTOCOLS), default=list(PROTOCOLS))
-    p.add_argument('--scale', choices=['full', 'tiny'], default='full',
-                   help='full: the ViT-B configs; tiny: the tiny CPU configs')
+    p.add_argument('--protocols', nargs='+', choices=PROTOCOLS, default=list(PROTOCOLS))
+    p.add_argument('--scale', choices=SCALES, default='base',
+                   help='base: the ViT-B configs; tiny: the tiny CPU configs')
     p.add_argument('--img-size', type=int,
                    help="square input size (default: each config's training size)")
     p.add_argument('--batch', type=int, default=2)
@@ -34,11 +39,11 @@ def main(argv=None) -> int:
     p.add_argument('--out', help='also write the results as JSON here')
     args = p.parse_args(argv)
     results, report = benchmark_backbones(
-        args.protocols, args.scale, args.img_size, args.batch, args.device, args.amp,
+        ROOT, args.protocols, args.scale, args.img_size, args.batch, args.device, args.amp,
         args.warmup, args.repeats)
     print(report)
     if args.out:
-        with open(args.out, 'w') as f:
+        with atomic_write(args.out) as f:
             json.dump(dict(args=vars(args), results=results), f, indent=1)
     return 0
 

@@ -4,22 +4,26 @@
 Times forward + backward of the models built from the pretraining configs (warm-up steps, then
 the median of repeats), each in its own process, and prints a markdown table: time per step,
 images/s, TFLOP per step (torch's FlopCounterMode), achieved TFLOP/s, MFU against
---peak-tflops (when given), peak memory and the ratio to MAE. See mixedae/speed.py.
+--peak-tflops (when given), peak memory and the ratio to MAE. See mixedae/suite/speed.py.
 
     python tools/benchmark_pretrain.py --arch base --batch 16 --device cpu
     python tools/benchmark_pretrain.py --arch base --batch 256 --device cuda --amp --peak-tflops 989
 """
 import argparse
 import json
+import os.path as osp
 import sys
 
-from mixedae.speed import PRETRAIN_ARCHS, PRETRAIN_METHODS, benchmark_pretrain
+from mixedae.suite.speed import PRETRAIN_ARCHS, PRETRAIN_METHODS, benchmark_pretrain
+from mixedae.utils.io import atomic_write
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--arch', choices=sorted(PRETRAIN_ARCHS), default='base')
+    p.add_argument('--arch', choices=PRETRAIN_ARCHS, default='base')
     p.add_argument('--batch', type=int, default=16, help='images per step (divisible by G = 4)')
     p.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     p.add_argument('--amp', action='store_true', help='bf16 autocast')
@@ -31,11 +35,10 @@ def main(argv=None) -> int:
     p.add_argument('--out', help='also write the results as JSON here')
     args = p.parse_args(argv)
     results, report = benchmark_pretrain(
-        args.methods, args.arch, args.batch, args.device, args.amp, args.warmup, args.repeats,
+        ROOT, args.methods, args.arch, args.batch, args.device, args.amp, args.warmup, args.repeats,
         args.peak_tflops)
     print(report)
     if args.out:
-        from mixedae.utils.io import atomic_write
         with atomic_write(args.out) as f:
             json.dump(dict(args=vars(args), results=results), f, indent=1)
     return 0

@@ -7,15 +7,20 @@ MAE, MixedAE and random init, over several seeds -> evaluate -> attention and mi
 -> OUT/report.md (per-seed values, mean +/- std, hr_acc curves, figures).
 
 Presets: ``cpu`` (default; tiny ViT, 2 fine-tuning seeds, sized for 20 minutes on 2 cores)
-and ``gpu`` (ViT-S/8 at 64 px, 4000 scenes, 3 fine-tuning seeds, fp16 AMP; one GPU). Each
-method is pretrained once (seed 0). Every stage is skipped when its outputs exist (``--force``
-reruns all); an interrupted training stage resumes. A small-scale benchmark, not the paper's
-protocol.
+and ``gpu`` (ViT-S/8 at 64 px, 4000 scenes, 3 fine-tuning seeds, bf16 autocast; one GPU).
+Each method is pretrained once (seed 0). Every stage is skipped when its outputs exist
+(``--force`` reruns all); an interrupted training stage resumes. The configs of every run are
+written to OUT/configs. A small-scale benchmark, not the paper's protocol.
 """
 import argparse
+import os.path as osp
 import sys
 
-from mixedae.demo import PRESETS, main as run_demo
+from mixedae.suite.demo import PRESETS, run_demo
+from mixedae.suite.demo.report import publish_report
+from mixedae.suite.repo import Repo
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def main(argv=None) -> int:
@@ -28,12 +33,16 @@ def main(argv=None) -> int:
     parser.add_argument('--data', help='generated data folder (default: data/synthetic, or '
                         'data/synthetic_<preset>)')
     parser.add_argument('--force', action='store_true', help='delete earlier results and rerun')
-    parser.add_argument('--update-readme', action='store_true',
-                        help='copy the report and its figures into README.md / docs/')
+    parser.add_argument('--publish', action='store_true',
+                        help='copy the report and its figures to docs/demo_report.md, docs/demo_*.png')
     args = parser.parse_args(argv)
     suffix = '' if args.preset == 'cpu' else f'_{args.preset}'
-    run_demo(args.out or f'work_dirs/demo{suffix}', args.data or f'data/synthetic{suffix}',
-             args.preset, args.force, args.update_readme)
+    out = args.out or f'work_dirs/demo{suffix}'
+    report = run_demo(Repo(ROOT), out, args.data or f'data/synthetic{suffix}', args.preset,
+                      args.force)
+    print(f'report: {report}')
+    if args.publish:
+        print(f'published: {publish_report(out, osp.join(ROOT, "docs"))}')
     return 0
 
 

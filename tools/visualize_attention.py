@@ -14,7 +14,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from mixedae.visualization import (attention_figure, list_images, load_images,
+from mixedae.suite.figures import (attention_figure, list_images, load_images,
                                    normalization_of, save_png, vit_from_pretrain_config)
 
 

@@ -14,7 +14,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from mixedae.visualization import (CheckpointKindError, build_pretrain_model, list_images,
+from mixedae.suite.figures import (CheckpointKindError, build_pretrain_model, list_images,
                                    load_images, load_pretrain_weights, mixing_figure, save_png)
 
 

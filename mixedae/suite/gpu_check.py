@@ -1,4 +1,4 @@
-"""GPU smoke check that needs no network: ``python -m mixedae.gpu_check`` (tools/gpu_check.sh).
+"""GPU smoke check that needs no network (``tools/gpu_check.sh``, ``tools/gpu_check.py``).
 
 On a CUDA machine with the package importable (whatever torch is installed), in a few minutes:
 one bf16 AMP training step (``AmpOptimWrapper``, the path ``tools/train.py --amp`` takes) of
@@ -9,12 +9,11 @@ status, detail) and the benchmark tables; exits 1 if any check failed.
 
 mmseg's and mmdet's model packages import mmcv's compiled ops: without them (or without their
 CUDA kernels, for detection) those steps are skipped with the reason, and the rest still runs.
-Without CUDA it refuses to run unless ``--allow-cpu`` (fp32 steps; the tests use it with
+Without CUDA the tool refuses to run unless ``--allow-cpu`` (fp32 steps; the tests use it with
 ``--scale tiny``).
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import math
 import os
@@ -26,16 +25,16 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from mixedae.benchmark import markdown_table
-from mixedae.speed import (PRETRAIN_ARCHS, PRETRAIN_METHODS, PROTOCOLS, benchmark_backbones,
-                           benchmark_pretrain, device_description, pretrain_model_config,
-                           repo_config)
+from .repo import Repo
+from .speed import (PRETRAIN_METHODS, PROTOCOLS, benchmark_backbones, benchmark_pretrain,
+                    device_description, pretrain_model_config)
+from .tables import markdown_table
 
 #: per scale: pretraining arch, protocol config scale, images per step (pretrain, transfer),
 #: top-K attention test shape (T, H, N, hd, K), and the benchmarks' batches, repeats and
 #: subsets (tiny: fewer spawned processes, for the CPU test)
 SCALES = dict(
-    base=dict(arch='base', protocol='full', pretrain_batch=16, transfer_batch=2,
+    base=dict(arch='base', protocol='base', pretrain_batch=16, transfer_batch=2,
               attention=(8, 12, 200, 64, 50), bench=dict(
                   pretrain_batch=64, backbone_batch=4, warmup=2, repeats=3,
                   methods=PRETRAIN_METHODS, protocols=tuple(PROTOCOLS))),
@@ -167,10 +166,11 @@ def train_one_step(model_cfg, optim_cfg, data: Dict, device: torch.device, scope
     return f'{precision}, loss {loss:.4f}, {seconds:.2f} s (first step)'
 
 
-def pretrain_check(method: str, scale: dict, device: torch.device) -> Callable[[], str]:
+def pretrain_check(root: str, method: str, scale: dict,
+                   device: torch.device) -> Callable[[], str]:
     def check() -> str:
-        model_cfg = pretrain_model_config(method, scale['arch'])
-        optim_cfg = repo_config(PRETRAIN_ARCHS[scale['arch']]).optim_wrapper
+        model_cfg = pretrain_model_config(root, method, scale['arch'])
+        optim_cfg = Repo(root).load(f'mixedae-{scale["arch"]}').optim_wrapper
         size = model_cfg.backbone.img_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         data = dict(inputs=synthetic_images(scale['pretrain_batch'], size))
@@ -178,14 +178,14 @@ def pretrain_check(method: str, scale: dict, device: torch.device) -> Callable[[
     return check
 
 
-def transfer_check(protocol: str, scale: dict, device: torch.device,
+def transfer_check(root: str, protocol: str, scale: dict, device: torch.device,
                    problem: Optional[str]) -> Callable[[], str]:
     def check() -> str:
         if problem:
             raise Skip(problem)
         from mmengine.utils import import_modules_from_strings
 
-        cfg = repo_config(PROTOCOLS[protocol][scale['protocol']])
+        cfg = Repo(root).load(f'{protocol}-{scale["protocol"]}')
         import_modules_from_strings(**cfg.custom_imports)
         size = cfg.model.backbone.img_size
         size = (size, size) if isinstance(size, int) else tuple(size)
@@ -244,11 +244,11 @@ def kernel_check(shape: Sequence[int], device: torch.device) -> str:
 
 
 # -------------------------------------------------------------- benchmarks
-def pretrain_bench_check(scale: dict, device: torch.device, reports: List[str]):
+def pretrain_bench_check(root: str, scale: dict, device: torch.device, reports: List[str]):
     def check() -> str:
         bench = scale['bench']
         results, report = benchmark_pretrain(
-            bench['methods'], scale['arch'], bench['pretrain_batch'], str(device),
+            root, bench['methods'], scale['arch'], bench['pretrain_batch'], str(device),
             device.type == 'cuda', bench['warmup'], bench['repeats'])
         reports.append(report)
         mae = next(r for r in results if r['method'] == 'mae')
@@ -257,11 +257,11 @@ def pretrain_bench_check(scale: dict, device: torch.device, reports: List[str]):
     return check
 
 
-def backbone_bench_check(scale: dict, device: torch.device, reports: List[str]):
+def backbone_bench_check(root: str, scale: dict, device: torch.device, reports: List[str]):
     def check() -> str:
         bench = scale['bench']
         results, report = benchmark_backbones(
-            bench['protocols'], scale['protocol'], None, bench['backbone_batch'], str(device),
+            root, bench['protocols'], scale['protocol'], None, bench['backbone_batch'], str(device),
             device.type == 'cuda', bench['warmup'], bench['repeats'])
         reports.append(report)
         timm = {r['protocol']: r for r in results if r['model'] == 'timm'}
@@ -273,8 +273,9 @@ def backbone_bench_check(scale: dict, device: torch.device, reports: List[str]):
 
 
 # -------------------------------------------------------------------- main
-def run_all(device: torch.device, scale_name: str) -> Tuple[List[Dict[str, str]], List[str]]:
-    """The table rows and the benchmark reports."""
+def run_all(root: str, device: torch.device, scale_name: str
+            ) -> Tuple[List[Dict[str, str]], List[str]]:
+    """The table rows and the benchmark reports, with the configs of the checkout ``root``."""
     scale = SCALES[scale_name]
     rows = [dict(check='device', status='ok', detail=device_description(str(device)))]
     problems = mmcv_ops_problem(device)
@@ -283,48 +284,27 @@ def run_all(device: torch.device, scale_name: str) -> Tuple[List[Dict[str, str]]
                      detail=problems['det'] or 'nms runs on ' + device.type))
     for method in PRETRAIN_METHODS:
         rows.append(run_check(f'train step: {method} pretraining ({scale["arch"]})',
-                              pretrain_check(method, scale, device)))
+                              pretrain_check(root, method, scale, device)))
     names = dict(ade20k='UperNet ADE20K', coco_a='Mask R-CNN protocol A',
                  vitdet='Mask R-CNN ViTDet')
     for protocol in PROTOCOLS:
         problem = problems['seg' if protocol == 'ade20k' else 'det']
         rows.append(run_check(f'train step: {names[protocol]} ({scale["protocol"]})',
-                              transfer_check(protocol, scale, device, problem)))
+                              transfer_check(root, protocol, scale, device, problem)))
     rows.append(run_check('top-K attention kernel vs reference',
                           lambda: kernel_check(scale['attention'], device)))
     reports: List[str] = []
-    rows.append(run_check('benchmark: pretraining', pretrain_bench_check(scale, device, reports)))
-    rows.append(run_check('benchmark: backbones', backbone_bench_check(scale, device, reports)))
+    rows.append(run_check('benchmark: pretraining',
+                          pretrain_bench_check(root, scale, device, reports)))
+    rows.append(run_check('benchmark: backbones',
+                          backbone_bench_check(root, scale, device, reports)))
     return rows, reports
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--scale', choices=sorted(SCALES), default='base',
-                        help='base: ViT-B configs (default); tiny: the tiny CPU configs')
-    parser.add_argument('--allow-cpu', action='store_true',
-                        help='run on CPU when there is no CUDA device (fp32; for tests)')
-    args = parser.parse_args(argv)
-    if torch.cuda.is_available():
-        device = torch.device('cuda')
-    elif args.allow_cpu:
-        device = torch.device('cpu')
-    else:
-        print(f'gpu_check: no CUDA device visible to torch {torch.__version__} '
-              f'(CUDA build: {torch.version.cuda}); this check needs a GPU '
-              '(--allow-cpu runs it on CPU)', file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    rows, reports = run_all(device, args.scale)
-    print(markdown_table(rows, ['check', 'status', 'detail']))
-    for report in reports:
-        print(f'\n{report}')
+def summary(rows: Sequence[Dict[str, str]], reports: Sequence[str], seconds: float) -> str:
+    """The printed result: the check table, the benchmark tables and one closing line."""
     failed = [r['check'] for r in rows if r['status'] == 'FAIL']
-    print(f'\ngpu_check: {len(failed)} failed{": " + ", ".join(failed) if failed else ""}; '
-          f'{time.perf_counter() - start:.0f} s')
-    return 1 if failed else 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
+    parts = [markdown_table(rows, ['check', 'status', 'detail']), *reports,
+             f'gpu_check: {len(failed)} failed{": " + ", ".join(failed) if failed else ""}; '
+             f'{seconds:.0f} s']
+    return '\n\n'.join(parts)

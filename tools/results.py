@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""The transfer benchmark over a run matrix (see mixedae/benchmark.py for the format).
+"""Transfer results over a run matrix (see mixedae/suite/results.py for the format).
 
-    python tools/benchmark.py commands MATRIX.json          # print the train/test commands
-    python tools/benchmark.py run MATRIX.json               # run them (skips finished runs)
-    python tools/benchmark.py collect MATRIX.json --out DIR # results.md, results.csv, results.png
+    python tools/results.py commands MATRIX.json          # print the train/test commands
+    python tools/results.py run MATRIX.json               # run them (skips finished runs)
+    python tools/results.py collect MATRIX.json --out DIR # results.md, results.csv, results.png
 
 Missing runs are shown as "missing"; the published ViT-B numbers are added as reference rows.
 """
@@ -12,8 +12,10 @@ import os
 import subprocess
 import sys
 
-from mixedae.benchmark import (bar_chart, collect, collect_ablations, load_matrix,
-                               markdown_table, results_markdown, run_commands, write_csv)
+from mixedae.suite.plots import bar_chart
+from mixedae.suite.results import (collect, collect_ablations, load_matrix, results_markdown,
+                                   run_commands, write_csv)
+from mixedae.suite.tables import markdown_table
 from mixedae.utils.io import atomic_write
 
 

@@ -2,7 +2,8 @@
 
 ``tools/benchmark_pretrain.py`` (MAE vs naive mixing vs MixedAE), ``tools/benchmark_backbone.py``
 (each transfer protocol's backbone vs timm's fused ViT of the same size at the same input) and
-``python -m mixedae.gpu_check`` are argument parsers over this module.
+``tools/gpu_check.py`` are argument parsers over this module. Configs are read from the
+repository ``root`` they pass (:class:`~mixedae.suite.repo.Repo`).
 
 Each measurement runs in a fresh spawned process, so that its peak memory is its own (freed
 memory of an earlier model would otherwise be reused unseen): the CUDA allocator's peak over
@@ -27,32 +28,22 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch.utils import flop_counter
 
-from mixedae.benchmark import markdown_table
+from .repo import Repo
+from .tables import markdown_table
 
-ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN_METHODS = ('mae', 'naivemix', 'mixedae')
-PRETRAIN_CONFIGS = dict(
-    mae='configs/pretrain/mae_vit-base-p16_8xb512-coslr-300e_in1k.py',
-    naivemix='configs/pretrain/naivemix_vit-base-p16_8xb512-coslr-300e_in1k.py',
-    mixedae='configs/pretrain/mixedae_vit-base-p16_8xb512-coslr-300e_in1k.py')
-PRETRAIN_ARCHS = dict(
-    tiny='configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py',
-    small='configs/pretrain/mixedae_vit-small-p16_8xb512-coslr-300e_in1k.py',
-    base='configs/pretrain/mixedae_vit-base-p16_8xb512-coslr-300e_in1k.py',
-    large='configs/pretrain/mixedae_vit-large-p16_8xb512-coslr-300e_in1k.py')
+#: pretraining architectures (the MixedAE config of each size; a method's knobs come from its
+#: ViT-B config)
+PRETRAIN_ARCHS = ('tiny', 'small', 'base', 'large')
 #: the knobs that make a method (see configs/pretrain/{mae,naivemix}_*.py); the rest is the arch's
 METHOD_KEYS = (('backbone', 'group_size'), ('backbone', 'attn_mode'),
                ('backbone', 'use_segment_embed'), ('backbone', 'homologous_layers'),
                ('backbone', 'topk'), ('backbone', 'tied_qk_init'), ('mix_mode',), ('mask_ratio',),
                ('contrast_weight',))
-#: the transfer protocols' configs, full scale and tiny (CPU)
-PROTOCOLS = dict(
-    ade20k=dict(full='configs/ade20k/upernet_vit-b16-scratch_8xb2-160k_ade20k-512x512.py',
-                tiny='configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py'),
-    coco_a=dict(full='configs/coco/mask-rcnn_vit-b16-scratch_fpn_8xb2-1x_coco.py',
-                tiny='configs/coco/mask-rcnn_vit-tiny-p8_fpn_1xb2-20iter_coco-synthetic-64.py'),
-    vitdet=dict(full='configs/coco/vitdet_mask-rcnn_vit-b16-scratch_16xb4-100e_coco-lsj-1024.py',
-                tiny='configs/coco/vitdet_mask-rcnn_vit-tiny-p8_1xb2-20iter_coco-synthetic-64.py'))
+#: the transfer protocols (config names ``<protocol>-<scale>`` in :data:`~.repo.CONFIGS`)
+PROTOCOLS = ('ade20k', 'coco_a', 'vitdet')
+#: transfer scales: ``base`` the ViT-B configs, ``tiny`` the tiny CPU configs
+SCALES = ('base', 'tiny')
 BACKBONE_MODELS = ('timm', 'config')
 
 
@@ -170,25 +161,15 @@ def memory_title(device: str) -> str:
 
 
 # --------------------------------------------------------------- pretraining
-def repo_config(path: str, import_modules: bool = True):
-    """A config of this checkout (paths relative to the repository root); ``import_modules``:
-    import its ``custom_imports`` (mmseg's and mmdet's model packages need mmcv's compiled
-    ops, which the backbone benchmark does not)."""
-    from mmengine.config import Config
-    full = ROOT / path
-    if not full.is_file():
-        raise FileNotFoundError(f'config not found: {full} (run from a checkout of the repo)')
-    return Config.fromfile(str(full), import_custom_modules=import_modules)
-
-
-def pretrain_model_config(method: str, arch: str):
+def pretrain_model_config(root: str, method: str, arch: str):
     """The model config of ``arch`` (tiny/small/base/large) with the knobs of ``method``."""
-    if method not in PRETRAIN_CONFIGS:
+    if method not in PRETRAIN_METHODS:
         raise ValueError(f'unknown method {method!r}; choose from {PRETRAIN_METHODS}')
     if arch not in PRETRAIN_ARCHS:
-        raise ValueError(f'unknown arch {arch!r}; choose from {sorted(PRETRAIN_ARCHS)}')
-    cfg = repo_config(PRETRAIN_ARCHS[arch]).model
-    knobs = repo_config(PRETRAIN_CONFIGS[method]).model
+        raise ValueError(f'unknown arch {arch!r}; choose from {PRETRAIN_ARCHS}')
+    repo = Repo(root)
+    cfg = repo.load(f'mixedae-{arch}').model
+    knobs = repo.load(f'{method}-base').model
     for path in METHOD_KEYS:
         src, dst = knobs, cfg
         for key in path[:-1]:
@@ -198,15 +179,16 @@ def pretrain_model_config(method: str, arch: str):
     return cfg
 
 
-def measure_pretrain(method: str, arch: str = 'base', batch: int = 16, device: str = 'cpu',
-                     amp: bool = False, warmup: int = 1, repeats: int = 3) -> Dict:
+def measure_pretrain(root: str, method: str, arch: str = 'base', batch: int = 16,
+                     device: str = 'cpu', amp: bool = False, warmup: int = 1,
+                     repeats: int = 3) -> Dict:
     """Forward + backward of one method's pretraining loss on random images."""
     from mmengine.registry import DefaultScope
 
     from mixedae.registry import MODELS
 
     dev = torch.device(device)
-    cfg = pretrain_model_config(method, arch)
+    cfg = pretrain_model_config(root, method, arch)
     rss = current_rss_mib()                       # after the config's imports, before the model
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mixedae'):
@@ -247,11 +229,11 @@ def pretrain_table(results: Sequence[Dict], device: str,
     return markdown_table(rows, header)
 
 
-def benchmark_pretrain(methods: Sequence[str] = PRETRAIN_METHODS, arch: str = 'base',
-                       batch: int = 16, device: str = 'cpu', amp: bool = False, warmup: int = 1,
+def benchmark_pretrain(root: str, methods: Sequence[str] = PRETRAIN_METHODS,
+                       arch: str = 'base', batch: int = 16, device: str = 'cpu', amp: bool = False, warmup: int = 1,
                        repeats: int = 3, peak_tflops: Optional[float] = None):
     """Measure each method in its own process; (results, markdown report)."""
-    results = [run_isolated(measure_pretrain, method=m, arch=arch, batch=batch, device=device,
+    results = [run_isolated(measure_pretrain, root=root, method=m, arch=arch, batch=batch, device=device,
                             amp=amp, warmup=warmup, repeats=repeats) for m in methods]
     title = (f'ViT {arch}, batch {batch}, {"bf16 autocast" if amp else "fp32"}, '
              f'{device_description(device)}; median of {repeats} after {warmup} warm-up')
@@ -259,14 +241,15 @@ def benchmark_pretrain(methods: Sequence[str] = PRETRAIN_METHODS, arch: str = 'b
 
 
 # ----------------------------------------------------------------- backbones
-def backbone_config(protocol: str, scale: str = 'full', img_size: Optional[int] = None):
+def backbone_config(root: str, protocol: str, scale: str = 'base',
+                    img_size: Optional[int] = None):
     """The protocol config's ``model.backbone`` (no checkpoint), sized for ``img_size`` input
     (default: the config's training size)."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f'unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}')
-    if scale not in PROTOCOLS[protocol]:
-        raise ValueError(f'unknown scale {scale!r}; choose from {sorted(PROTOCOLS[protocol])}')
-    cfg = repo_config(PROTOCOLS[protocol][scale], import_modules=False).model.backbone
+        raise ValueError(f'unknown protocol {protocol!r}; choose from {PROTOCOLS}')
+    if scale not in SCALES:
+        raise ValueError(f'unknown scale {scale!r}; choose from {SCALES}')
+    cfg = Repo(root).load(f'{protocol}-{scale}', import_modules=False).model.backbone
     cfg.pop('init_cfg', None)
     if img_size:
         cfg.img_size = (img_size, img_size)
@@ -313,12 +296,12 @@ def backbone_loss(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return sum(out.float().mean() for out in model(images))
 
 
-def measure_backbone(protocol: str, model: str = 'config', scale: str = 'full',
+def measure_backbone(root: str, protocol: str, model: str = 'config', scale: str = 'base',
                      img_size: Optional[int] = None, batch: int = 2, device: str = 'cpu',
                      amp: bool = False, warmup: int = 1, repeats: int = 3) -> Dict:
     """Forward + backward of one backbone on random images."""
     dev = torch.device(device)
-    cfg = backbone_config(protocol, scale, img_size)
+    cfg = backbone_config(root, protocol, scale, img_size)
     rss = current_rss_mib()                       # after the config's imports, before the model
     torch.manual_seed(0)
     net = build_backbone(model, cfg).to(dev).train()
@@ -356,7 +339,7 @@ def backbone_table(results: Sequence[Dict], device: str) -> str:
     return markdown_table(rows, header)
 
 
-def benchmark_backbones(protocols: Sequence[str] = tuple(PROTOCOLS), scale: str = 'full',
+def benchmark_backbones(root: str, protocols: Sequence[str] = PROTOCOLS, scale: str = 'base',
                         img_size: Optional[int] = None, batch: int = 2, device: str = 'cpu',
                         amp: bool = False, warmup: int = 1, repeats: int = 3):
     """The yardstick, then the config's backbone, per protocol, each in its own process;
@@ -365,7 +348,7 @@ def benchmark_backbones(protocols: Sequence[str] = tuple(PROTOCOLS), scale: str 
     for protocol in protocols:
         for model in BACKBONE_MODELS:
             results.append(run_isolated(
-                measure_backbone, protocol=protocol, model=model, scale=scale,
+                measure_backbone, root=root, protocol=protocol, model=model, scale=scale,
                 img_size=img_size, batch=batch, device=device, amp=amp, warmup=warmup,
                 repeats=repeats))
     title = (f'{scale} backbones, fwd + bwd, {"bf16 autocast" if amp else "fp32"}, '

@@ -37,14 +37,12 @@ def cls_attention_maps(vit: ViT, images: torch.Tensor) -> torch.Tensor:
         x = block(x, grid)
     block = vit.blocks[-1]
     attn = block.attn
-    b, n, c = x.shape
-    q, k, _ = attn.qkv(block.norm1(x)).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(
-        2, 0, 3, 1, 4)
+    q, k, _ = attn.qkv_heads(block.norm1(x))                              # B x heads x N x hd
     logits = q[:, :, :1] @ k.transpose(-2, -1) * attn.head_dim ** -0.5   # B x heads x 1 x N
     if attn.rel_pos_grid:
         logits = logits + attn.relative_position_bias(q, grid)[..., :1, :]
     weights = logits.softmax(dim=-1)[:, :, 0, 1:]                         # B x heads x hw
-    return weights.mean(1).reshape(b, *grid)
+    return weights.mean(1).reshape(len(images), *grid)
 
 
 def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.5) -> np.ndarray:

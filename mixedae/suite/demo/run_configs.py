@@ -1,0 +1,87 @@
+"""The configs of the demo's runs: the tiny configs with a preset's sizes set by key.
+
+List entries (pipeline transforms, necks, schedulers) are found by their ``type``, never by
+position. The demo writes each run's config to its output folder, so a run can be repeated
+with ``tools/train.py <that file>``.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from mmengine.config import Config
+
+from ..repo import Repo
+from .presets import PRETRAINS, Preset, out_indices
+
+#: run kind -> config name in :data:`~mixedae.suite.repo.CONFIGS`
+CONFIG_NAMES = dict(mae='mae-tiny', mixedae='mixedae-tiny', ade20k='ade20k-tiny',
+                    coco='coco_a-tiny')
+
+
+def entry_of_type(entries: List[dict], type_name: str) -> dict:
+    """The one entry of a config list (pipeline, necks, schedulers) whose ``type`` is
+    ``type_name`` (a scope prefix such as ``mmseg.`` is ignored)."""
+    found = [e for e in entries if str(e.get('type', '')).split('.')[-1] == type_name]
+    if len(found) != 1:
+        types = [e.get('type') for e in entries]
+        raise KeyError(f'expected one {type_name!r} entry, found {len(found)} in {types}')
+    return found[0]
+
+
+def _load(repo: Repo, kind: str) -> Config:
+    return Config.fromfile(repo.config(CONFIG_NAMES[kind]), import_custom_modules=False)
+
+
+def _set_schedule(cfg: Config, seed: int, deterministic: bool) -> None:
+    cfg.randomness = dict(cfg.get('randomness', {}), seed=seed, deterministic=deterministic)
+
+
+def pretrain_config(repo: Repo, p: Preset, name: str, data: str, seed: int) -> Config:
+    """The config of pretraining run ``name`` (a key of :data:`PRETRAINS`) at preset ``p``."""
+    kind, backbone = PRETRAINS[name]
+    cfg = _load(repo, kind)
+    cfg.model.backbone.update(p.arch, img_size=p.pretrain_size, **backbone)
+    cfg.model.decoder.update(p.decoder)
+    loader = cfg.train_dataloader
+    entry_of_type(loader.dataset.pipeline, 'RandomResizedCrop').size = p.pretrain_size
+    loader.update(batch_size=p.pretrain_batch, num_workers=p.workers,
+                  persistent_workers=p.workers > 0)
+    loader.dataset.data_root = f'{data}/pretrain'
+    cfg.optim_wrapper.optimizer.lr = p.pretrain_lr
+    cfg.train_cfg.max_epochs = p.pretrain_epochs
+    cfg.default_hooks.logger.interval = p.log_interval
+    cfg.log_processor.window_size = p.log_interval
+    _set_schedule(cfg, seed, p.deterministic)
+    return cfg
+
+
+def finetune_config(repo: Repo, p: Preset, task: str, data: str, seed: int,
+                    backbone: Optional[str]) -> Config:
+    """The config of one fine-tuning run (``backbone`` None: random init)."""
+    cfg = _load(repo, task)
+    d = p.arch['embed_dim']
+    cfg.model.backbone.update(p.arch, out_indices=out_indices(p.arch['depth']))
+    if backbone:
+        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=backbone)
+    if task == 'ade20k':
+        cfg.model.neck.embed_dim = d
+        cfg.model.decode_head.in_channels = [d] * 4
+        cfg.model.auxiliary_head.in_channels = d
+        root = f'{data}/ade'
+    else:
+        entry_of_type(cfg.model.neck, 'Feature2Pyramid').embed_dim = d
+        entry_of_type(cfg.model.neck, 'FPN').in_channels = [d] * 4
+        root = f'{data}/coco/'
+        for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
+            evaluator.ann_file = f'{data}/coco/annotations/instances_val2017.json'
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.data_root = root
+    iters = p.finetune_iters[task]
+    cfg.train_dataloader.batch_size = p.finetune_batch[task]
+    cfg.train_cfg.update(max_iters=iters, val_interval=iters)
+    cfg.default_hooks.checkpoint.interval = max(iters // 3, 1)
+    cfg.default_hooks.logger.interval = max(iters // 10, 1)
+    if task == 'coco':
+        entry_of_type(cfg.param_scheduler, 'MultiStepLR').milestones = [int(iters * 0.75)]
+    _set_schedule(cfg, seed, p.deterministic)
+    return cfg

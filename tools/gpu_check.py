@@ -1,0 +1,42 @@
+"""GPU smoke check that needs no network; see mixedae/suite/gpu_check.py for what it runs.
+
+    tools/gpu_check.sh                                  # on a CUDA machine (ViT-B scale)
+    python tools/gpu_check.py --allow-cpu --scale tiny  # every row on CPU, tiny configs
+"""
+import argparse
+import os.path as osp
+import sys
+import time
+
+import torch
+
+from mixedae.suite.gpu_check import SCALES, run_all, summary
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--scale', choices=sorted(SCALES), default='base',
+                        help='base: ViT-B configs (default); tiny: the tiny CPU configs')
+    parser.add_argument('--allow-cpu', action='store_true',
+                        help='run on CPU when there is no CUDA device (fp32; for tests)')
+    args = parser.parse_args(argv)
+    if torch.cuda.is_available():
+        device = torch.device('cuda')
+    elif args.allow_cpu:
+        device = torch.device('cpu')
+    else:
+        print(f'gpu_check: no CUDA device visible to torch {torch.__version__} '
+              f'(CUDA build: {torch.version.cuda}); this check needs a GPU '
+              '(--allow-cpu runs it on CPU)', file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    rows, reports = run_all(ROOT, device, args.scale)
+    print(summary(rows, reports, time.perf_counter() - start))
+    return 1 if any(r['status'] == 'FAIL' for r in rows) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
