@@ -1,34 +1,30 @@
-import importlib.util
 import os
 
 # Triton reads TRITON_INTERPRET when it is imported and when a kernel is decorated: set it before
 # anything imports triton (torch._dynamo, mixedae) so the top-K attention kernel runs in Triton's
-# CPU interpreter (tests/test_topk_attention.py). Model code never calls Triton on CPU tensors.
+# CPU interpreter (tests/unit/models/test_topk_attention.py). Model code never calls Triton on
+# CPU tensors.
 os.environ.setdefault('TRITON_INTERPRET', '1')
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_tool(name: str):
-    """Import ``tools/<name>.py`` as a module (the tools are scripts, not a package)."""
-    path = os.path.join(ROOT, 'tools', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'tools_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-#: the smallest ViT the tests use: 32x32 images, 8x8 patches (a 4x4 grid), 2 blocks.
-TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
+from support import TINY  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope='session')
+def ade_root(tmp_path_factory):
+    """A generated ADE20K-format dataset (12 train, 4 val scenes of 64 x 80), shared read-only
+    by the tests that need a valid one."""
+    from mixedae.datasets.synthetic import write_dataset
+    return write_dataset(str(tmp_path_factory.mktemp('ade')), num_train=12, num_val=4,
+                         size=(64, 80), seed=0, views=('ade20k',))['ade20k']
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Its parameters are those of :class:`~mixedae.models.backbones.vit.ViT` plus ``segment_embed``
 (G x D), so the trained encoder loads into the transfer backbone with prefix changes only
 (``tools/convert_checkpoint.py --src-format mixedae``). The position embedding is MAE's fixed
-2-D sine-cosine table and the initialisation is MAE's (``tests/test_mae_parity.py``).
+2-D sine-cosine table and the initialisation is MAE's (``tests/parity/test_mae_parity.py``).
 """
 from __future__ import annotations
 

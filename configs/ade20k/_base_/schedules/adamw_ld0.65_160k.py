@@ -6,7 +6,7 @@ optim_wrapper = dict(
     constructor='mixedae.LayerDecayOptimWrapperConstructor',
     # as mmseg's LayerDecayOptimizerConstructor behind the 48.13 reference: no weight decay
     # for 1-D parameters only (it compares 'pos_embed'/'cls_token' with prefixed names, so
-    # they, and the relative position tables, are decayed); tests/test_ade20k_parity.py
+    # they, and the relative position tables, are decayed); tests/parity/test_ade20k_parity.py
     paramwise_cfg=dict(layer_decay_rate=0.65, no_decay_keys=()))
 param_scheduler = [  # the poly phase ends at train_cfg.max_iters (set by the Runner)
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),

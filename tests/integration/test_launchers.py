@@ -1,0 +1,114 @@
+"""The shell launchers explain themselves and pass the right arguments on (no GPU, no Slurm)."""
+import os
+import subprocess
+
+import pytest
+
+from support import ROOT
+LAUNCHERS = {  # script: (minimum arguments, arguments it names in its usage)
+    'dist_train.sh': (2, ['CONFIG', 'GPUS']),
+    'dist_test.sh': (3, ['CONFIG', 'CHECKPOINT', 'GPUS']),
+    'slurm_train.sh': (3, ['PARTITION', 'JOB_NAME', 'CONFIG', 'WORK_DIR']),
+    'slurm_test.sh': (4, ['PARTITION', 'JOB_NAME', 'CONFIG', 'CHECKPOINT']),
+}
+TORCHRUN_VARS = ['CUDA_VISIBLE_DEVICES', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'PORT']
+SLURM_VARS = ['GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS']
+
+
+def launch(script, *args, env=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(['bash', os.path.join(ROOT, 'tools', script), *args], cwd=ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize('script', sorted(LAUNCHERS))
+def test_help_prints_arguments_and_environment(script):
+    out = launch(script, '--help')
+    assert out.returncode == 0, out.stderr
+    _, names = LAUNCHERS[script]
+    variables = SLURM_VARS if script.startswith('slurm') else TORCHRUN_VARS
+    for word in [f'tools/{script}', *names, *variables]:
+        assert word in out.stdout, f'{script} --help does not mention {word}'
+    assert 'unbound variable' not in out.stderr
+
+
+@pytest.mark.parametrize('script', sorted(LAUNCHERS))
+def test_missing_arguments_print_usage_and_fail(script):
+    minimum, names = LAUNCHERS[script]
+    for given in range(minimum):
+        out = launch(script, *['x'] * given)
+        assert out.returncode == 2, (script, given, out.stderr)
+        assert f'expected at least {minimum} arguments, got {given}' in out.stderr
+        assert 'usage:' in out.stderr and names[0] in out.stderr
+        assert 'unbound variable' not in out.stderr
+
+
+def test_launch_helper_usage():
+    out = launch('_launch.sh', '--help')
+    assert out.returncode == 0 and 'torchrun GPUS TOOL.py' in out.stdout
+    assert all(v in out.stdout for v in TORCHRUN_VARS + SLURM_VARS)
+    for args in [(), ('bogus',), ('torchrun', '2'), ('slurm', 'p', 'j')]:
+        out = launch('_launch.sh', *args)
+        assert out.returncode == 2 and 'usage: tools/_launch.sh' in out.stderr, args
+
+
+def test_bad_gpu_count_is_named():
+    out = launch('dist_train.sh', 'cfg.py', 'eight')
+    assert out.returncode == 2 and "GPUS must be a positive integer, got 'eight'" in out.stderr
+    out = launch('dist_train.sh', 'cfg.py', '2', env=dict(NODE_RANK='first'))
+    assert out.returncode == 2 and "NODE_RANK must be an integer, got 'first'" in out.stderr
+
+
+def test_slurm_without_srun_says_so(tmp_path):
+    # a PATH with bash but no srun
+    (tmp_path / 'bin').mkdir()
+    for tool in ('bash', 'dirname'):
+        os.symlink(subprocess.check_output(['which', tool], text=True).strip(),
+                   tmp_path / 'bin' / tool)
+    for script, args in [('slurm_train.sh', ['part', 'job', 'cfg.py']),
+                         ('slurm_test.sh', ['part', 'job', 'cfg.py', 'ckpt.pth'])]:
+        out = launch(script, *args, env=dict(PATH=str(tmp_path / 'bin')))
+        assert out.returncode == 127
+        assert 'srun not found' in out.stderr and 'dist_train.sh' in out.stderr
+        assert 'exec: srun' not in out.stderr
+
+
+def fake_python(tmp_path):
+    """An interpreter stand-in that prints the arguments it was given, one per line."""
+    fake = tmp_path / 'python'
+    fake.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def test_torchrun_arguments(tmp_path):
+    env = dict(PYTHON=fake_python(tmp_path), NNODES='2', NODE_RANK='1', MASTER_ADDR='10.0.0.1',
+               PORT='29511')
+    out = launch('dist_train.sh', 'cfg.py', '4', '--amp', env=env)
+    assert out.returncode == 0, out.stderr
+    args = out.stdout.splitlines()
+    assert args == ['-m', 'torch.distributed.run', '--nnodes=2', '--node_rank=1',
+                    '--master_addr=10.0.0.1', '--master_port=29511', '--nproc_per_node=4',
+                    os.path.join(ROOT, 'tools', 'train.py'), 'cfg.py', '--amp',
+                    '--launcher', 'pytorch']
+    out = launch('dist_test.sh', 'cfg.py', 'ckpt.pth', '2', env=dict(PYTHON=env['PYTHON']))
+    args = out.stdout.splitlines()
+    assert args[2:7] == ['--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1',
+                         '--master_port=29500', '--nproc_per_node=2']
+    assert args[7:] == [os.path.join(ROOT, 'tools', 'test.py'), 'cfg.py', 'ckpt.pth',
+                        '--launcher', 'pytorch']
+
+
+def test_slurm_arguments(tmp_path):
+    (tmp_path / 'srun').write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    (tmp_path / 'srun').chmod(0o755)
+    py = fake_python(tmp_path)
+    env = dict(PATH=f'{tmp_path}:{os.environ["PATH"]}', PYTHON=py, GPUS='16',
+               GPUS_PER_NODE='8', CPUS_PER_TASK='4', SRUN_ARGS='--time=1:00:00')
+    out = launch('slurm_train.sh', 'part', 'job', 'cfg.py', 'work', '--amp', env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        '-p', 'part', '--job-name=job', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
+        '--cpus-per-task=4', '--kill-on-bad-exit=1', '--time=1:00:00', py, '-u',
+        os.path.join(ROOT, 'tools', 'train.py'), 'cfg.py', '--work-dir', 'work', '--amp',
+        '--launcher', 'slurm']

@@ -1,0 +1,82 @@
+"""RNGStateHook units: state round trip, restore points, old checkpoints (fast, in-process)."""
+import glob
+import os
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+
+from mixedae.engine.hooks.rng_state_hook import (RNGStateHook, _RestoreAfterSkip, get_rng_state,
+                                                 set_rng_state)
+from support import ROOT
+
+
+def draw():
+    return random.random(), float(np.random.rand()), torch.rand(1).item()
+
+
+def test_state_round_trip_replays_every_stream():
+    state = get_rng_state()
+    first = [draw() for _ in range(3)]
+    set_rng_state(state)
+    assert [draw() for _ in range(3)] == first
+
+
+def test_restore_waits_for_the_skipped_batches():
+    random.seed(0)
+    state = get_rng_state()
+    expected = draw()
+    random.seed(1)
+    proxy = _RestoreAfterSkip(iter(range(10)), skip=3, state=state)
+    assert [next(proxy) for _ in range(3)] == [0, 1, 2]
+    draw()                               # the state is not restored during the skip
+    assert next(proxy) == 3 and draw() == expected
+    assert next(proxy) == 4 and draw() != expected   # and only once
+
+
+def test_checkpoint_round_trip_and_validation_isolation():
+    hook = RNGStateHook()
+    runner = SimpleNamespace(_resume=True, train_loop=SimpleNamespace(iter=0))
+    hook.after_train_epoch(runner)
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    expected = draw()
+    hook.after_load_checkpoint(runner, checkpoint)
+    hook.before_train_epoch(runner)
+    hook.before_val(runner)
+    draw()                               # validation draws numbers ...
+    hook.after_val(runner)
+    assert draw() == expected            # ... that training never sees
+
+
+def test_load_from_leaves_the_streams_alone():
+    hook = RNGStateHook()
+    hook.after_train_iter(None, 0)
+    checkpoint = {}
+    hook.before_save_checkpoint(None, checkpoint)
+    hook.after_load_checkpoint(SimpleNamespace(_resume=False), checkpoint)
+    assert hook._pending is None
+
+
+def test_old_checkpoint_resumes_with_a_warning(tmp_path):
+    log_file = tmp_path / 'log.txt'
+    MMLogger.get_instance(f'rng_state_hook:{log_file}', log_file=str(log_file))
+    hook = RNGStateHook()
+    hook.after_load_checkpoint(SimpleNamespace(_resume=True), {'state_dict': {}})
+    hook.after_load_checkpoint(SimpleNamespace(_resume=True), {'rng_state': [{}, {}]})
+    log = log_file.read_text()
+    assert 'holds no RNG state' in log and 'not bit-exact' in log
+    assert 'RNG states of 2 ranks, this run has 1' in log
+    assert hook._pending is None
+
+
+def test_every_config_saves_rng_states():
+    configs = [c for c in glob.glob(os.path.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+               if '_base_' not in c]
+    assert len(configs) > 20
+    for path in configs:
+        types = [h['type'] for h in Config.fromfile(path).get('custom_hooks', [])]
+        assert any(t.split('.')[-1] == 'RNGStateHook' for t in types), path

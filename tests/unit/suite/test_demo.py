@@ -1,0 +1,314 @@
+"""The demo's building blocks: log reading, spreads over seeds, the report, the presets'
+configs, progress lines, and the determinism of one training stage."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from support import ROOT
+from mixedae.datasets.synthetic import render_scene, write_dataset
+from mixedae.suite.demo.presets import METHODS, PRESETS, out_indices
+from mixedae.suite.demo.report import publish_report, seed_values, write_report
+from mixedae.suite.demo.run_configs import entry_of_type, finetune_config, pretrain_config
+from mixedae.suite.demo.runner import progress_line
+from mixedae.suite.demo.schedule import eta, read_timings, run_stages
+from mixedae.suite.demo.stages import Demo, Stage
+from mixedae.suite.repo import Repo
+from mixedae.suite.stats import (compare, comparison_sentence, format_spread, mean_std,
+                                 read_scalars, steady_time_per_iter)
+
+REPO = Repo(ROOT)
+
+
+def write_lines(path, records):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in records)
+
+
+def test_read_scalars_merges_resumed_runs_and_skips_validation(tmp_path):
+    write_lines(str(tmp_path / '20260101_000000/vis_data/scalars.json'),
+                [dict(loss=1.0, time=9.0, step=10), dict(loss=0.9, time=0.5, step=20),
+                 dict(loss=0.8, time=0.7, step=30)])
+    # resumed after step 20: step 30 is logged again, then 40; one validation record
+    write_lines(str(tmp_path / '20260101_010000/vis_data/scalars.json'),
+                [dict(loss=0.7, time=8.0, step=30), dict(loss=0.6, time=0.6, step=40),
+                 dict(mIoU=50.0, step=40)])
+    records = read_scalars(str(tmp_path))
+    assert [(r['step'], r['loss']) for r in records] == [(10, 1.0), (20, 0.9), (30, 0.7),
+                                                         (40, 0.6)]
+    assert steady_time_per_iter(records) == 0.6          # median of 0.5, 8.0, 0.6
+    assert steady_time_per_iter(records[:1]) is None
+
+
+def test_read_scalars_names_bad_file(tmp_path):
+    path = tmp_path / 'x/vis_data/scalars.json'
+    os.makedirs(path.parent)
+    path.write_text('{"loss": 1, "step": 1}\nnot json\n')
+    with pytest.raises(ValueError, match=r'scalars.json:2: not a JSON record'):
+        read_scalars(str(tmp_path))
+
+
+def test_mean_std_and_comparison():
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert mean_std([4.0]) == (4.0, 0.0)
+    assert format_spread([1.0, 2.0, 3.0]) == '2.00 ± 1.00 (1.00, 2.00, 3.00)'
+    assert format_spread([0.25, 0.5], digits=3) == '0.375 ± 0.177 (0.250, 0.500)'
+    assert compare([5.0, 5.2], [3.0, 3.4]) == pytest.approx(
+        dict(diff=1.9, spread=np.std([3.0, 3.4], ddof=1), exceeds=1.0))
+    assert compare([3.1, 3.9], [3.0, 3.4])['exceeds'] == 0.0
+    line = comparison_sentence('mIoU', 'MixedAE', [3.1, 3.9], 'MAE', [3.0, 3.4])
+    assert line == ('mIoU: MixedAE - MAE = +0.30 over 2 / 2 seeds; spread (larger std) 0.57: '
+                    'within the spread: no difference can be claimed.')
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+def test_progress_line_condenses_mmengine_lines():
+    line = ('11/26 13:10:00 - mmengine - INFO - Epoch(train)  [3][20/37]  base_lr: 1.0e-03 '
+            'lr: 1.0e-03  eta: 0:01:23  time: 0.0312  data_time: 0.0020  memory: 0  '
+            'loss: 0.9123  loss_rec: 0.8000  loss_hc: 0.1123  hr_acc: 0.4100')
+    assert progress_line(line) == ('Epoch [3][20/37] eta 0:01:23 loss 0.9123 loss_rec 0.8000 '
+                                   'loss_hc 0.1123 hr_acc 0.4100')
+    it = ('11/26 13:10:00 - mmengine - INFO - Iter(train) [ 50/300]  base_lr: 5.0e-04 lr: '
+          '5.0e-04  eta: 0:00:40  time: 0.16  data_time: 0.01  memory: 0  loss: 2.5  '
+          'decode.loss_ce: 1.5  decode.acc_seg: 60.0  aux.loss_ce: 1.0')
+    assert progress_line(it) == ('Iter [50/300] eta 0:00:40 loss 2.5 decode.loss_ce 1.5 '
+                                 'aux.loss_ce 1.0')
+    assert progress_line('11/26 13:10:00 - mmengine - INFO - Saving checkpoint at 3 epochs') \
+        is None
+
+
+def test_out_indices():
+    assert out_indices(4) == [0, 1, 2, 3]
+    assert out_indices(12) == [2, 5, 8, 11]
+
+
+def test_entry_of_type_finds_one_entry_by_type_name():
+    entries = [dict(type='LinearLR'), dict(type='mmseg.Feature2Pyramid'), dict(type='FPN')]
+    assert entry_of_type(entries, 'Feature2Pyramid') is entries[1]
+    assert entry_of_type(entries, 'FPN') is entries[2]
+    with pytest.raises(KeyError, match="one 'MultiStepLR' entry, found 0"):
+        entry_of_type(entries, 'MultiStepLR')
+    with pytest.raises(KeyError, match="found 2"):
+        entry_of_type(entries + [dict(type='FPN')], 'FPN')
+
+
+def _roundtrip(cfg, tmp_path, name):
+    """The config as a child process reads it: dumped to a file and parsed again."""
+    path = str(tmp_path / f'{name}.py')
+    cfg.dump(path)
+    return Config.fromfile(path)
+
+
+@pytest.mark.parametrize('preset', sorted(PRESETS))
+def test_preset_pretraining_configs_build_and_run(preset, tmp_path):
+    from mixedae.registry import MODELS
+    p = PRESETS[preset]
+    for key in ('mae', 'mixedae'):
+        cfg = _roundtrip(pretrain_config(REPO, p, key, str(tmp_path), seed=3), tmp_path, key)
+        assert cfg.model.backbone.img_size == p.pretrain_size
+        assert cfg.model.backbone.embed_dim == p.arch['embed_dim']
+        assert cfg.train_dataloader.dataset.pipeline[1] == dict(
+            type='RandomResizedCrop', size=p.pretrain_size, scale=(0.2, 1.0),
+            interpolation='bicubic')
+        assert cfg.train_dataloader.dataset.data_root == f'{tmp_path}/pretrain'
+        assert cfg.train_dataloader.batch_size == p.pretrain_batch
+        assert p.pretrain_batch % cfg.model.backbone.group_size == 0
+        assert cfg.randomness == dict(seed=3, diff_rank_seed=True,
+                                      deterministic=p.deterministic)
+        with DefaultScope.overwrite_default_scope('mixedae'):
+            model = MODELS.build(cfg.model)
+        s = p.pretrain_size
+        losses = model.loss(torch.randn(4, 3, s, s))
+        assert torch.isfinite(losses['loss_rec'])
+        assert ('hr_acc' in losses) == (key == 'mixedae')
+
+
+@pytest.mark.parametrize('preset', sorted(PRESETS))
+def test_preset_finetuning_configs_build_and_run(preset, tmp_path):
+    p = PRESETS[preset]
+    d = p.arch['embed_dim']
+    ade = _roundtrip(finetune_config(REPO, p, 'ade20k', str(tmp_path), 1, None), tmp_path, 'a')
+    assert 'init_cfg' not in ade.model.backbone or ade.model.backbone.init_cfg is None
+    assert ade.model.decode_head.in_channels == [d] * 4
+    assert ade.train_dataloader.batch_size == p.finetune_batch['ade20k']
+    assert ade.train_cfg.max_iters == p.finetune_iters['ade20k']
+    import mmseg.models  # noqa: F401  (registers the segmentors)
+    from mmseg.registry import MODELS as SEG
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        seg = SEG.build(ade.model).eval()
+    with torch.no_grad():
+        logits = seg(torch.randn(1, 3, 64, 64), mode='tensor')
+    assert logits.shape[:2] == (1, ade.model.decode_head.num_classes)
+
+    coco = _roundtrip(finetune_config(REPO, p, 'coco', str(tmp_path), 1, 'b.pth'), tmp_path, 'c')
+    assert coco.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='b.pth')
+    assert coco.model.neck[1].in_channels == [d] * 4
+    assert coco.param_scheduler[1].milestones == [int(p.finetune_iters['coco'] * 0.75)]
+    assert coco.val_evaluator.ann_file.endswith('coco/annotations/instances_val2017.json')
+    import mmdet.models  # noqa: F401
+    from mmdet.registry import MODELS as DET
+    assert [loader.dataset.data_root for loader in (
+        coco.train_dataloader, coco.val_dataloader, coco.test_dataloader)] == [
+        f'{tmp_path}/coco/'] * 3
+    coco.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        det = DET.build(coco.model).eval()
+    with torch.no_grad():
+        feats = det.extract_feat(torch.randn(1, 3, 64, 64))
+    assert [f.shape[1] for f in feats] == [coco.model.neck[1].out_channels] * 5
+
+
+def test_scenes_carry_their_own_identity():
+    """Patches of one scene are told from those of others by their colour statistics alone:
+    the nearest neighbour of a patch comes from its own scene far more often than chance."""
+    rng = np.random.default_rng(0)
+    feats, owner = [], []
+    for i in range(8):
+        image, _ = render_scene(rng, 64, 64)
+        patches = image.reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, 64, 3)
+        feats.append(np.concatenate([patches.mean(1), patches.std(1)], 1))   # 64 x 6
+        owner += [i] * 64
+    feats, owner = np.concatenate(feats), np.array(owner)
+    dist = np.linalg.norm(feats[:, None] - feats[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    accuracy = (owner[dist.argmin(1)] == owner).mean()
+    assert accuracy > 0.8                               # chance: 63 / 511 ~ 0.12
+
+
+def _fake_run(demo, values):
+    """Metrics of every (task, method, seed), scalars of the pretraining runs, figures."""
+    for (task, method, seed), metrics in values.items():
+        path = demo.metrics(task, method, seed)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(metrics, f)
+    runs = (('mae', 0, None), ('mixedae', 0, 0.45), ('mixedae-noseg', 0, 0.3),
+            ('mixedae', 1, 0.35), ('mixedae', 2, 0.4))
+    for name, seed, hr in runs:
+        recs = [dict(loss=1.0 / s, time=0.05 if name == 'mae' else 0.06, step=37 * s,
+                     **({'hr_acc': hr * s / 3, 'loss_hc': 0.3 / s} if hr else {}))
+                for s in (1, 2, 3)]
+        write_lines(os.path.join(demo.pretrain_dir(name, seed), '2026/vis_data/scalars.json'),
+                    recs)
+    import cv2
+    for fig in ('attention', 'mixing'):
+        cv2.imwrite(os.path.join(demo.out, f'{fig}.png'), np.zeros((8, 8, 3), np.uint8))
+
+
+def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
+    demo = Demo(REPO, str(tmp_path / 'out'), str(tmp_path / 'data'), PRESETS['cpu'])
+    os.makedirs(demo.out)
+    values = {}
+    for seed, (mae, mix) in enumerate([(90.0, 91.0), (90.5, 91.4)]):
+        values[('ade20k', 'mae', seed)] = {'mIoU': mae}
+        values[('ade20k', 'mixedae', seed)] = {'mIoU': mix}
+        values[('coco', 'mae', seed)] = {'coco/bbox_mAP': 0.15 + seed / 100,
+                                         'coco/segm_mAP': 0.1}
+        values[('coco', 'mixedae', seed)] = {'coco/bbox_mAP': 0.14 + seed / 50,
+                                             'coco/segm_mAP': 0.11}
+    values[('ade20k', 'scratch', 0)] = {'mIoU': 85.0}       # seed 1 of scratch missing
+    _fake_run(demo, values)
+    write_report(demo, seed_values(demo), {'pretrain mae s0': 50.0, 'pretrain mixedae s0': 61.0})
+    md = open(os.path.join(demo.out, 'report.md')).read()
+    assert '| MAE | 90.25 ± 0.35 (90.00, 90.50) |' in md
+    assert '| random init | 85.00 ± 0.00 (85.00) | missing | missing |' in md
+    assert ('ADE20K mIoU: MixedAE - MAE = +0.95 over 2 / 2 seeds; spread (larger std) 0.35: '
+            'larger than the spread.') in md
+    assert 'COCO box AP: MixedAE - MAE = ' in md and 'within the spread' in md
+    assert md.count('(demo scale, preset `cpu`, 2 seeds (0, 1); MAE and MixedAE are '
+                    'pretrained once (seed 0)') == 3
+    # pretraining table: last hr_acc, steady time per iteration and its ratio, wall time
+    assert '| MixedAE | 20 | 111 | 0.450 | 0.100 | 60 | 1.20 | 61 |' in md
+    assert '| MAE | 20 | 111 | – | – | 50 | 1.00 | 50 |' in md
+    assert '| MixedAE, seed 2 | 20 | 111 | 0.400 | 0.100 | 60 | 1.20 | n/a |' in md
+    assert ('Final hr_acc of MixedAE over pretraining seeds 0, 1, 2: 0.400 ± 0.050 '
+            '(0.450, 0.350, 0.400); chance 0.25.') in md
+    assert 'one measurement' in md
+    for fig in ('curves.png', 'report.png', 'attention.png', 'mixing.png'):
+        assert f']({fig})' in md
+        assert os.path.getsize(os.path.join(demo.out, fig)) > 0
+
+    docs = tmp_path / 'docs'
+    assert publish_report(demo.out, str(docs)) == str(docs / 'demo_report.md')
+    text = (docs / 'demo_report.md').read_text()
+    assert '](demo_curves.png)' in text and '](curves.png)' not in text
+    assert '## Transfer results' in text
+    assert sorted(os.listdir(docs)) == [
+        'demo_attention.png', 'demo_curves.png', 'demo_mixing.png', 'demo_report.md',
+        'demo_report.png']
+
+
+def test_schedule_reuses_finished_stages_and_records_timings(tmp_path, capsys):
+    ran = []
+
+    def stage(name, kind, exists):
+        out = tmp_path / f'{name}.out'
+        if exists:
+            out.write_text('')
+        return Stage(name, kind, [str(out)], lambda: (ran.append(name), out.write_text('')))
+
+    stages = [stage('a', 'pretrain', True), stage('b', 'pretrain', False),
+              stage('report', 'report', True)]
+    timings_file = str(tmp_path / 'run' / 'timings.json')
+    timings = run_stages(stages, {'pretrain': 60, 'report': 5}, timings_file)
+    assert ran == ['b', 'report']                  # 'a' reused; the report always runs
+    assert set(timings) == {'b'} and read_timings(timings_file) == timings
+    printed = capsys.readouterr().out
+    assert '[1/3] a' in printed and 'reused (outputs exist)' in printed
+    # ETA: expected seconds of the stages not yet done, times the measured pace
+    assert eta(stages, {'pretrain': 60, 'report': 5}, pace=2.0) == 0.0
+    (tmp_path / 'b.out').unlink()
+    assert eta(stages, {'pretrain': 60, 'report': 5}, pace=2.0) == 120.0
+
+
+def test_stage_list_covers_every_method_task_and_seed(tmp_path):
+    demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['gpu'])
+    names = [s.name for s in demo.stages(report=lambda: None)]
+    assert [n for n in names if n.startswith('pretrain')] == [
+        'pretrain mae s0', 'pretrain mixedae s0', 'pretrain mixedae-noseg s0',
+        'pretrain mixedae s1', 'pretrain mixedae s2']
+    assert [n for n in names if n.startswith('convert')] == ['convert mae s0',
+                                                             'convert mixedae s0']
+    tuned = [n for n in names if n.startswith(('ade20k', 'coco'))]
+    assert len(tuned) == len(set(tuned)) == 2 * len(METHODS) * 3
+    assert names[-2:] == ['figures', 'report']
+    assert demo.backbone('mae', 0).endswith('backbones/mae_s0.pth')
+    assert demo.backbone('scratch', 0) is None
+    # the stages run what their names say: pretraining and conversion with the first seed
+    calls = []
+    demo.pretrain = lambda name, seed: calls.append(('pretrain', name, seed))
+    demo.convert = lambda name, seed: calls.append(('convert', name, seed))
+    for stage in demo.stages(report=lambda: None):
+        if stage.kind in ('pretrain', 'convert'):
+            stage.run()
+    assert calls == [('pretrain', 'mae', 0), ('convert', 'mae', 0), ('pretrain', 'mixedae', 0),
+                     ('convert', 'mixedae', 0), ('pretrain', 'mixedae-noseg', 0),
+                     ('pretrain', 'mixedae', 1), ('pretrain', 'mixedae', 2)]
+
+
+@pytest.mark.slow
+def test_one_training_stage_is_deterministic(tmp_path):
+    """The demo's MixedAE pretraining, run twice from scratch: identical weights and logs."""
+    write_dataset(str(tmp_path / 'data'), 16, 1, (64, 64), seed=0, views=('pretrain',))
+    preset = dataclasses.replace(PRESETS['cpu'], pretrain_epochs=2, log_interval=1)
+    runs = []
+    for i in range(2):
+        demo = Demo(REPO, str(tmp_path / f'out{i}'), str(tmp_path / 'data'), preset)
+        demo.pretrain('mixedae', 0)
+        ckpt = torch.load(demo.pretrain_ckpt('mixedae', 0), map_location='cpu',
+                          weights_only=False)
+        runs.append((ckpt['state_dict'], read_scalars(demo.pretrain_dir('mixedae', 0))))
+    (sd0, log0), (sd1, log1) = runs
+    assert sd0.keys() == sd1.keys()
+    for k in sd0:
+        torch.testing.assert_close(sd0[k], sd1[k], rtol=0, atol=0, msg=k)
+    keys = ('loss', 'loss_rec', 'loss_hc', 'hr_acc')
+    assert len(log0) == 2 and [{k: r[k] for k in keys} for r in log0] == \
+        [{k: r[k] for k in keys} for r in log1]

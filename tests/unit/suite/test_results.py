@@ -1,0 +1,113 @@
+"""Transfer results collection (tables with missing runs), their bar chart, and the data
+generator tool."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from support import load_tool
+from mixedae.suite.plots import bar_figure, bar_layout, bar_x
+from mixedae.suite.results import MISSING, collect, load_matrix, results_markdown, run_commands
+from mixedae.suite.tables import ANCHOR_HEADING
+
+
+def write_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(data, f)
+
+
+@pytest.fixture
+def matrix(tmp_path):
+    m = tmp_path / 'm'
+    write_json(str(m / 'ade_mixedae.json'), {'mIoU': 49.87, 'aAcc': 80.0})
+    write_json(str(m / 'coco_mixedae.json'), {'coco/bbox_mAP': 0.512, 'coco/segm_mAP': 0.4555})
+    write_json(str(m / 'ade_mae.json'), {'mIoU': 48.1})
+    write_json(str(m / 'abl_lam0.json'), {'mIoU': 47.5})
+    runs = [dict(method=meth, task=task, config=f'configs/{task}/x.py', work_dir=f'w/{task}_{meth}',
+                 metrics=str(m / f'{"ade" if task == "ade20k" else "coco"}_{meth}.json'),
+                 **({'checkpoint': f'pretrain/{meth}.pth'} if meth != 'scratch' else {}))
+            for meth in ('mixedae', 'mae', 'scratch') for task in ('ade20k', 'coco')]
+    ablations = [dict(name='lam0', task='ade20k', metrics=str(m / 'abl_lam0.json')),
+                 dict(name='lam0.5', task='ade20k', metrics=str(m / 'abl_lam0.5.json'))]
+    path = tmp_path / 'matrix.json'
+    write_json(str(path), dict(gpus=8, runs=runs, ablations=ablations))
+    return path
+
+
+def test_collect_marks_missing_runs(matrix):
+    rows = collect(load_matrix(str(matrix))['runs'])
+    assert rows == [
+        {'method': 'mixedae', 'ADE20K mIoU': '49.87', 'COCO box AP': '51.20',
+         'COCO mask AP': '45.55'},
+        {'method': 'mae', 'ADE20K mIoU': '48.10', 'COCO box AP': 'missing',
+         'COCO mask AP': 'missing'},
+        {'method': 'scratch', 'ADE20K mIoU': 'missing', 'COCO box AP': 'missing',
+         'COCO mask AP': 'missing'},
+    ]
+    table = results_markdown(rows)
+    assert '| mixedae | 49.87 | 51.20 | 45.55 |' in table
+    assert ('| *MAE 1600ep (MAE paper; COCO: Mask R-CNN, LSJ 100 ep of Li et al. 2021, '
+            'neither protocol A nor B)* | 48.1 | 50.3 | 44.9 |') in table
+
+
+def test_benchmark_tool_collect_and_commands(matrix, tmp_path, capsys):
+    bench = load_tool('results')
+    assert bench.main(['collect', str(matrix), '--out', str(tmp_path / 'out')]) == 0
+    md = (tmp_path / 'out' / 'results.md').read_text()
+    assert '| scratch | missing | missing | missing |' in md
+    assert '| lam0 | 47.50 |' in md and '| lam0.5 | missing |' in md
+    csv = (tmp_path / 'out' / 'results.csv').read_text().splitlines()
+    assert csv[0] == 'method,ADE20K mIoU,COCO box AP,COCO mask AP' and len(csv) == 4
+    png = cv2.imread(str(tmp_path / 'out' / 'results.png'))
+    assert png is not None and png.shape[:2] == (400, 800)
+    capsys.readouterr()
+    assert bench.main(['commands', str(matrix)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 12
+    assert lines[0].startswith('tools/dist_train.sh configs/ade20k/x.py 8 --work-dir w/ade20k_mixedae')
+    assert 'model.backbone.init_cfg.checkpoint=pretrain/mixedae.pth' in lines[0]
+    assert 'init_cfg' not in run_commands(dict(method='scratch', task='ade20k', config='c.py',
+                                               work_dir='w', metrics='m.json'), 2)[0]
+
+
+def test_bars_share_one_geometry_and_show_missing_runs():
+    assert [bar_x(0, i, 3) for i in range(3)] == pytest.approx([-0.8 / 3, 0.0, 0.8 / 3])
+    assert bar_x(2, 0, 1) == 2.0
+    rows = [{'method': 'a', 'ADE20K mIoU': '40.00', 'COCO box AP': MISSING},
+            {'method': 'b', 'ADE20K mIoU': '41.00'}]       # b's COCO runs are not in the matrix
+    assert bar_layout(rows) == [(0, bar_x(0, 0, 2), 40.0), (0, bar_x(1, 0, 2), None),
+                                (1, bar_x(0, 1, 2), 41.0)]
+    texts = [t.get_text() for t in bar_figure(rows).axes[0].texts]
+    assert texts == ['40.00', MISSING, '41.00']          # value labels and the missing run
+    empty = bar_figure([{'method': 'a', 'ADE20K mIoU': MISSING}])
+    assert 'no results yet: every run is missing' in [t.get_text() for t in empty.axes[0].texts]
+
+
+def test_bad_matrix_names_the_entry(tmp_path):
+    path = tmp_path / 'bad.json'
+    write_json(str(path), dict(runs=[dict(method='x', task='voc', config='c', work_dir='w',
+                                          metrics='m')]))
+    with pytest.raises(ValueError, match=r'bad.json: runs\[0\].task .voc.'):
+        load_matrix(str(path))
+
+
+def test_make_synthetic_data_writes_three_checked_views(tmp_path, capsys):
+    tool = load_tool('make_synthetic_data')
+    assert tool.main([str(tmp_path / 'syn'), '--num-train', '3', '--num-val', '2',
+                      '--size', '32', '--seed', '5']) == 0
+    assert '0 problem(s)' in capsys.readouterr().out
+    assert len(os.listdir(tmp_path / 'syn' / 'pretrain')) == 3
+    assert len(os.listdir(tmp_path / 'syn' / 'ade' / 'images' / 'validation')) == 2
+    ann = json.load(open(tmp_path / 'syn' / 'coco' / 'annotations' / 'instances_val2017.json'))
+    assert len(ann['images']) == 2 and len(ann['categories']) == 5
+    # same seed, same scenes
+    tool.main([str(tmp_path / 'again'), '--num-train', '3', '--num-val', '2', '--size', '32',
+               '--seed', '5'])
+    a = cv2.imread(str(tmp_path / 'syn' / 'ade' / 'annotations' / 'training' /
+                       'ADE_train_00000002.png'), cv2.IMREAD_UNCHANGED)
+    b = cv2.imread(str(tmp_path / 'again' / 'ade' / 'annotations' / 'training' /
+                       'ADE_train_00000002.png'), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(a, b)

@@ -1,0 +1,190 @@
+"""Speed benchmarks (mixedae/suite/speed.py): FLOP counts against hand counts, configs, tables.
+
+Timings are never asserted; the tables are checked on given numbers.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from timm.models.vision_transformer import VisionTransformer
+
+from mixedae.suite import speed
+from mixedae.suite.repo import Repo
+from support import ROOT
+
+
+def test_linear_flops_match_the_hand_count():
+    b, n_in, n_out = 3, 8, 5
+    lin = torch.nn.Linear(n_in, n_out)
+    x = torch.randn(b, n_in)
+    with torch.no_grad():
+        assert speed.count_flops(lambda: lin(x)) == 2 * b * n_in * n_out
+    x.requires_grad_()
+    # backward: one product for the input's gradient, one for the weight's
+    assert speed.count_flops(lambda: lin(x).sum().backward()) == 3 * 2 * b * n_in * n_out
+
+
+def test_cpu_attention_flops_are_counted():
+    b, h, n, d = 2, 3, 10, 16
+    q = torch.randn(b, h, n, d)
+    bias = torch.randn(1, h, n, n)
+    flops = speed.count_flops(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=bias))
+    assert flops == 2 * (2 * b * h * n * n * d)  # q k^T and p v
+
+
+def test_tiny_vit_forward_flops_match_the_hand_count():
+    b, size, p, d, depth = 2, 32, 8, 32, 2
+    vit = VisionTransformer(img_size=size, patch_size=p, embed_dim=d, depth=depth, num_heads=4,
+                            num_classes=0, global_pool='')
+    x = torch.randn(b, 3, size, size)
+    patches = (size // p) ** 2
+    tokens = patches + 1
+    embed = 2 * b * patches * d * 3 * p * p
+    # qkv (3d), projection (d), MLP (4d in, 4d out) per token; q k^T and p v per head
+    block = 2 * b * tokens * d * (3 * d + d + 8 * d) + 2 * 2 * b * tokens * tokens * d
+    with torch.no_grad():
+        assert speed.count_flops(lambda: vit.forward_features(x)) == embed + depth * block
+
+
+def test_cpu_model_name_reads_cpuinfo(tmp_path):
+    info = tmp_path / 'cpuinfo'
+    info.write_text('processor\t: 0\nvendor_id\t: X\nmodel name\t: Example CPU 9000 @ 3 GHz\n')
+    assert speed.cpu_model_name(str(info)) == 'Example CPU 9000 @ 3 GHz'
+    assert speed.cpu_model_name(str(tmp_path / 'absent'))  # platform's answer, not empty
+
+
+def test_cpu_description_names_the_model_and_cores():
+    text = speed.device_description('cpu')
+    assert text.startswith(speed.cpu_model_name() + ', ')
+    assert f'{len(os.sched_getaffinity(0))} cores' in text and torch.__version__ in text
+
+
+def test_time_step_runs_warmup_then_repeats():
+    calls = []
+    out = speed.time_step(lambda: calls.append(1), torch.device('cpu'), warmup=2, repeats=3)
+    assert len(calls) == 5 and len(out['times']) == 3
+    assert out['step_s'] == sorted(out['times'])[1]
+    with pytest.raises(ValueError, match='repeats >= 1'):
+        speed.time_step(lambda: None, torch.device('cpu'), warmup=0, repeats=0)
+
+
+def test_pretrain_table_with_and_without_mfu():
+    results = [dict(method='mae', step_s=0.5, images_per_s=32., flops=2e12, peak_mib=1000.),
+               dict(method='mixedae', step_s=0.55, images_per_s=29.1, flops=2.2e12,
+                    peak_mib=1200.)]
+    assert speed.pretrain_table(results[:1], 'cpu').splitlines()[2].split(' | ')[3] == '2'
+    lines = speed.pretrain_table(results, 'cpu').splitlines()
+    assert lines[0] == ('| method | time / step (s) | images / s | TFLOP / step | TFLOP/s | '
+                        'peak RSS growth (MiB) | time vs MAE |')
+    assert lines[3] == '| mixedae | 0.550 | 29.1 | 2.2 | 4 | 1200 | 1.100 |'
+    lines = speed.pretrain_table(results, 'cuda', peak_tflops=8.).splitlines()
+    assert 'MFU' in lines[0] and 'peak GPU memory (MiB)' in lines[0]
+    assert lines[2] == '| mae | 0.500 | 32.0 | 2 | 4 | 50 % | 1000 | 1.000 |'
+
+
+def test_backbone_table_ratios_to_the_yardstick():
+    row = dict(input='64x64', batch=4, images_per_s=1.)
+    results = [dict(protocol='ade20k', model='timm', step_s=0.2, peak_mib=100., **row),
+               dict(protocol='ade20k', model='config', step_s=0.5, peak_mib=180., **row)]
+    lines = speed.backbone_table(results, 'cpu').splitlines()
+    assert lines[2].endswith('| 0.2000 | 1.0 | 100 | 1.00 | 1.00 |')
+    assert lines[3] == ('| ade20k | mixedae.ViT | 64x64 | 4 | 0.5000 | 1.0 | 180 | 2.50 | '
+                        '1.80 |')
+
+
+@pytest.mark.parametrize('method', speed.PRETRAIN_METHODS)
+def test_pretrain_model_config_is_the_method_config_at_base(method):
+    own = Config.fromfile(Repo(ROOT).config(f'{method}-base')).model
+    own.pop('batch_size')
+    assert speed.pretrain_model_config(ROOT, method, 'base').to_dict() == own.to_dict()
+
+
+def test_pretrain_model_config_takes_the_method_knobs_to_other_archs():
+    mae = speed.pretrain_model_config(ROOT, 'mae', 'tiny')
+    assert (mae.backbone.group_size, mae.contrast_weight, mae.backbone.embed_dim) == (1, 0., 64)
+    naive = speed.pretrain_model_config(ROOT, 'naivemix', 'large')
+    assert naive.backbone.attn_mode == 'vanilla' and not naive.backbone.use_segment_embed
+    assert naive.backbone.embed_dim == 1024
+    with pytest.raises(ValueError, match="unknown arch 'huge'"):
+        speed.pretrain_model_config(ROOT, 'mae', 'huge')
+
+
+def test_backbone_configs_and_their_yardsticks():
+    ade = speed.backbone_config(ROOT, 'ade20k')
+    assert ade.use_rel_pos_bias and tuple(ade.img_size) == (512, 512) and 'init_cfg' not in ade
+    assert tuple(speed.backbone_config(ROOT, 'vitdet').img_size) == (1024, 1024)
+    assert tuple(speed.backbone_config(ROOT, 'coco_a', img_size=224).img_size) == (224, 224)
+    cfg = speed.backbone_config(ROOT, 'vitdet', 'tiny')
+    ours, timm = speed.build_backbone('config', cfg), speed.build_backbone('timm', cfg)
+    assert timm.cls_token is None and len(timm.blocks) == len(ours.blocks) == 4
+    assert all(b.attn.fused_attn for b in timm.blocks)
+    assert timm.blocks[0].mlp.fc1.weight.shape == ours.blocks[0].mlp.fc1.weight.shape
+    # same parameters apart from the relative position tables
+    extra = sum(p.numel() for n, p in ours.named_parameters()
+                if 'relative_position' in n or '.rel_pos_' in n)
+    assert extra > 0
+    assert (sum(p.numel() for p in ours.parameters()) - extra
+            == sum(p.numel() for p in timm.parameters()))
+    assert speed.backbone_config(ROOT, 'coco_a').with_cp and not timm.grad_checkpointing
+    cfg.with_cp = True
+    assert speed.build_backbone('timm', cfg).grad_checkpointing
+    with pytest.raises(ValueError, match="unknown protocol 'voc'"):
+        speed.backbone_config(ROOT, 'voc')
+
+
+def test_backbone_benchmark_needs_no_mmseg_or_mmdet_models():
+    """The backbones build without importing mmseg's or mmdet's model packages, which need
+    mmcv's compiled ops (a GPU machine may only have mmcv built without them)."""
+    script = ('import sys\n'
+              'from mixedae.suite import speed\n'
+              'for p in ("ade20k", "coco_a", "vitdet"):\n'
+              f'    speed.build_backbone("config", speed.backbone_config({ROOT!r}, p, "tiny"))\n'
+              'print(sorted(m for m in sys.modules if m in ("mmseg.models", "mmdet.models")))\n')
+    out = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == '[]'
+
+
+def test_measure_backbone_in_process():
+    out = speed.measure_backbone(ROOT, 'ade20k', 'config', scale='tiny', batch=1, warmup=0, repeats=1)
+    assert out['input'] == '64x64' and out['step_s'] > 0 and len(out['times']) == 1
+
+
+def test_peak_rss_restarts_from_the_current_rss():
+    big = torch.ones(64 * 2 ** 20 // 4 * 4)                            # 256 MiB
+    assert speed.peak_rss_mib() >= speed.current_rss_mib() >= 256
+    del big
+    speed.reset_peak_rss()
+    # the peak restarts at the current RSS, whatever the process held before (how much of the
+    # freed tensor the allocator returned to the system depends on the process's history)
+    assert speed.current_rss_mib() - 1 <= speed.peak_rss_mib() <= speed.current_rss_mib() + 32
+
+
+@pytest.mark.slow
+def test_benchmark_tools_print_their_tables(tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    out = subprocess.run(
+        [sys.executable, 'tools/benchmark_backbone.py', '--scale', 'tiny', '--batch', '1',
+         '--warmup', '0', '--repeats', '1', '--protocols', 'vitdet'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith('| ')]
+    assert len(rows) == 3 and speed.cpu_model_name() in out.stdout
+    assert rows[1].startswith('| vitdet | timm ViT') and rows[1].endswith('| 1.00 | 1.00 |')
+    assert rows[2].startswith('| vitdet | mixedae.ViT | 64x64 | 1 |')
+    out = subprocess.run(
+        [sys.executable, 'tools/benchmark_pretrain.py', '--arch', 'tiny', '--batch', '4',
+         '--warmup', '0', '--repeats', '1', '--methods', 'mae', '--peak-tflops', '1',
+         '--out', str(tmp_path / 'r.json')],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith('| ')]
+    assert len(rows) == 2 and 'MFU' in rows[0] and rows[1].endswith('| 1.000 |')
+    saved = json.loads((tmp_path / 'r.json').read_text())
+    assert saved['results'][0]['method'] == 'mae' and saved['results'][0]['flops'] > 0

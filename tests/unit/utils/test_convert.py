@@ -1,0 +1,193 @@
+"""tools/convert_checkpoint.py: every source layout gives the source model's features."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from timm.models.vision_transformer import VisionTransformer
+
+from mixedae.models import ViT
+from mixedae.utils.checkpoint import CheckpointError
+from mixedae.utils.convert import convert_checkpoint
+from support import ROOT, TINY
+
+
+
+def source_vit(num_classes=0):
+    """A randomly initialised timm ViT: the 'official' model a release was saved from."""
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4,
+                             num_classes=num_classes).eval()
+
+
+def features(model: VisionTransformer, x):
+    return model.forward_features(x)[:, 1:].transpose(1, 2).reshape(x.shape[0], 32, 4, 4)
+
+
+def load_converted(path, **kw):
+    model = ViT(**TINY, init_cfg=dict(type='Pretrained', checkpoint=str(path)), **kw)
+    model.init_weights()
+    return model.eval()
+
+
+def mae_release(src):
+    sd = dict(src.state_dict())
+    sd['mask_token'] = torch.zeros(1, 1, 16)
+    sd['decoder_embed.weight'] = torch.zeros(16, 32)
+    sd['decoder_blocks.0.attn.qkv.weight'] = torch.zeros(48, 16)
+    sd['decoder_pred.weight'] = torch.zeros(192, 16)
+    return dict(model=sd)
+
+
+def ibot_release(teacher, student):
+    def with_head(model, prefix):
+        sd = {f'{prefix}backbone.{k}': v for k, v in model.state_dict().items()}
+        sd[f'{prefix}backbone.masked_embed'] = torch.zeros(1, 32)
+        sd[f'{prefix}head.mlp.0.weight'] = torch.zeros(64, 32)
+        sd[f'{prefix}head.last_layer.weight_g'] = torch.ones(1, 64)
+        return sd
+    return dict(teacher=with_head(teacher, ''), student=with_head(student, 'module.'),
+                epoch=100, args=dict(arch='vit_tiny'))
+
+
+def mixedae_pretrain(encoder: ViT):
+    sd = {f'backbone.{k}': v for k, v in encoder.state_dict().items()}
+    sd['backbone.segment_embed'] = torch.zeros(4, 32)
+    sd['decoder.decoder_embed.weight'] = torch.zeros(16, 32)
+    sd['decoder.mask_token'] = torch.zeros(1, 1, 16)
+    sd['contrast_head.proj.weight'] = torch.zeros(16, 32)
+    return dict(meta=dict(epoch=1), state_dict=sd, optimizer=dict(state={}, param_groups=[]))
+
+
+def run(src, dst, src_format, key=None):
+    return convert_checkpoint(str(src), str(dst), src_format, key)
+
+
+def test_mae_release(tmp_path):
+    src = source_vit(num_classes=0)
+    torch.save(mae_release(src), tmp_path / 'mae.pth')
+    assert run(tmp_path / 'mae.pth', tmp_path / 'out.pth', 'mae')
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], features(src, x),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_timm_state_dict_with_head(tmp_path):
+    src = source_vit(num_classes=7)
+    torch.save(src.state_dict(), tmp_path / 'timm.pth')
+    assert run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], features(src, x),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('key', [None, 'teacher', 'student'])
+def test_ibot_release_teacher_and_student(tmp_path, key):
+    teacher, student = source_vit(), source_vit()
+    torch.save(ibot_release(teacher, student), tmp_path / 'ibot.pth')
+    run(tmp_path / 'ibot.pth', tmp_path / 'out.pth', 'ibot', key)
+    expected_model = student if key == 'student' else teacher
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0],
+                               features(expected_model, x), atol=1e-5, rtol=1e-5)
+
+
+def test_mixedae_pretraining_checkpoint(tmp_path):
+    encoder = ViT(**TINY).eval()
+    torch.save(mixedae_pretrain(encoder), tmp_path / 'pre.pth')
+    assert run(tmp_path / 'pre.pth', tmp_path / 'out.pth', 'mixedae')
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], encoder(x)[0])
+
+
+@pytest.mark.slow
+def test_cli_reports_kept_and_dropped(tmp_path):
+    torch.save(mae_release(source_vit()), tmp_path / 'mae.pth')
+    out = subprocess.run([sys.executable, f'{ROOT}/tools/convert_checkpoint.py',
+                          tmp_path / 'mae.pth', tmp_path / 'out.pth', '--src-format', 'mae'],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    n_backbone = len([k for k in source_vit().state_dict()])
+    assert f'kept {n_backbone} tensors, dropped 4' in out.stdout
+
+
+def test_unrecognised_keys_fail_and_write_nothing(tmp_path):
+    sd = mae_release(source_vit())
+    sd['model']['blocks.0.attn.q_bias'] = torch.zeros(32)
+    torch.save(sd, tmp_path / 'odd.pth')
+    with pytest.raises(CheckpointError, match=r'blocks\.0\.attn\.q_bias'):
+        run(tmp_path / 'odd.pth', tmp_path / 'out.pth', 'mae')
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_wrong_layout_for_format_fails(tmp_path):
+    torch.save(source_vit().state_dict(), tmp_path / 'timm.pth')
+    with pytest.raises(CheckpointError, match="expected a 'model' entry"):
+        run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'mae')
+
+
+def test_rel_pos_model_loads_mae_with_expected_missing_report(tmp_path):
+    torch.save(mae_release(source_vit()), tmp_path / 'mae.pth')
+    run(tmp_path / 'mae.pth', tmp_path / 'out.pth', 'mae')
+    log_file = tmp_path / 'log.txt'
+    MMLogger.get_instance(f'mixedae_test_convert:{log_file}', log_file=str(log_file))
+    model = load_converted(tmp_path / 'out.pth', use_rel_pos_bias=True, init_values=1.0)
+    assert model.blocks[1].attn.relative_position_bias_table.abs().sum() == 0
+    log = log_file.read_text()
+    assert 'blocks.{0,1}.attn.relative_position_bias_table' in log
+    assert 'blocks.{0,1}.ls1.gamma' in log
+
+
+def test_loading_at_another_resolution_resamples_pos_embed(tmp_path):
+    src = source_vit()
+    torch.save(src.state_dict(), tmp_path / 'timm.pth')
+    run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
+    model = ViT(**{**TINY, 'img_size': 64},
+                init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'out.pth')))
+    model.init_weights()
+    assert model.pos_embed.shape == (1, 1 + 64, 32)
+    torch.testing.assert_close(model.pos_embed[:, :1], src.pos_embed[:, :1])
+
+
+def test_model_without_final_norm_drops_it(tmp_path):
+    src = source_vit()
+    torch.save(src.state_dict(), tmp_path / 'timm.pth')
+    run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
+    model = load_converted(tmp_path / 'out.pth', final_norm=False)
+    x = torch.randn(1, 3, 32, 32)
+    expected = torch.nn.Sequential(*src.blocks)(src._pos_embed(src.patch_embed(x)))
+    torch.testing.assert_close(model(x)[0], expected[:, 1:].transpose(1, 2).reshape(1, 32, 4, 4),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_window_model_drops_class_token(tmp_path):
+    torch.save(source_vit().state_dict(), tmp_path / 'timm.pth')
+    run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
+    model = load_converted(tmp_path / 'out.pth', with_cls_token=False, window_size=2,
+                           window_block_indexes=(0,), use_rel_pos_bias=True)
+    assert model.pos_embed.shape == (1, 16, 32)
+
+
+def test_mismatched_backbone_is_an_error(tmp_path):
+    torch.save(dict(state_dict=ViT(**{**TINY, 'depth': 3}).state_dict()), tmp_path / 'deep.pth')
+    with pytest.raises(CheckpointError, match='deep.pth does not match the config: the '
+                                              'checkpoint has 3 blocks, the model 2'):
+        load_converted(tmp_path / 'deep.pth')
+    with pytest.raises(FileNotFoundError, match='init_cfg.checkpoint'):
+        ViT(**TINY, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'none.pth')))
+
+
+def test_vitdet_backbone_with_decomposed_rel_pos_round_trips(tmp_path):
+    vitdet = dict(with_cls_token=False, use_rel_pos_bias=True, rel_pos_type='decomposed',
+                  window_size=2, window_block_indexes=(0,))
+    encoder = ViT(**TINY, **vitdet).eval()
+    with torch.no_grad():
+        for block in encoder.blocks:
+            block.attn.rel_pos_h.normal_()
+            block.attn.rel_pos_w.normal_()
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in encoder.state_dict().items()}),
+               tmp_path / 'vitdet.pth')
+    assert run(tmp_path / 'vitdet.pth', tmp_path / 'out.pth', 'mixedae')
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth', **vitdet)(x)[0],
+                               encoder(x)[0])

@@ -1,0 +1,199 @@
+"""Missing, unexpected and mis-shaped keys on every loading path, with the documented outcome
+(docs/testing.md, "Loading paths"):
+
+- ``init_cfg=dict(type='Pretrained')`` (``ViT.load_pretrained``): an error naming the keys,
+  except the expected-missing relative position tables / layer scales, kept at init and reported;
+- conversion (``extract_backbone``): checks names (unknown -> error); completeness and shapes are
+  checked when the converted file is loaded;
+- MMEngine ``load_from`` and ``resume`` (``Runner.load_checkpoint``, ``strict=False``): a warning
+  listing the keys; the run goes on with those tensors at their initial value.
+"""
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+from mixedae.models import ViT
+from mixedae.utils.checkpoint import CheckpointError
+from mixedae.utils.convert import extract_backbone
+from support import TINY
+
+
+def pretrained(tmp_path, sd, **kw):
+    path = tmp_path / 'backbone.pth'
+    torch.save(sd, path)
+    model = ViT(**TINY, **kw, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    return model
+
+
+def source_state():
+    return {k: torch.randn_like(v) for k, v in ViT(**TINY).state_dict().items()}
+
+
+def test_pretrained_complete_checkpoint_loads_every_tensor(tmp_path):
+    sd = source_state()
+    model = pretrained(tmp_path, sd)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+
+
+@pytest.mark.parametrize('key', ['blocks.1.mlp.fc2.weight', 'norm.weight', 'cls_token',
+                                 'patch_embed.proj.bias'])
+def test_pretrained_missing_key_is_an_error(tmp_path, key):
+    sd = source_state()
+    del sd[key]
+    with pytest.raises(CheckpointError, match=rf"missing keys \['{key}'\]"):
+        pretrained(tmp_path, sd)
+
+
+def test_pretrained_unexpected_key_is_an_error(tmp_path):
+    sd = source_state()
+    sd['blocks.0.attn.extra'] = torch.zeros(3)
+    with pytest.raises(CheckpointError, match=r"unexpected keys \['blocks.0.attn.extra'\]"):
+        pretrained(tmp_path, sd)
+
+
+def test_pretrained_misshaped_key_is_an_error(tmp_path):
+    sd = source_state()
+    sd['blocks.1.mlp.fc1.weight'] = torch.zeros(64, 16)
+    with pytest.raises(CheckpointError, match=r'blocks.1.mlp.fc1.weight is \(64, 16\) in the '
+                                              r'checkpoint and \(128, 32\) in the model'):
+        pretrained(tmp_path, sd)
+
+
+def test_pretrained_expected_missing_keys_keep_their_initial_value(tmp_path):
+    sd = source_state()
+    model = pretrained(tmp_path, sd, use_rel_pos_bias=True, init_values=0.1)
+    assert (model.blocks[1].attn.relative_position_bias_table == 0).all()
+    assert (model.blocks[0].ls2.gamma == 0.1).all()
+    assert torch.equal(model.blocks[1].attn.qkv.weight, sd['blocks.1.attn.qkv.weight'])
+
+
+def test_conversion_checks_names_and_leaves_completeness_to_loading(tmp_path):
+    sd = source_state()
+    del sd['blocks.0.norm1.bias']
+    sd['blocks.1.attn.qkv.weight'] = torch.zeros(5, 32)
+    backbone, dropped = extract_backbone({'model': {**sd, 'mask_token': torch.zeros(1)}}, 'mae')
+    assert dropped == ['mask_token'] and backbone.keys() == sd.keys()
+    with pytest.raises(CheckpointError, match='blocks.1.attn.qkv.weight is'):
+        pretrained(tmp_path, backbone)
+    del backbone['blocks.1.attn.qkv.weight']
+    with pytest.raises(CheckpointError, match='missing keys .*blocks.0.norm1.bias'):
+        pretrained(tmp_path, backbone)
+    with pytest.raises(CheckpointError, match=r"not recognised .*\['decoder.x'\]"):
+        extract_backbone({'model': {**sd, 'decoder.x': torch.zeros(1)}}, 'mae')
+
+
+class ToyData(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return dict(inputs=torch.full((3, 32, 32), float(i)), labels=torch.tensor(i % 3))
+
+
+class Toy(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.backbone = ViT(**TINY)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, inputs, labels=None, mode='loss'):
+        logits = self.head(self.backbone(inputs)[0].mean((2, 3)))
+        return dict(loss=nn.functional.cross_entropy(logits, labels))
+
+
+def toy_runner(work_dir, max_iters, **kw):
+    """A training runner with lr 0 (the weights stay what loading left)."""
+    return Runner(
+        model=Toy(), work_dir=str(work_dir), default_scope='mmengine',
+        train_dataloader=dict(dataset=ToyData(), batch_size=4, num_workers=0,
+                              sampler=dict(type='DefaultSampler', shuffle=False),
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False)),
+        **kw)
+
+
+def damaged_checkpoint(tmp_path):
+    """A real MMEngine checkpoint with one key missing, one unexpected and one mis-shaped."""
+    toy_runner(tmp_path / 'source', max_iters=1).train()
+    ckpt = torch.load(tmp_path / 'source/iter_1.pth', weights_only=False)
+    sd = ckpt['state_dict']
+    source = {k: v.clone() for k, v in sd.items()}
+    del sd['head.bias']
+    sd['head.extra'] = torch.zeros(2)
+    sd['backbone.norm.weight'] = torch.ones(7)
+    torch.save(ckpt, tmp_path / 'ckpt.pth')
+    return tmp_path / 'ckpt.pth', source
+
+
+def assert_partially_loaded(model, fresh, source, log):
+    sd = model.state_dict()
+    assert torch.equal(sd['head.weight'], source['head.weight'])
+    assert torch.equal(sd['head.bias'], fresh['head.bias'])                  # missing: init
+    assert torch.equal(sd['backbone.norm.weight'], fresh['backbone.norm.weight'])  # mis-shaped
+    assert 'missing keys in source state_dict: head.bias' in log
+    assert 'unexpected key in source state_dict: head.extra' in log
+    assert 'size mismatch for backbone.norm.weight' in log
+
+
+def test_load_from_warns_and_keeps_initial_values(tmp_path, capsys):
+    path, source = damaged_checkpoint(tmp_path)
+    runner = toy_runner(tmp_path / 'work', max_iters=1, load_from=str(path))
+    fresh = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    runner.load_or_resume()
+    captured = capsys.readouterr()
+    assert_partially_loaded(runner.model, fresh, source, captured.out + captured.err)
+
+
+def test_resume_warns_and_keeps_initial_values(tmp_path, capsys):
+    path, source = damaged_checkpoint(tmp_path)
+    runner = toy_runner(tmp_path / 'work', max_iters=2, load_from=str(path), resume=True)
+    fresh = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    runner.train()
+    assert runner.iter == 2
+    captured = capsys.readouterr()
+    assert_partially_loaded(runner.model, fresh, source, captured.out + captured.err)
+
+
+def test_conversion_layouts_by_hand():
+    sd = {'cls_token': torch.zeros(1, 1, 4), 'blocks.0.norm1.weight': torch.ones(4)}
+    # iBOT backbone-only file: module./backbone. prefixes removed
+    ibot = {'state_dict': {f'module.backbone.{k}': v for k, v in sd.items()}}
+    assert extract_backbone(ibot, 'ibot')[0].keys() == sd.keys()
+    with pytest.raises(CheckpointError, match=r"<checkpoint>: expected a 'student' entry, found "
+                                              r"\['state_dict'\]"):
+        extract_backbone(ibot, 'ibot', key='student')
+    # timm: a plain state dict, or a train.py checkpoint holding one under 'state_dict'
+    assert extract_backbone({'state_dict': sd, 'epoch': 3}, 'timm')[0].keys() == sd.keys()
+    assert extract_backbone(dict(sd), 'timm')[0].keys() == sd.keys()
+    with pytest.raises(CheckpointError, match=r'<checkpoint>: a timm checkpoint is a dict of '
+                                              r"tensors, or a training checkpoint with such a "
+                                              r"dict under 'state_dict'"):
+        extract_backbone({'state_dict': {'x': 1}}, 'timm')
+    with pytest.raises(CheckpointError, match=r"f.pth: expected a 'model' entry, found list"):
+        extract_backbone([sd], 'mae', 'f.pth')
+    with pytest.raises(CheckpointError, match=r"p.pth: expected a 'state_dict' entry"):
+        extract_backbone({'model': sd}, 'mixedae', 'p.pth')
+    with pytest.raises(CheckpointError, match='a timm checkpoint is a dict of tensors'):
+        extract_backbone([sd], 'timm')
+    with pytest.raises(CheckpointError, match=r"expected a 'state_dict' entry, found \['k0', "
+                                              r"'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7'\]$"):
+        extract_backbone({f'k{i}': 0 for i in range(9)}, 'mixedae')
+    with pytest.raises(ValueError, match=r"unknown src_format 'x'; choose from \('mixedae', "):
+        extract_backbone(sd, 'x')
+    with pytest.raises(CheckpointError, match=r'm.pth: no backbone weights found for '
+                                              r'--src-format mae'):
+        extract_backbone({'model': {'mask_token': torch.zeros(1)}}, 'mae', 'm.pth')
+
+
+@pytest.mark.parametrize('count,suffix', [(20, "'u19']$"), (21, "'u19'] ...$")])
+def test_conversion_lists_at_most_20_unknown_keys(count, suffix):
+    with pytest.raises(CheckpointError, match=suffix.replace('[', r'\[').replace(']', r'\]')
+                       .replace('.', r'\.')):
+        extract_backbone({'model': {f'u{i:02d}': torch.zeros(1) for i in range(count)}}, 'mae')
