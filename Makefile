@@ -1,21 +1,30 @@
 # Two entry points: `make test` and `make demo`. Both set up the environment first
 # (tools/setup_env.sh: .venv, torch, mmcv built once per machine and cached, the package).
+# mmcv comes without compiled ops unless MIXEDAE_MMCV_OPS=1 (README, Stack).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PARITY_VENV ?= .venv-mmcv-ops
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast mutate demo clean
+.PHONY: setup test test-fast test-parity mutate demo clean
 
 setup:
 	@bash tools/setup_env.sh
 
+# `parity` tests compare with mmcv's compiled ops, which this environment may not have
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not parity" $(PYTEST_ARGS)
 
 # unit tests only (no subprocess or end-to-end runs): about 1.5 minutes on 2 cores
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not parity" $(PYTEST_ARGS)
+
+# mixedae's torchvision-backed mmcv ops against mmcv's compiled ones, and the end-to-end runs
+# with compiled mmcv, in a second environment (mmcv compiled once per machine, then cached)
+test-parity:
+	@MIXEDAE_MMCV_OPS=1 VENV=$(PARITY_VENV) bash tools/setup_env.sh
+	$(PARITY_VENV)/bin/python -m pytest -m "parity or slow" $(PYTEST_ARGS)
 
 # mutation testing of the core pure modules ([tool.mutmut] in pyproject.toml; docs/testing.md):
 # not part of `make test`; results stay in mutants/ (`mutmut results`, `mutmut show NAME`).

@@ -1,9 +1,15 @@
 """mixedae: MixedAE pretraining and dense-prediction transfer on OpenMMLab.
 
-Importing the package registers its modules in the ``mixedae`` registry scope and routes
-MMEngine's local checkpoint loading through the safe loader (``mixedae.utils.checkpoint``).
+Importing the package first gives mmcv built without compiled ops a torchvision-backed
+``mmcv._ext`` (``mixedae.utils.mmcv_ops``; before anything imports ``mmcv.ops``), then
+registers its modules in the ``mixedae`` registry scope and routes MMEngine's local
+checkpoint loading through the safe loader (``mixedae.utils.checkpoint``).
 """
-from .utils.checkpoint import register_safe_local_loader
+from .utils import mmcv_ops
+
+mmcv_ops.install()
+
+from .utils.checkpoint import register_safe_local_loader  # noqa: E402
 
 register_safe_local_loader()
 

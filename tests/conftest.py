@@ -9,6 +9,8 @@ os.environ.setdefault('TRITON_INTERPRET', '1')
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# before any test module imports mmcv.ops: mmcv without compiled ops needs mixedae's mmcv._ext
+import mixedae  # noqa: E402,F401
 from support import TINY  # noqa: E402
 
 

@@ -52,3 +52,14 @@ def test_python_variable_wins_and_is_checked(tmp_path):
     assert pick(path, 'python3.9').stdout.strip() == 'python3.9'
     out = pick(path, 'python-missing')
     assert out.returncode != 0 and 'PYTHON=python-missing is not an executable' in out.stderr
+
+
+def test_mmcv_ops_switch_takes_only_0_or_1(tmp_path):
+    out = subprocess.run([BASH, SCRIPT], env={'PATH': os.environ['PATH'], 'HOME': str(tmp_path),
+                                              'MIXEDAE_MMCV_OPS': 'yes',
+                                              'VENV': str(tmp_path / 'venv')},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "MIXEDAE_MMCV_OPS must be 0 (mmcv without compiled ops) or 1 (compiled ops), not 'yes'" \
+        in out.stderr
+    assert not (tmp_path / 'venv').exists()
