@@ -36,12 +36,12 @@ OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS,
                           locations=['mixedae.engine'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, locations=['mixedae.engine'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, locations=['mixedae.datasets'])
-DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS,
-                         locations=['mixedae.datasets'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, locations=['mixedae.datasets'])
 METRICS = Registry('metric', parent=MMENGINE_METRICS)  # none of our own: mmseg's and mmdet's
 
-# scope children so that default_scope='mixedae' resolves MMEngine's own components
+# scope children so that default_scope='mixedae' resolves MMEngine's own components (without
+# one, MMEngine warns and falls back to its root registry: e.g. the pretraining configs' sampler)
+DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS)
 RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS)
 LOOPS = Registry('loop', parent=MMENGINE_LOOPS)
 FUNCTIONS = Registry('function', parent=MMENGINE_FUNCTIONS)

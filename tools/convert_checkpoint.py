@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from mixedae.utils.checkpoint import CheckpointError
-from mixedae.utils.convert import FORMATS, convert_checkpoint
+from mixedae.models.backbones.loading import FORMATS, convert_checkpoint
 
 
 def parse_args(argv=None):

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Tuple
 
 import cv2
 import numpy as np
+
+from .image_folder import IMG_EXTENSIONS
 
 
 def bad_label_values(label: np.ndarray, num_classes: int, allowed: Iterable[int] = ()
@@ -27,10 +29,9 @@ def bad_label_values(label: np.ndarray, num_classes: int, allowed: Iterable[int]
 
 ADE_SPLITS = ('training', 'validation')
 ADE_MAX_LABEL = 150
-IMG_EXT = ('.jpg', '.jpeg', '.png')
 
 
-def _stems(folder: str, exts) -> dict:
+def _stems(folder: str, exts: Tuple[str, ...]) -> Dict[str, str]:
     return {os.path.splitext(f)[0]: f for f in sorted(os.listdir(folder))
             if f.lower().endswith(exts)}
 
@@ -45,7 +46,7 @@ def check_ade20k(root: str, verbose: bool = False) -> List[str]:
         if missing:
             problems += [f'{d}: folder missing' for d in missing]
             continue
-        images, labels = _stems(img_dir, IMG_EXT), _stems(ann_dir, ('.png',))
+        images, labels = _stems(img_dir, IMG_EXTENSIONS), _stems(ann_dir, ('.png',))
         problems += [f'{os.path.join(img_dir, images[s])}: no annotation {s}.png'
                      for s in images if s not in labels]
         problems += [f'{os.path.join(ann_dir, labels[s])}: no image' for s in labels

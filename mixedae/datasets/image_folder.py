@@ -8,6 +8,7 @@ from mmengine.dataset import BaseDataset
 
 from mixedae.registry import DATASETS
 
+#: image file endings read by mixedae (lower case; pretraining folders, dataset checks).
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 

@@ -13,7 +13,7 @@ import argparse
 import os
 import pickle
 import re
-from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -91,11 +91,13 @@ def register_safe_local_loader() -> None:
     CheckpointLoader.register_scheme(prefixes='', loader=_load_from_local, force=True)
 
 
-def state_dict_of(checkpoint: Dict[str, Any], source: PathLike) -> Dict[str, torch.Tensor]:
+def state_dict_of(checkpoint: Any, source: PathLike, what: str = 'a checkpoint'
+                  ) -> Dict[str, torch.Tensor]:
     """The weights of a loaded checkpoint: its ``state_dict`` entry, or the dict itself."""
     sd = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f'{source}: no state_dict of tensors found')
+        raise CheckpointError(f"{source}: {what} is a dict of tensors, or a training checkpoint "
+                              "with such a dict under 'state_dict'")
     return sd
 
 
@@ -116,20 +118,3 @@ def non_finite_tensors(obj: Any, prefix: str = '') -> List[str]:
         return []
     return [name for key, value in items
             for name in non_finite_tensors(value, f'{prefix}.{key}' if prefix else str(key))]
-
-
-def key_coverage(model_keys: Iterable[str], checkpoint_keys: Iterable[str]
-                 ) -> Tuple[List[str], List[str]]:
-    """(missing, unexpected): model keys the checkpoint lacks, checkpoint keys the model lacks.
-
-    A ``module.`` prefix on checkpoint keys is ignored, as MMEngine's loader strips it.
-    """
-    ckpt = {k[len('module.'):] if k.startswith('module.') else k for k in checkpoint_keys}
-    model = set(model_keys)
-    return sorted(model - ckpt), sorted(ckpt - model)
-
-
-def describe_keys(keys: Sequence[str], first: int = 5) -> str:
-    """``'3: a, b, c'`` or ``'120: a, b, c, d, e, ...'``."""
-    shown = ', '.join(keys[:first]) + (', ...' if len(keys) > first else '')
-    return f'{len(keys)}: {shown}' if keys else '0'

@@ -9,9 +9,9 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from mixedae.utils.convert import convert_checkpoint
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
+from mixedae.models.backbones.loading import convert_checkpoint
 from support import ROOT, data_root_options
 
 PY = sys.executable

@@ -19,10 +19,10 @@ from mmseg.models.backbones import BEiT, MAE
 from mmseg.registry import MODELS as SEG_MODELS
 
 import mixedae  # noqa: F401  (registers the mixedae modules)
-from mixedae.utils.convert import convert_checkpoint
 from mixedae.models import ViT
+from mixedae.models.backbones.loading import (convert_checkpoint, extract_backbone,
+                                              mmseg_to_timm_names)
 from mixedae.utils.checkpoint import CheckpointError
-from mixedae.utils.convert import extract_backbone, mmseg_to_timm_names
 from support import ROOT
 
 OURS = os.path.join(ROOT, 'configs/ade20k/upernet_vit-b16-mae_8xb2-160k_ade20k-512x512.py')

@@ -1,5 +1,11 @@
-"""The code's shape: attention as a plug-in, the decoder from config, one source for G, registries."""
+"""The code's shape: attention as a plug-in, configured once; the decoder from config; one source
+for G; registries; one backbone key layout; the library floor's import graph."""
+import ast
+import glob
 import os
+import subprocess
+import sys
+from typing import List
 
 import numpy as np
 import pytest
@@ -11,6 +17,8 @@ from PIL import Image
 
 import mixedae.registry as registry
 from mixedae.models import MixedAE, MixedViT, ViT
+from mixedae.models.backbones import mixed_vit
+from mixedae.models.backbones.loading import BACKBONE_KEY, OPTIONAL_KEY
 from mixedae.models.layers.attention import Attention
 from mixedae.models.layers.homologous_attention import HomologousAttention, MixingContext
 from mixedae.registry import MODELS
@@ -33,6 +41,53 @@ def test_mixed_vit_installs_homologous_attention_per_layer():
     assert modes[1] == (HomologousAttention, 'topk', 7)
     # same parameters as the transfer attention: weights move with prefix changes only
     assert set(enc.blocks[0].attn.state_dict()) == set(ViT(**TINY).blocks[0].attn.state_dict())
+
+
+class RecordingAttention(HomologousAttention):
+    """Remembers the arguments it was built with."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.built_with = (self.mode, self.topk, self.impl)
+
+
+def test_mixed_vit_builds_each_attention_with_its_final_arguments(monkeypatch):
+    monkeypatch.setattr(mixed_vit, 'HomologousAttention', RecordingAttention)
+    enc = MixedViT(**{**TINY, 'depth': 4}, group_size=4, attn_mode='oracle',
+                   homologous_layers='last_half', topk=9, attn_impl='reference')
+    assert enc.homologous_layers == (2, 3)
+    for i, block in enumerate(enc.blocks):
+        mode = 'oracle' if i in (2, 3) else 'vanilla'           # the rest see the whole mix
+        assert block.attn.built_with == (block.attn.mode, block.attn.topk, block.attn.impl)
+        assert block.attn.built_with == (mode, 9, 'reference'), i
+
+
+@pytest.mark.parametrize('kwargs,message,place', [
+    (dict(attn_mode='sparse'), "unknown attention mode 'sparse'", 'homologous_attention.py'),
+    (dict(attn_impl='fast'), "unknown attention impl 'fast'", 'homologous_attention.py'),
+    (dict(topk=0), 'topk must be in [1, 20] (tokens of a mixed sequence), got 0', 'mixed_vit.py'),
+    (dict(topk=21), 'got 21', 'mixed_vit.py'),
+    (dict(homologous_layers=[]), 'homologous_layers is empty', 'mixed_vit.py'),
+])
+def test_each_attention_argument_is_checked_in_one_place(kwargs, message, place):
+    with pytest.raises(ValueError) as err:
+        MixedViT(**TINY, group_size=4, **kwargs)
+    assert message in str(err.value)
+    assert os.path.basename(str(err.traceback[-1].path)) == place
+
+
+def test_the_key_layout_covers_every_backbone_and_marks_what_may_be_absent():
+    variants = [dict(), dict(init_values=0.1), dict(use_rel_pos_bias=True),
+                dict(use_rel_pos_bias=True, rel_pos_type='decomposed', with_cls_token=False,
+                     window_size=2, window_block_indexes=[0])]
+    for kw in variants:
+        keys = ViT(**TINY, **kw).state_dict()
+        assert all(BACKBONE_KEY.match(k) for k in keys), kw
+        optional = {k for k in keys if OPTIONAL_KEY.match(k)}
+        assert optional == {k for k in keys if k.split('.')[-2] in ('ls1', 'ls2')
+                            or 'rel' in k}, kw
+    assert all(BACKBONE_KEY.match(k) for k in MixedViT(**TINY).state_dict()
+               if k != 'segment_embed')
 
 
 def test_homologous_attention_without_context_is_the_transfer_attention():
@@ -155,3 +210,95 @@ def test_every_declared_registry_builds_under_the_mixedae_scope(tmp_path):
             assert reg.get(NAMED_ONLY[name]) is not None, name
         else:
             assert reg.build(samples[name]) is not None, name
+
+
+# ---------------------------------------------------------------------- the library floor
+PACKAGE = os.path.join(ROOT, 'mixedae')
+#: the suite: applications over the library, which the library never imports
+NOT_LIBRARY = ('mixedae.suite',)
+PROCESS_CALLS = {('os', name) for name in ('system', 'popen', 'execv', 'execvp', 'spawnv',
+                                           'posix_spawn', 'fork')}
+REPOSITORY_PATHS = ('configs/', 'tools/', 'docs/', 'README')
+
+
+def module_name(path: str) -> str:
+    rel = os.path.relpath(path, ROOT)[:-len('.py')].replace(os.sep, '.')
+    return rel[:-len('.__init__')] if rel.endswith('.__init__') else rel
+
+
+def library_modules() -> List[str]:
+    paths = glob.glob(os.path.join(PACKAGE, '**', '*.py'), recursive=True)
+    return sorted(p for p in paths if not module_name(p).startswith(NOT_LIBRARY))
+
+
+def imported_names(tree: ast.AST, module: str, is_package: bool) -> List[str]:
+    """Absolute names of every import of a module (``from a import b`` gives a and a.b)."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                parts = module.split('.')[:len(module.split('.')) - node.level + is_package]
+                base = '.'.join(parts + ([base] if base else []))
+            names += [base] + [f'{base}.{alias.name}' for alias in node.names]
+    return names
+
+
+def floor_violations(source: str, module: str, is_package: bool = False) -> List[str]:
+    """What a library module must not do: import the suite, run a process, open repo paths."""
+    tree = ast.parse(source)
+    found = [f'imports {name}' for name in imported_names(tree, module, is_package)
+             if name.startswith(NOT_LIBRARY) or name.split('.')[0] in ('subprocess',
+                                                                      'multiprocessing')]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == '__file__':
+            found.append(f'line {node.lineno}: uses __file__ (a path of the repository)')
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                    and (func.value.id, func.attr) in PROCESS_CALLS):
+                found.append(f'line {node.lineno}: runs a process (os.{func.attr})')
+            found += [f'line {node.lineno}: opens {arg.value!r}' for arg in node.args
+                      if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+                      and arg.value.startswith(REPOSITORY_PATHS)]
+    return found
+
+
+@pytest.mark.parametrize('source,module,expected', [
+    ('from mixedae.suite import demo', 'mixedae.models.vit', 'imports mixedae.suite'),
+    ('from mixedae.suite.speed import x', 'mixedae.utils.io', 'imports mixedae.suite.speed'),
+    ('from .. import suite', 'mixedae.engine.hook', 'imports mixedae.suite'),
+    ('from ..suite import demo', 'mixedae.utils.io', 'imports mixedae.suite.demo'),
+    ('import subprocess', 'mixedae.utils.io', 'imports subprocess'),
+    ('import os\nos.system("ls")', 'mixedae.utils.io', 'runs a process (os.system)'),
+    ('p = __file__', 'mixedae.utils.io', 'uses __file__'),
+    ('open("configs/x.py")', 'mixedae.utils.io', "opens 'configs/x.py'"),
+])
+def test_the_floor_check_finds_each_kind_of_violation(source, module, expected):
+    assert any(expected in v for v in floor_violations(source, module))
+
+
+def test_the_library_floor_stands_on_its_own():
+    modules = library_modules()
+    assert os.path.join(PACKAGE, 'models', 'backbones', 'vit.py') in modules
+    assert not any(module_name(p).startswith('mixedae.suite') for p in modules)
+    problems = {}
+    for path in modules:
+        with open(path) as f:
+            found = floor_violations(f.read(), module_name(path), path.endswith('__init__.py'))
+        if found:
+            problems[os.path.relpath(path, ROOT)] = found
+    assert not problems
+
+
+def test_import_mixedae_leaves_mmdet_mmseg_and_their_adapters_unimported():
+    """mmdet's and mmseg's adapters are imported by the transfer configs' ``custom_imports``,
+    not by ``import mixedae`` (pretraining needs neither)."""
+    optional = ['mmdet', 'mmseg', 'mixedae.models.detection', 'mixedae.datasets.coco',
+                'mixedae.datasets.ade20k']
+    code = f'import sys, mixedae; print([m for m in {optional!r} if m in sys.modules])'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT}, check=True)
+    assert out.stdout.strip() == '[]'

@@ -5,7 +5,8 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
 
 from mixedae.registry import HOOKS
-from mixedae.utils.checkpoint import CheckpointError, describe_keys, key_coverage, state_dict_of
+from mixedae.models.backbones.loading import describe_keys, key_coverage
+from mixedae.utils.checkpoint import CheckpointError, state_dict_of
 
 
 @HOOKS.register_module()

@@ -7,15 +7,16 @@ Its parameters are those of :class:`~mixedae.models.backbones.vit.ViT` plus ``se
 """
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import trunc_normal_
+from timm.layers import to_2tuple, trunc_normal_
 
 from mixedae.registry import MODELS
-from ..layers.homologous_attention import ATTN_MODES, HomologousAttention, MixingContext
+from ..layers.homologous_attention import HomologousAttention, MixingContext
 from ..utils.mixing import mix
 from ..layers.pos_embed import sincos_2d_pos_embed
 from .vit import ViT
@@ -52,27 +53,28 @@ class MixedViT(ViT):
             if fixed in kwargs:
                 raise ValueError(f'MixedViT does not take {fixed!r} (pretraining uses a class '
                                  'token, fixed absolute positions and homologous attention)')
-        # every block gets the homologous plug-in (plain attention until configured below)
-        super().__init__(attn_layer=partial(HomologousAttention, mode='vanilla',
-                                            impl=attn_impl), **kwargs)
-        num_patches = self.patch_embed.num_patches
+        arch = inspect.signature(ViT).bind(**kwargs)
+        arch.apply_defaults()
+        depth, img_size = arch.arguments['depth'], to_2tuple(arch.arguments['img_size'])
+        grid = [s // p for s, p in zip(img_size, to_2tuple(arch.arguments['patch_size']))]
+        num_patches = grid[0] * grid[1]                                # timm's PatchEmbed grid
         if not isinstance(group_size, int) or group_size < 1:
             raise ValueError(f'group_size must be a positive integer, got {group_size!r}')
         if num_patches % group_size:
             raise ValueError(f'group_size {group_size} does not divide the {num_patches} patches '
-                             f'of a {self.patch_embed.img_size} image')
-        if attn_mode not in ATTN_MODES:
-            raise ValueError(f'unknown attn_mode {attn_mode!r}; choose from {ATTN_MODES}')
+                             f'of a {img_size} image')
+        topk = num_patches // group_size + 1 if topk is None else topk
+        if not 1 <= topk <= num_patches + group_size:
+            raise ValueError(f'topk must be in [1, {num_patches + group_size}] (tokens of a mixed '
+                             f'sequence), got {topk}')
+        homologous = self._resolve_layers(homologous_layers, depth)
+        super().__init__(attn_layer=[
+            partial(HomologousAttention, mode=attn_mode if i in homologous else 'vanilla',
+                    topk=topk, impl=attn_impl) for i in range(depth)], **kwargs)
         self.group_size = group_size
         self.attn_mode = attn_mode
-        self.topk = num_patches // group_size + 1 if topk is None else topk
-        if not 1 <= self.topk <= num_patches + group_size:
-            raise ValueError(f'topk must be in [1, {num_patches + group_size}] (tokens of a mixed '
-                             f'sequence), got {self.topk}')
-        self.homologous_layers = self._resolve_layers(homologous_layers)
-        for i in self.homologous_layers:
-            self.blocks[i].attn.mode = attn_mode
-            self.blocks[i].attn.topk = self.topk
+        self.topk = topk
+        self.homologous_layers = homologous
         self.segment_embed = (nn.Parameter(torch.zeros(group_size, self.embed_dim))
                               if use_segment_embed and group_size > 1 else None)
         if self.segment_embed is not None:
@@ -111,15 +113,20 @@ class MixedViT(ViT):
             if qkv.bias is not None:
                 qkv.bias[d:2 * d] = qkv.bias[:d]
 
-    def _resolve_layers(self, layers: Union[str, Sequence[int]]) -> Tuple[int, ...]:
+    @classmethod
+    def _resolve_layers(cls, layers: Union[str, Sequence[int]], depth: int) -> Tuple[int, ...]:
         if layers == 'all':
-            return tuple(range(self.depth))
+            return tuple(range(depth))
         if layers == 'last_half':
-            return tuple(range(self.depth // 2, self.depth))
+            return tuple(range(depth // 2, depth))
         if isinstance(layers, str):
             raise ValueError(f"homologous_layers must be 'all', 'last_half' or indices, got "
                              f'{layers!r}')
-        return tuple(self._check_indices(list(layers), self.depth))
+        indices = tuple(cls._check_indices(list(layers), depth))
+        if not indices:
+            raise ValueError("homologous_layers is empty: for plain attention in every block "
+                             "set attn_mode='vanilla'")
+        return indices
 
     def embed_patches(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W (the pretraining size) -> B x N x D patch tokens with positions."""

@@ -10,32 +10,21 @@ ViTDet's decomposed ones), layer scale, ViTDet window attention, gradient checkp
 """
 from __future__ import annotations
 
-import math
-import os
-import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from timm.layers import PatchEmbed, trunc_normal_
 from timm.models import named_apply
 from timm.models.vision_transformer import init_weights_vit_timm
 
 from mixedae.registry import MODELS
-from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
 from ..layers.attention import Attention
 from ..layers.block import Block, LayerNorm
-from ..layers.pos_embed import (Grid, num_relative_entries, resize_pos_embed, resize_rel_pos_1d,
-                                resize_rel_pos_table)
-
-#: parameters a checkpoint may lack: they keep their initial value (zero relative positions,
-#: as in BEiT/MAE fine-tuning and ViTDet; layer scale at ``init_values``).
-EXPECTED_MISSING = re.compile(
-    r'^blocks\.\d+\.(attn\.(relative_position_bias_table|rel_pos_[hw])|ls[12]\.gamma)$')
+from ..layers.pos_embed import Grid, resize_pos_embed
+from . import loading
 
 
 @MODELS.register_module()
@@ -91,7 +80,7 @@ class ViT(BaseModule):
             raise ValueError('window_block_indexes given but window_size is 0')
         if window_size and with_cls_token:
             raise ValueError('window attention needs with_cls_token=False (ViTDet drops it)')
-        self._check_pretrained(init_cfg)
+        loading.check_pretrained(init_cfg)
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim,
                                       output_fmt='NHWC', strict_img_size=False,
@@ -123,15 +112,6 @@ class ViT(BaseModule):
                 raise ValueError(f'block index {i} out of range for depth {depth}')
             out.append(i % depth)
         return out
-
-    @staticmethod
-    def _check_pretrained(init_cfg: Optional[dict]) -> None:
-        """Fail at model build time (before any data is read) on a missing checkpoint."""
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            path = init_cfg.get('checkpoint')
-            if not path or not os.path.isfile(os.path.expanduser(str(path))):
-                raise FileNotFoundError(
-                    f'model.backbone.init_cfg.checkpoint: checkpoint file not found: {path!r}')
 
     def _init_random(self) -> None:
         if self.pos_embed is not None:
@@ -198,141 +178,13 @@ class ViT(BaseModule):
 
     def adapt_state_dict(self, state_dict: Dict[str, torch.Tensor], source: str
                          ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
-        """Fit a backbone state dict to this model's configuration.
-
-        Resamples the position embedding and relative position tables (BEiT's bicubically,
-        ViTDet's ``rel_pos_h/w`` linearly, as ViTDet does) to this model's grids, and drops the
-        class token / position embedding / final norm when this model has none. Returns the new
-        dict and a list of human-readable notes of what was changed.
-        """
-        sd = dict(state_dict)
-        notes = []
-        grid = self.patch_embed.grid_size
-        if 'pos_embed' in sd:
-            if self.pos_embed is None:
-                del sd['pos_embed']
-                notes.append('dropped pos_embed (use_abs_pos_embed=False)')
-            else:
-                pos = sd['pos_embed']
-                src_prefix, src_grid = _infer_pos_layout(pos.shape[1], source)
-                if src_prefix and not self.with_cls_token:
-                    pos = pos[:, src_prefix:]
-                    notes.append('dropped the class-token entry of pos_embed')
-                elif self.with_cls_token and not src_prefix:
-                    raise CheckpointError(f'{source}: pos_embed has no class-token entry but the '
-                                          'model uses a class token')
-                sd['pos_embed'] = resize_pos_embed(pos, src_grid, grid, self.num_prefix_tokens)
-                if tuple(src_grid) != tuple(grid):
-                    notes.append(f'resampled pos_embed from grid {src_grid} to {tuple(grid)}')
-        if not self.final_norm and any(k.startswith('norm.') for k in sd):
-            sd = {k: v for k, v in sd.items() if not k.startswith('norm.')}
-            notes.append('dropped the final norm (final_norm=False)')
-        if 'cls_token' in sd and self.cls_token is None:
-            del sd['cls_token']
-            notes.append('dropped cls_token (with_cls_token=False)')
-        for i, block in enumerate(self.blocks):
-            attn = block.attn
-            if not attn.rel_pos_grid:
-                continue
-            key = f'blocks.{i}.attn.relative_position_bias_table'
-            if key in sd and attn.rel_pos_type == 'beit':
-                src = _infer_rel_pos_grid(sd[key].shape[0], attn.with_cls_token, source, key)
-                sd[key] = resize_rel_pos_table(sd[key], src, attn.rel_pos_grid, attn.with_cls_token)
-                if src != attn.rel_pos_grid:
-                    notes.append(f'resampled {key} from grid {src} to {attn.rel_pos_grid}')
-            for axis, size in zip('hw', attn.rel_pos_grid):
-                key = f'blocks.{i}.attn.rel_pos_{axis}'
-                if key in sd and attn.rel_pos_type == 'decomposed':
-                    src_len = sd[key].shape[0]
-                    sd[key] = resize_rel_pos_1d(sd[key], 2 * size - 1)
-                    if src_len != 2 * size - 1:
-                        notes.append(f'resampled {key} from {src_len} to {2 * size - 1} rows')
-        return sd, notes
+        """:func:`~.loading.adapt_state_dict` for this model."""
+        return loading.adapt_state_dict(self, state_dict, source)
 
     def load_pretrained(self, path: str, prefix: Optional[str] = None) -> None:
-        """Load a backbone checkpoint file (``prefix``: keep and strip keys with it)."""
-        sd = state_dict_of(load_checkpoint_file(path), path)
-        if prefix:
-            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-            if not sd:
-                raise CheckpointError(f'{path}: no keys start with prefix {prefix!r}')
-        self.load_backbone_state(sd, path)
+        """:func:`~.loading.load_pretrained` into this model."""
+        loading.load_pretrained(self, path, prefix)
 
     def load_backbone_state(self, state_dict: Dict[str, torch.Tensor], source: str) -> None:
-        """Load backbone weights; raise unless every key matches or is expected-missing, and
-        log a key report."""
-        sd, notes = self.adapt_state_dict(state_dict, source)
-        self._check_architecture(sd, source)
-        missing, unexpected = self.load_state_dict(sd, strict=False)
-        expected_missing = [k for k in missing if EXPECTED_MISSING.match(k)]
-        bad_missing = [k for k in missing if not EXPECTED_MISSING.match(k)]
-        if bad_missing or unexpected:
-            raise CheckpointError(
-                f'{source} does not fit mixedae.ViT: missing keys {bad_missing}, unexpected '
-                f'keys {unexpected}. Convert it first with tools/convert_checkpoint.py.')
-        report = [f'loaded {len(sd)} tensors from {source}']
-        report += notes
-        if expected_missing:
-            report.append(f'{len(expected_missing)} tensors kept at their initial value '
-                          f'(absent from the checkpoint, expected): '
-                          f'{_summarize_keys(expected_missing)}')
-        print_log('mixedae.ViT: ' + '; '.join(report), logger='current')
-
-    def _check_architecture(self, sd: Dict[str, torch.Tensor], source: str) -> None:
-        """One error naming both architectures when the checkpoint is another ViT size (instead
-        of one size-mismatch or missing-key message per tensor)."""
-        own = self.state_dict()
-        wrong = [k for k, v in sd.items() if k in own and v.shape != own[k].shape]
-        if not wrong and _depth(sd) in (0, len(self.blocks)):
-            return
-        detail = (f'{wrong[0]} is {tuple(sd[wrong[0]].shape)} in the checkpoint and '
-                  f'{tuple(own[wrong[0]].shape)} in the model ({len(wrong)} tensors differ)'
-                  if wrong else f'the checkpoint has {_depth(sd)} blocks, the model '
-                  f'{len(self.blocks)}')
-        raise CheckpointError(
-            f'{source} does not match the config: {detail}. The checkpoint is a ViT with '
-            f'{_architecture(sd)}, the config builds {_architecture(own)}; use the config made '
-            'for this checkpoint (e.g. a tiny config for the demo checkpoints).')
-
-
-def _depth(sd: Dict[str, torch.Tensor]) -> int:
-    """Number of transformer blocks in a backbone state dict."""
-    return len({k.split('.')[1] for k in sd if k.startswith('blocks.')})
-
-
-def _architecture(sd: Dict[str, torch.Tensor]) -> str:
-    """'embed_dim 64, patch 8x8, depth 4' of a backbone state dict."""
-    parts = []
-    if 'patch_embed.proj.weight' in sd:
-        w = sd['patch_embed.proj.weight']  # D x C x P x P
-        parts += [f'embed_dim {w.shape[0]}', f'patch {w.shape[2]}x{w.shape[3]}']
-    return ', '.join(parts + [f'depth {_depth(sd)}'])
-
-
-def _infer_pos_layout(num_tokens: int, source: str) -> Tuple[int, Grid]:
-    """(prefix tokens, square grid) of a checkpoint position embedding with ``num_tokens``."""
-    for prefix in (0, 1):
-        side = math.isqrt(num_tokens - prefix)
-        if side * side == num_tokens - prefix:
-            return prefix, (side, side)
-    raise CheckpointError(f'{source}: pos_embed with {num_tokens} entries is not a square grid')
-
-
-def _infer_rel_pos_grid(rows: int, with_cls_token: bool, source: str, key: str) -> Grid:
-    side = (math.isqrt(rows - (3 if with_cls_token else 0)) + 1) // 2
-    if num_relative_entries((side, side), with_cls_token) != rows:
-        raise CheckpointError(f'{source}: {key} has {rows} rows, not a square-window table')
-    return side, side
-
-
-def _summarize_keys(keys: List[str]) -> str:
-    """Collapse per-block keys: 'blocks.{0..11}.attn.relative_position_bias_table'."""
-    groups: Dict[str, List[str]] = {}
-    for k in keys:
-        m = re.match(r'^blocks\.(\d+)\.(.*)$', k)
-        if m:
-            groups.setdefault(m.group(2), []).append(m.group(1))
-        else:
-            groups.setdefault(k, [])
-    return ', '.join(f'blocks.{{{",".join(ids)}}}.{name}' if ids else name
-                     for name, ids in groups.items())
+        """:func:`~.loading.load_backbone_state` into this model."""
+        loading.load_backbone_state(self, state_dict, source)

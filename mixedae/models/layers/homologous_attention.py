@@ -51,7 +51,8 @@ class HomologousAttention(Attention):
 
     Args:
         mode: ``topk``, ``vanilla`` or ``oracle``.
-        topk: keys kept per query in ``topk`` mode.
+        topk: keys kept per query in ``topk`` mode (its bounds depend on the sequence length:
+            checked by the encoder that builds the layer, ``MixedViT``).
         impl: ``auto`` (Triton kernel on CUDA when available), ``triton`` or ``reference``.
     """
 
@@ -67,8 +68,6 @@ class HomologousAttention(Attention):
             raise ValueError(f'unknown attention mode {mode!r}; choose from {ATTN_MODES}')
         if impl not in IMPLS:
             raise ValueError(f'unknown attention impl {impl!r}; choose from {IMPLS}')
-        if topk < 1:
-            raise ValueError(f'topk must be >= 1, got {topk}')
         self.mode = mode
         self.topk = topk
         self.impl = impl

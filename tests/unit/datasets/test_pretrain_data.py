@@ -1,4 +1,5 @@
-"""Pretraining data: image folder / list, MAE pipeline, group sampler, config consistency."""
+"""Pretraining data: image folder / list, MAE pipeline, config consistency (whole groups per
+batch: ``MixingBatchCheckHook`` with mmengine's ``DefaultSampler``)."""
 import glob
 import os
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from mixedae.utils.convert import convert_checkpoint
 from mixedae.models import MixedAE, MixedViT, ViT
+from mixedae.models.backbones.loading import convert_checkpoint
 from mixedae.models.utils.mixing import owned_positions, sample_assignment, unmix
 from support import TINY
 
@@ -121,7 +121,7 @@ def test_invalid_algorithm_options(kwargs, match):
     (dict(group_size=3), 'does not divide the 16 patches'),
     (dict(topk=0), 'topk must be in'),
     (dict(topk=21), 'topk must be in'),
-    (dict(attn_mode='sparse'), 'unknown attn_mode'),
+    (dict(attn_mode='sparse'), 'unknown attention mode'),
     (dict(homologous_layers='first'), 'homologous_layers'),
     (dict(homologous_layers=[5]), 'out of range'),
 ])

@@ -10,7 +10,7 @@ import torch
 
 from support import ROOT
 from mixedae.datasets.synthetic import write_dataset
-from mixedae.utils.convert import extract_backbone
+from mixedae.models.backbones.loading import extract_backbone
 from mixedae.suite.figures import (CheckpointKindError, attention_figure, build_pretrain_model,
                                    cls_attention_maps, list_images, load_images,
                                    load_pretrain_weights, mixing_figure, normalization_of,

@@ -9,7 +9,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from mixedae.models import ViT
 from mixedae.utils.checkpoint import CheckpointError
-from mixedae.utils.convert import convert_checkpoint
+from mixedae.models.backbones.loading import convert_checkpoint
 from support import ROOT, TINY
 
 

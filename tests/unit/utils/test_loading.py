@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from mixedae.models import ViT
 from mixedae.utils.checkpoint import CheckpointError
-from mixedae.utils.convert import extract_backbone
+from mixedae.models.backbones.loading import extract_backbone
 from support import TINY
 
 

@@ -13,7 +13,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file
-from mixedae.utils.convert import convert_checkpoint
+from mixedae.models.backbones.loading import convert_checkpoint
 from test_convert import features, load_converted, source_vit
 
 
