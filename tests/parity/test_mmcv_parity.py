@@ -244,3 +244,13 @@ def test_tiny_models_train_and_predict_the_same(exts, data_root, name, amp):
         assert all(len(p[0]) > 0 for p in preds)
     assert logs == p_logs
     assert_same(preds, p_preds)
+
+
+def test_compiled_roi_align_refuses_bf16_which_is_why_the_amp_extractor_casts(exts):
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+    extractor = SingleRoIExtractor(roi_layer=dict(type='RoIAlign', output_size=7,
+                                                  sampling_ratio=0),
+                                   out_channels=8, featmap_strides=[4])
+    rois = torch.tensor([[0, 1., 2., 30., 40.]])
+    with pytest.raises(NotImplementedError, match='BFloat16'):
+        extractor((torch.randn(1, 8, 16, 16).bfloat16(),), rois)

@@ -6,11 +6,23 @@ import json
 import os
 import os.path as osp
 import time
-from typing import Dict, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Sequence
 
 from mixedae.utils.io import atomic_write
 from .runner import fmt
-from .stages import Stage
+
+
+@dataclass
+class Stage:
+    """One step of the demo: done when all its ``outputs`` exist."""
+    name: str
+    kind: str                       # key of Preset.expected_s
+    outputs: List[str]
+    run: Callable[[], None]
+
+    def done(self) -> bool:
+        return all(osp.exists(p) for p in self.outputs)
 
 
 def read_timings(path: str) -> Dict[str, float]:

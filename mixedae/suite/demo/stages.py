@@ -1,37 +1,27 @@
 """The demo's stages: generate data -> pretrain MAE, MixedAE and MixedAE without segment
-embeddings (same budget) -> convert -> fine-tune UperNet (ADE20K format) and Mask R-CNN (COCO
-format, FPN protocol) from MAE, MixedAE and random init over several seeds -> evaluate ->
-attention and mixing figures -> report.
+embeddings (same budget) -> convert -> fine-tune UperNet and Mask R-CNN (FPN protocol) from
+MAE, MixedAE and random init over several seeds -> evaluate -> figures -> report.
 
-Every stage checks its outputs and is skipped when they exist; an interrupted training stage
-resumes from its last checkpoint. Training runs in child processes (``tools/train.py``) on
-configs written to ``<out>/configs``, with a fixed thread count, seeded data order and
-augmentation and (on CPU) deterministic algorithms, so the same machine gives the same numbers.
+A stage whose outputs exist is reused; an interrupted training resumes from its checkpoint.
+Training runs ``tools/train.py`` in child processes on configs written to ``<out>/configs``,
+with fixed threads, seeded data and (on CPU) deterministic algorithms: reruns give the same
+numbers on the same machine.
 """
 from __future__ import annotations
 
+import os
 import os.path as osp
 import sys
-from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 from mmengine.config import Config
 
+from mixedae.utils.io import atomic_write
 from ..repo import Repo
 from .presets import METHODS, PRETRAINS, TASKS, Preset
 from .run_configs import finetune_config, pretrain_config
 from .runner import child_env, stream
-
-
-@dataclass
-class Stage:
-    name: str
-    kind: str                       # key of Preset.expected_s
-    outputs: List[str]
-    run: Callable[[], None]
-
-    def done(self) -> bool:
-        return all(osp.exists(p) for p in self.outputs)
+from .schedule import Stage
 
 
 class Demo:
@@ -62,8 +52,11 @@ class Demo:
         return osp.join(self.out, 'logs', f'{name}.log')
 
     def write_config(self, cfg: Config, run: str) -> str:
+        """``<out>/configs/<run>.py``: the config a child trains or tests with."""
         path = osp.join(self.out, 'configs', f'{run}.py')
-        cfg.dump(path)
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        with atomic_write(path) as f:
+            f.write(cfg.pretty_text)
         return path
 
     # ----------------------------------------------------------------- stages

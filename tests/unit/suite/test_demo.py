@@ -16,8 +16,8 @@ from mixedae.suite.demo.presets import METHODS, PRESETS, out_indices
 from mixedae.suite.demo.report import publish_report, seed_values, write_report
 from mixedae.suite.demo.run_configs import entry_of_type, finetune_config, pretrain_config
 from mixedae.suite.demo.runner import progress_line
-from mixedae.suite.demo.schedule import eta, read_timings, run_stages
-from mixedae.suite.demo.stages import Demo, Stage
+from mixedae.suite.demo.schedule import Stage, eta, read_timings, run_stages
+from mixedae.suite.demo.stages import Demo
 from mixedae.suite.repo import Repo
 from mixedae.suite.stats import (compare, comparison_sentence, format_spread, mean_std,
                                  read_scalars, steady_time_per_iter)
@@ -100,9 +100,10 @@ def test_entry_of_type_finds_one_entry_by_type_name():
 
 
 def _roundtrip(cfg, tmp_path, name):
-    """The config as a child process reads it: dumped to a file and parsed again."""
-    path = str(tmp_path / f'{name}.py')
-    cfg.dump(path)
+    """The config as a child process reads it: written by the demo, parsed again."""
+    demo = Demo(REPO, str(tmp_path / 'fresh_out'), str(tmp_path / 'data'), PRESETS['cpu'])
+    path = demo.write_config(cfg, name)
+    assert path == str(tmp_path / 'fresh_out' / 'configs' / f'{name}.py')
     return Config.fromfile(path)
 
 
