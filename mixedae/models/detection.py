@@ -2,8 +2,11 @@
 
 mmcv 2.1's compiled ``nms`` and ``roi_align`` dispatch float, double and half only, so under
 bf16 autocast the RPN's proposal NMS and the RoI pooling fail. These subclasses cast the boxes,
-scores and pooled feature maps to fp32 at those two calls (a no-op in fp32 runs); subclasses
-rather than a patch of mmcv keep the change visible in the configs that use them.
+scores and pooled feature maps to fp32 at those two calls (a no-op in fp32 runs). The pooled
+maps are also made contiguous: mmcv's compiled CPU RoIAlign reads a channels-last map (as
+ViTDet's pyramid gives) as if it were contiguous and pools wrong values, where torchvision's
+kernel (``mixedae.utils.mmcv_ops``) copies it first; ``tests/parity`` compares the two on ViTDet.
+Subclasses rather than a patch of mmcv keep the change visible in the configs that use them.
 
 mmdet is imported here, not by ``import mixedae``: the COCO configs list this module in
 ``custom_imports``.
@@ -35,8 +38,10 @@ class AmpRPNHead(RPNHead):
 
 @MODELS.register_module()
 class AmpSingleRoIExtractor(SingleRoIExtractor):
-    """``SingleRoIExtractor`` that pools fp32 feature maps (RoI features come out fp32)."""
+    """``SingleRoIExtractor`` that pools contiguous fp32 feature maps (RoI features come out
+    fp32)."""
 
     def forward(self, feats: Tuple[torch.Tensor], rois: torch.Tensor,
                 roi_scale_factor: Optional[float] = None) -> torch.Tensor:
-        return super().forward(tuple(f.float() for f in feats), rois.float(), roi_scale_factor)
+        return super().forward(tuple(f.float().contiguous() for f in feats), rois.float(),
+                               roi_scale_factor)
