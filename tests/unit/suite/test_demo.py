@@ -3,6 +3,7 @@ configs, progress lines, and the determinism of one training stage."""
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -244,6 +245,28 @@ def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
     assert sorted(os.listdir(docs)) == [
         'demo_attention.png', 'demo_curves.png', 'demo_mixing.png', 'demo_report.md',
         'demo_report.png']
+
+
+def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkeypatch):
+    """Each child runs a config file the demo wrote; no option addresses a list by position."""
+    demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['cpu'])
+    calls = []
+    monkeypatch.setattr(demo, 'tool', lambda name, *args, log: calls.append((name, args)))
+    demo.pretrain('mixedae-noseg', 0)
+    demo.finetune('coco', 'mae', 1)
+    demo.figures()
+    assert [name for name, _ in calls] == ['train.py', 'train.py', 'test.py',
+                                           'visualize_attention.py', 'visualize_mixing.py']
+    for name, args in calls:
+        assert '--cfg-options' not in args, name
+        assert not any(re.search(r'\.\d+\.', a) for a in args if '=' in a), args
+        config = Config.fromfile(args[0])
+        assert os.path.dirname(args[0]) == os.path.join(demo.out, 'configs')
+    noseg = Config.fromfile(calls[0][1][0])
+    assert noseg.model.backbone.use_segment_embed is False
+    coco = Config.fromfile(calls[1][1][0])
+    assert coco.model.backbone.init_cfg.checkpoint == demo.backbone('mae', 0)
+    assert coco.randomness.seed == 1 and config.model.backbone.embed_dim == 64
 
 
 def test_schedule_reuses_finished_stages_and_records_timings(tmp_path, capsys):
