@@ -174,6 +174,29 @@ def test_topk_attention_autograd_runs_the_kernel():
 
 
 @needs_triton
+def test_custom_ops_pass_opcheck_and_compile_into_one_graph():
+    """Fake implementations and autograd registration agree with the kernels (opcheck), and
+    torch.compile(fullgraph=True) traces topk_attention's forward and backward."""
+    q, k, v = qkv(1, 2, 20, 16, torch.float32, seed=6)
+    labels = torch.randint(0, 3, (1, 20), generator=torch.Generator().manual_seed(6))
+    torch.library.opcheck(torch.ops.mixedae.topk_attention_fwd, (q, k, v, 5, labels))
+    with torch.no_grad():                                 # the backward has no backward
+        out, lse, words, _, _ = triton_forward(q, k, v, 5, None)
+        torch.library.opcheck(torch.ops.mixedae.topk_attention_bwd,
+                              (q, k, v, out, torch.randn_like(out), lse, words))
+    compiled = torch.compile(lambda *a: topk_attention(*a, impl='triton'), fullgraph=True,
+                             backend='aot_eager')
+    got, precision = compiled(q, k, v, 5, labels)
+    ref_out, ref_precision = topk_attention_reference(q, k, v, 5, labels)
+    assert_close(got, ref_out, torch.float32)
+    assert precision.item() == pytest.approx(ref_precision.item(), abs=1e-6)
+    grad = torch.randn_like(got)
+    for g, w in zip(torch.autograd.grad(got, (q, k, v), grad),
+                    torch.autograd.grad(ref_out, (q, k, v), grad)):
+        assert_close(g, w, torch.float32)
+
+
+@needs_triton
 def test_atomic_dq_and_other_blocks_match_the_reference():
     """The benchmark's alternatives: 16-row forward blocks, 32-key backward blocks, atomic dQ."""
     q, k, v = qkv(1, 2, 100, 64, torch.float32, seed=7)
