@@ -113,9 +113,9 @@ def topk_attention_reference(q: Tensor, k: Tensor, v: Tensor, topk: int,
 
 # ------------------------------------------------------------------------------------------------
 # Triton kernels (interpreted when TRITON_INTERPRET=1 was set before triton was imported).
-# Tensors are T x H x N x hd with unit stride on hd; ``bh`` indexes T x H; LSE, KEPT and SAME are
-# (T*H) x N; DELTA is (T*H) x N; MASK is (T*H) x N x W int32 words (W = padded keys / 32), bit j
-# of word w = key 32w+j; DQP is (key blocks) x T x H x N x hd fp32 (or T x H x N x hd if ATOMIC).
+# Tensors are T x H x N x hd with unit stride on hd; ``bh`` indexes T x H; LSE, DELTA, KEPT and
+# SAME are (T*H) x N; MASK is (T*H) x N x W int32 words (W = padded keys / 32), bit j of word w =
+# key 32w+j; DQP is (key blocks) x T x H x N x hd fp32 (1 x ... with ATOMIC).
 # ------------------------------------------------------------------------------------------------
 
 def _jit(fn: Callable) -> Callable:
