@@ -281,8 +281,11 @@ def test_triton_refuses_unsupported_inputs(shape, dtype, kwargs, match):
     q = torch.randn(shape, dtype=dtype)
     with pytest.raises(ValueError, match=match):
         topk_attention(q, q, q, 2, impl='triton', **kwargs)
+    torch.manual_seed(0)
     out, _ = topk_attention(q, q, q, 2, **kwargs)          # 'auto' falls back to the reference
-    assert out.shape == shape
+    torch.manual_seed(0)                                   # (the same dropout draw)
+    assert torch.equal(out, topk_attention_reference(q, q, q, 2, dropout_p=kwargs.get(
+        'dropout_p', 0.))[0])
 
 
 @pytest.mark.parametrize('args,match', [
