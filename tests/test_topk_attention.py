@@ -288,6 +288,19 @@ def test_triton_refuses_unsupported_inputs(shape, dtype, kwargs, match):
         'dropout_p', 0.))[0])
 
 
+@needs_triton
+@pytest.mark.parametrize('blocks,match', [
+    (Blocks(fwd_m=24, bwd_m=32, bwd_n=32, bwd_warps=4), 'fwd_m=24 must be a power of two'),
+    (Blocks(fwd_m=64, bwd_m=8, bwd_n=32, bwd_warps=4), 'bwd_m=8 must be a power of two'),
+    (Blocks(fwd_m=64, bwd_m=32, bwd_n=48, bwd_warps=4), 'bwd_n=48 must be a multiple of 32'),
+    (Blocks(fwd_m=64, bwd_m=32, bwd_n=64, bwd_warps=4), 'dividing 32'),   # N=20: 32 keys
+])
+def test_bad_launch_shapes_raise(blocks, match):
+    q = torch.randn(1, 1, 20, 16)
+    with pytest.raises(ValueError, match=match):
+        triton_forward(q, q, q, 2, None, blocks)
+
+
 @pytest.mark.parametrize('args,match', [
     (dict(topk=0), r'topk=0 must be in \[1, N=20\]'),
     (dict(topk=21), r'topk=21'),

@@ -331,8 +331,10 @@ def default_blocks(n: int, hd: int) -> Blocks:
 
 def _check_blocks(blocks: Blocks, n: int) -> None:
     block_n = padded_keys(n)
-    if blocks.fwd_m < 16 or blocks.fwd_m & (blocks.fwd_m - 1):
-        raise ValueError(f'fwd_m={blocks.fwd_m} must be a power of two >= 16')
+    for name in ('fwd_m', 'bwd_m'):
+        rows = getattr(blocks, name)
+        if rows < 16 or rows & (rows - 1):
+            raise ValueError(f'{name}={rows} must be a power of two >= 16')
     if blocks.bwd_n % 32 or block_n % blocks.bwd_n:
         raise ValueError(f'bwd_n={blocks.bwd_n} must be a multiple of 32 dividing {block_n}')
 
@@ -388,8 +390,10 @@ def triton_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tens
     grad_out = _unit_last(grad_out)
     delta = (grad_out.float() * out.float()).sum(-1).view(t * h, n)       # rowsum(dO * O)
     key_blocks = triton.cdiv(n, blocks.bwd_n)
-    dq_parts = torch.zeros(((1 if blocks.atomic_dq else key_blocks), t, h, n, hd),
-                           dtype=torch.float32, device=q.device)
+    # every key block writes all of its partial; atomics add into one zeroed sum
+    dq_parts = (torch.zeros((1, t, h, n, hd), dtype=torch.float32, device=q.device)
+                if blocks.atomic_dq else
+                torch.empty((key_blocks, t, h, n, hd), dtype=torch.float32, device=q.device))
     dk = torch.empty((t, h, n, hd), dtype=q.dtype, device=q.device)
     dv = torch.empty_like(dk)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
