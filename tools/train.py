@@ -2,7 +2,7 @@
 """Train with a config: MixedAE/MAE pretraining, ADE20K segmentation or COCO detection.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype DTYPE]]
-                          [--auto-scale-lr] [--allow-partial] [--cfg-options k=v ...]
+                          [--auto-scale-lr] [--compile] [--allow-partial] [--cfg-options k=v ...]
                           [--launcher none|pytorch|slurm]
 
 The config decides the task; one script serves all three. Multi-GPU: tools/dist_train.sh.
@@ -10,6 +10,8 @@ Every data root, annotation file and checkpoint the config names is checked befo
 is built; a ``load_from`` checkpoint must cover the model unless ``--allow-partial`` is given.
 The full-scale configs train in bf16 autocast; --amp switches a fp32 config (or picks the
 dtype) through mixedae.AmpOptimWrapper. Without a GPU, --amp means bf16 autocast on CPU.
+--compile runs the training step under torch.compile (MMEngine's ``compile=True``); the top-K
+attention kernel is a torch custom op, which torch.compile traces without a graph break.
 """
 import argparse
 import os.path as osp
@@ -40,6 +42,9 @@ def parse_args(argv=None):
                         'bfloat16); float16 needs a GPU and uses dynamic loss scaling')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale lr by the actual total batch / auto_scale_lr.base_batch_size')
+    parser.add_argument('--compile', action='store_true',
+                        help="torch.compile the training step (MMEngine's compile=True); the "
+                        'first iterations are slow while it compiles')
     add_launch_args(parser)
     return parse_launch_args(parser, argv)
 
@@ -59,6 +64,8 @@ def build_config(args) -> Config:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
+    if args.compile:
+        cfg.compile = True
     return cfg
 
 

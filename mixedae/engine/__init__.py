@@ -1,6 +1,7 @@
-from .hooks import (MixingBatchCheckHook, NonFiniteError, NonFiniteGuardHook, RNGStateHook,
+from .hooks import (HrAccScheduleHook, MixingBatchCheckHook, NonFiniteError, NonFiniteGuardHook, RNGStateHook,
                     StrictLoadHook)
 from .optimizers import AmpOptimWrapper, LayerDecayOptimWrapperConstructor
 
-__all__ = ['AmpOptimWrapper', 'LayerDecayOptimWrapperConstructor', 'MixingBatchCheckHook',
+__all__ = ['AmpOptimWrapper', 'HrAccScheduleHook', 'LayerDecayOptimWrapperConstructor',
+           'MixingBatchCheckHook',
            'NonFiniteError', 'NonFiniteGuardHook', 'RNGStateHook', 'StrictLoadHook']

@@ -40,5 +40,7 @@ def homologous_contrastive(features: torch.Tensor, labels: torch.Tensor,
     positives = (labels.unsqueeze(-1) == labels.unsqueeze(-2)) & ~self_mask
     num_pos = positives.sum(-1)                                        # T x N
     pos_log_prob = log_prob.masked_fill(~positives, 0).sum(-1)
-    has_pos = num_pos > 0
-    return -(pos_log_prob[has_pos] / num_pos[has_pos]).mean()
+    # masked arithmetic, not boolean indexing: no data-dependent shape, so no host sync
+    has_pos = (num_pos > 0).to(log_prob.dtype)
+    per_anchor = pos_log_prob / num_pos.clamp(min=1)
+    return -(per_anchor * has_pos).sum() / has_pos.sum()

@@ -22,6 +22,7 @@ custom_hooks = [
     dict(type='mixedae.MixingBatchCheckHook'),  # G divides the batch, before training
     dict(type='mixedae.NonFiniteGuardHook'),
     dict(type='mixedae.RNGStateHook'),  # RNG states in every checkpoint: bit-exact resume
+    dict(type='mixedae.HrAccScheduleHook'),  # hr_acc only on the iterations the logs use
 ]
 load_from = None
 resume = False

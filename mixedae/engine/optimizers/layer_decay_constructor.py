@@ -59,6 +59,15 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         # a non-empty paramwise_cfg makes the parent's __call__ route through add_params.
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
 
+    def __call__(self, model: nn.Module):
+        """The parent's optim wrapper, with the parameter groups as plain dicts: building the
+        optimizer from a config turns them into ``ConfigDict`` s, which ``torch.compile`` cannot
+        trace through the optimizer step (``--compile``)."""
+        wrapper = super().__call__(model)
+        groups = wrapper.optimizer.param_groups
+        groups[:] = [dict(group) for group in groups]
+        return wrapper
+
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
                    **kwargs) -> None:
         if is_model_wrapper(module):

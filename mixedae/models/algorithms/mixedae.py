@@ -13,6 +13,7 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 
 from mixedae.registry import MODELS
+from ..layers.homologous_attention import HomologousAttention
 from ..losses import homologous_contrastive, masked_mse
 from ..utils.mixing import (full_mode_assignment, owned_positions, random_masking,
                             sample_assignment, unmix, visible_mask)
@@ -74,6 +75,13 @@ class MixedAE(BaseModel):
     @property
     def group_size(self) -> int:
         return self.backbone.group_size
+
+    def set_hr_acc(self, enabled: bool) -> None:
+        """Whether the next losses include ``hr_acc`` (the top-K layers count kept keys and their
+        labels only then); ``mixedae.HrAccScheduleHook`` enables it on logged iterations."""
+        for layer in self.backbone.modules():
+            if isinstance(layer, HomologousAttention):
+                layer.record_precision = enabled
 
     # ---------------------------------------------------------------- steps
     def sample_visibility(self, batch: int, device: torch.device
@@ -137,8 +145,8 @@ class MixedAE(BaseModel):
     def loss(self, inputs: torch.Tensor, data_samples: Optional[List] = None
              ) -> Dict[str, torch.Tensor]:
         """``loss_rec`` (+ ``loss_hc``, weighted), and ``hr_acc``: the fraction of keys kept by
-        the top-K selection that come from the query's own image. MMEngine logs the total as
-        ``loss``."""
+        the top-K selection that come from the query's own image (unless ``set_hr_acc(False)``).
+        MMEngine logs the total as ``loss``."""
         vis, groups = self.sample_visibility(inputs.shape[0], inputs.device)
         if groups is None:
             return self.loss_masked(inputs, vis)

@@ -54,6 +54,9 @@ class HomologousAttention(Attention):
         topk: keys kept per query in ``topk`` mode (its bounds depend on the sequence length:
             checked by the encoder that builds the layer, ``MixedViT``).
         impl: ``auto`` (Triton kernel on CUDA when available), ``triton`` or ``reference``.
+
+    ``record_precision`` (default True): ``topk`` layers add their precision (``hr_acc``) to
+    the context; ``MixedAE.set_hr_acc`` switches it off on iterations that do not log it.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
@@ -71,6 +74,7 @@ class HomologousAttention(Attention):
         self.mode = mode
         self.topk = topk
         self.impl = impl
+        self.record_precision = True   # topk mode: append hr_acc's precision to the context
 
     def forward(self, x: torch.Tensor, grid: Optional[Grid] = None,
                 context: Optional[MixingContext] = None) -> torch.Tensor:
@@ -83,7 +87,9 @@ class HomologousAttention(Attention):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=context.same_source(),
                                                  dropout_p=dropout_p)
         else:
-            out, precision = topk_attention(q, k, v, self.topk, context.labels, dropout_p,
+            labels = context.labels if self.record_precision else None
+            out, precision = topk_attention(q, k, v, self.topk, labels, dropout_p,
                                             impl=self.impl)
-            context.precisions.append(precision)
+            if precision is not None:
+                context.precisions.append(precision)
         return self.merge_heads(out)

@@ -9,33 +9,45 @@ Reference (``topk_attention_reference``): eager PyTorch on the explicit T x H x 
 (``topk``, compare, masked softmax); it differentiates through autograd, runs on any device and
 is the only path with attention dropout.
 
-Kernel (``impl='triton'``): one program per (block of queries, batch x head) holds the fp32
-logits of its queries against all N keys on chip (keys padded to a power of two >= 32, at most
-512). Each row's K-th largest logit is found exactly by a 32-step bitwise search on the
-order-preserving uint32 image of the fp32 logits (the largest threshold t with
-count(image >= t) >= K is the K-th largest image), then the kept logits go through the softmax and
-``@ V``. Per row the kernel stores the base-2 log-sum-exp (fp32), the keep mask as one bit per
-(padded) key in int32 words and, given labels, the counts of kept keys and of kept keys with the
-query's label, from which the ``precision`` statistic is summed: the backward saves q, k, v, the
-output, O(N) floats per row and N^2 bits per head, never the N^2 probabilities. The backward reads
-the stored mask bits (so it keeps exactly the forward's keys without relying on a bit-identical
-recomputation of the logits), recomputes the probabilities from the log-sum-exp and follows the
-flash-attention backward: a first kernel per query block computes delta = rowsum(dO * O) and dQ,
-a second per key block loops over the query blocks to accumulate dK and dV on chip. No atomics,
-so gradients are deterministic.
+Kernel forward (one pass): one program per (block of BLOCK_M queries, batch x head) holds the
+fp32 logits of its queries against all N keys on chip (keys padded to a power of two >= 32, at
+most 512), with ``num_warps = BLOCK_M / 16`` so that each warp owns whole rows of the MMA tile
+and a row count is an intra-warp reduction. The K-th largest logit is found exactly by a bounded
+bisection on the order-preserving int32 image of the logits (-0.0 mapped onto +0.0), bracketed
+per row by the row's smallest and largest image and stopped for the whole block as soon as every
+row has count(image >= lo) == K or an interval of width one (then lo is the K-th largest image):
+at most 32 rounds, usually far fewer. Softmax over the kept keys, P @ V, the base-2 log-sum-exp
+and the keep mask (one bit per padded key, int32 words) are written in the same pass, and, given
+labels, the counts of kept keys and of kept keys with the query's label, from which the
+``precision`` statistic (``hr_acc``) is summed. (``tl.topk`` exists in this Triton but needs a
+power-of-two K and sorts a whole bitonic network per row; it is not used.)
+
+Kernel backward (FlashAttention-2 shape): one program per (block of keys, batch x head) keeps K,
+V and the dK, dV accumulators on chip and loops over the query blocks: logits recomputed once,
+five matrix products (S = Q K^T, dV += P^T dO, dP = dO V^T, dK += dS^T Q, dQ_part = dS K), no
+selection work: the keep bits saved by the forward (not a recomputed threshold, so the backward
+keeps exactly the forward's keys however the compiler orders the products). delta =
+rowsum(dO * O) is one PyTorch reduction before it. dQ: deterministic by default, each key block
+writes its fp32 partial dQ (n_key_blocks x T x H x N x hd) and they are summed afterwards in a
+fixed order; ``atomic_dq=True`` adds the partials with fp32 atomics instead (less memory
+traffic, summation order not reproducible).
+
+Both kernels are wrapped as torch custom ops (``mixedae::topk_attention_fwd`` /
+``mixedae::topk_attention_bwd``) with fake implementations and registered autograd, so
+``torch.compile`` traces through ``topk_attention`` without a graph break.
 
 Dispatch (``impl='auto'``): the kernel on fp16/bf16 CUDA tensors when Triton imports, the shape
 is supported (N <= 512, 16 <= head dim <= 128) and there is no dropout; the reference otherwise.
 ``impl='triton'`` also takes fp32 (exact IEEE products, no TF32), but its fp32 tiles do not fit in
-registers (ptxas reports large spills on sm_90), so 'auto' leaves fp32 to the reference.
-``impl='triton'`` on CPU tensors runs the same kernels in Triton's interpreter, which
-needs ``TRITON_INTERPRET=1`` in the environment before triton is first imported (Triton reads it
-when its own and these kernels are decorated); tests/conftest.py sets it.
+registers, so 'auto' leaves fp32 to the reference. ``impl='triton'`` on CPU tensors runs the same
+kernels in Triton's interpreter, which needs ``TRITON_INTERPRET=1`` in the environment before
+triton is first imported (Triton reads it when its own and these kernels are decorated);
+tests/conftest.py sets it.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +114,8 @@ def topk_attention_reference(q: Tensor, k: Tensor, v: Tensor, topk: int,
 # ------------------------------------------------------------------------------------------------
 # Triton kernels (interpreted when TRITON_INTERPRET=1 was set before triton was imported).
 # Tensors are T x H x N x hd with unit stride on hd; ``bh`` indexes T x H; LSE, DELTA, KEPT and
-# SAME are (T*H) x N; MASK is (T*H) x N x (BLOCK_N // 32) int32 words, bit j of word w = key 32w+j.
+# SAME are (T*H) x N; MASK is (T*H) x N x W int32 words (W = padded keys / 32), bit j of word w =
+# key 32w+j; DQP is (key blocks) x T x H x N x hd fp32 (1 x ... with ATOMIC).
 # ------------------------------------------------------------------------------------------------
 
 def _jit(fn: Callable) -> Callable:
@@ -123,6 +136,43 @@ def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 def _tile(P, b, h, s_b, s_h, s_n, idx, dims, ok):
     """Rows ``idx`` x ``dims`` of slice (b, h) of a T x H x N x hd tensor, 0 where not ``ok``."""
     return tl.load(P + b * s_b + h * s_h + idx[:, None] * s_n + dims[None, :], mask=ok, other=0.)
+
+
+@_jit
+def _image(s):
+    """Order-preserving int32 image of fp32 ``s`` (negative floats get their magnitude bits
+    flipped); -0.0 gets +0.0's image, 0."""
+    bits = s.to(tl.int32, bitcast=True)
+    img = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return tl.where(img == -1, 0, img)
+
+
+@_jit
+def _from_image(img):
+    """fp32 value of an int32 image (inverse of ``_image`` up to the sign of zero)."""
+    return tl.where(img < 0, img ^ 0x7FFFFFFF, img).to(tl.float32, bitcast=True)
+
+
+@_jit
+def _kth_image(img, col_ok, topk):
+    """Per row of the BM x BN int32 images (padded columns: INT32_MIN, never counted): a
+    threshold t with {img >= t} = {img >= the row's K-th largest image}. Bisection between the
+    row's smallest and largest image; keeps count(img >= lo) >= K > count(img >= hi) and stops
+    the whole block when every row has count(img >= lo) == K or hi == lo + 1: at most 32
+    rounds."""
+    lo = tl.min(tl.where(col_ok[None, :], img, 0x7FFFFFFF), axis=1)                # BM
+    hi = tl.max(img, axis=1) + 1
+    count_lo = tl.sum(col_ok.to(tl.int32), axis=0) + tl.zeros_like(lo)
+    active = (count_lo != topk) & (hi > lo + 1)
+    while tl.max(active.to(tl.int32), axis=0) > 0:
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)                  # floor((lo + hi) / 2)
+        count = tl.sum((img >= mid[:, None]).to(tl.int32), axis=1)
+        up = active & (count >= topk)
+        lo = tl.where(up, mid, lo)
+        count_lo = tl.where(up, count, count_lo)
+        hi = tl.where(active & (count < topk), mid, hi)
+        active = (count_lo != topk) & (hi > lo + 1)
+    return lo
 
 
 @_jit
@@ -151,90 +201,40 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK, LAB, KEPT, SAME,
     cd_ok = col_ok[:, None] & (dims < HD)[None, :]
     q = _tile(Q, b, h, sq_b, sq_h, sq_n, rows, dims, rd_ok)                   # BM x BD
     k = _tile(K, b, h, sk_b, sk_h, sk_n, cols, dims, cd_ok)                   # BN x BD
-    v = _tile(V, b, h, sv_b, sv_h, sv_n, cols, dims, cd_ok)                   # BN x BD
-    s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale                        # BM x BN fp32
+    img = tl.where(col_ok[None, :], _image(_dot(q, tl.trans(k), PRECISION, UPCAST) * scale),
+                   -0x7FFFFFFF - 1)                                            # BM x BN int32
+    kth = _kth_image(img, col_ok, topk)                                        # BM
+    # only s2 stays live from here on: the keep mask is re-read from it (kept logits are finite)
+    s2 = tl.where(img >= kth[:, None],
+                  _from_image(img) * 1.4426950408889634, float('-inf'))       # log2(e) * s
+    keep3 = tl.reshape((s2 > float('-inf')).to(tl.int32), (BLOCK_M, BLOCK_N // 32, 32))
+    words = tl.sum(keep3 << tl.arange(0, 32)[None, None, :], axis=2)          # BM x BN/32
+    tl.store(MASK + (bh * N + rows[:, None]) * (BLOCK_N // 32)
+             + tl.arange(0, BLOCK_N // 32)[None, :], words, mask=row_ok[:, None])
+    if HAS_LABELS:
+        lab_q = tl.load(LAB + b * N + rows, mask=row_ok, other=-1)
+        lab_k = tl.load(LAB + b * N + cols, mask=col_ok, other=-2)
+        keep = s2 > float('-inf')
+        same = keep & (lab_q[:, None] == lab_k[None, :])
+        tl.store(KEPT + bh * N + rows, tl.sum(keep.to(tl.int32), axis=1), mask=row_ok)
+        tl.store(SAME + bh * N + rows, tl.sum(same.to(tl.int32), axis=1), mask=row_ok)
 
-    # order-preserving uint32 image of s (-0.0 mapped onto +0.0, padded keys onto 0)
-    bits = s.to(tl.uint32, bitcast=True)
-    img = tl.where((bits >> 31) != 0, bits ^ 0xFFFFFFFF, bits | 0x80000000)
-    img = tl.where(img == 0x7FFFFFFF, 0x80000000, img)
-    img = tl.where(col_ok[None, :], img, 0)
-    # the K-th largest image, built from the most significant bit down
-    thresh = tl.zeros([BLOCK_M], dtype=tl.uint32)
-    for i in tl.static_range(32):
-        cand = thresh | (1 << (31 - i))
-        count = tl.sum((img >= cand[:, None]).to(tl.int32), axis=1)
-        thresh = tl.where(count >= topk, cand, thresh)
-    keep = (img >= thresh[:, None]) & col_ok[None, :]                          # BM x BN
-
-    # s back from its image (holding only img through the search saves registers)
-    bits = tl.where(img >= 0x80000000, img ^ 0x80000000, img ^ 0xFFFFFFFF)
-    s2 = tl.where(keep, bits.to(tl.float32, bitcast=True) * 1.4426950408889634,
-                  float('-inf'))                                                # log2(e) * s
     m = tl.max(s2, axis=1)
     p = tl.exp2(s2 - m[:, None])
     l = tl.sum(p, axis=1)
+    v = _tile(V, b, h, sv_b, sv_h, sv_n, cols, dims, cd_ok)                   # BN x BD
     out = _dot(p.to(v.dtype), v, PRECISION, UPCAST) / l[:, None]             # BM x BD fp32
     tl.store(O + b * so_b + h * so_h + rows[:, None] * so_n + dims[None, :],
              out.to(O.dtype.element_ty), mask=rd_ok)
     tl.store(LSE + bh * N + rows, m + tl.log2(l), mask=row_ok)
 
-    keep3 = tl.reshape(keep.to(tl.int32), (BLOCK_M, BLOCK_N // 32, 32))
-    words = tl.sum(keep3 << tl.arange(0, 32)[None, None, :], axis=2)          # BM x BN/32
-    tl.store(MASK + (bh * N + rows[:, None]) * (BLOCK_N // 32)
-             + tl.arange(0, BLOCK_N // 32)[None, :], words, mask=row_ok[:, None])
-
-    if HAS_LABELS:
-        lab_q = tl.load(LAB + b * N + rows, mask=row_ok, other=-1)
-        lab_k = tl.load(LAB + b * N + cols, mask=col_ok, other=-2)
-        same = keep & (lab_q[:, None] == lab_k[None, :])
-        tl.store(KEPT + bh * N + rows, tl.sum(keep.to(tl.int32), axis=1), mask=row_ok)
-        tl.store(SAME + bh * N + rows, tl.sum(same.to(tl.int32), axis=1), mask=row_ok)
-
 
 @_jit
-def _bwd_dq_kernel(Q, K, V, O, DO, DQ, LSE, DELTA, MASK,
-                   sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
-                   sd_b, sd_h, sd_n, H, N, HD, scale,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                   PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
-    dims = tl.arange(0, BLOCK_D)
-    row_ok = rows < N
-    rd_ok = row_ok[:, None] & (dims < HD)[None, :]
-    cd_ok = (cols < N)[:, None] & (dims < HD)[None, :]
-    q = _tile(Q, b, h, sq_b, sq_h, sq_n, rows, dims, rd_ok)
-    k = _tile(K, b, h, sk_b, sk_h, sk_n, cols, dims, cd_ok)
-    v = _tile(V, b, h, sv_b, sv_h, sv_n, cols, dims, cd_ok)
-    o = _tile(O, b, h, so_b, so_h, so_n, rows, dims, rd_ok)
-    do = _tile(DO, b, h, sd_b, sd_h, sd_n, rows, dims, rd_ok)
-    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)              # BM
-    tl.store(DELTA + bh * N + rows, delta, mask=row_ok)
-    lse = tl.load(LSE + bh * N + rows, mask=row_ok, other=0.)
-    words = tl.load(MASK + (bh * N + rows[:, None]) * (BLOCK_N // 32)
-                    + tl.arange(0, BLOCK_N // 32)[None, :], mask=row_ok[:, None], other=0)
-    keep = _unpack(words, BLOCK_M, BLOCK_N)                                    # BM x BN
-
-    s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale
-    p = tl.where(keep, tl.exp2(s * 1.4426950408889634 - lse[:, None]), 0.)
-    dp = _dot(do, tl.trans(v), PRECISION, UPCAST)
-    ds = p * (dp - delta[:, None])
-    dq = _dot(ds.to(k.dtype), k, PRECISION, UPCAST) * scale                   # BM x BD
-    tl.store(DQ + b * so_b + h * so_h + rows[:, None] * so_n + dims[None, :],
-             dq.to(DQ.dtype.element_ty), mask=rd_ok)
-
-
-@_jit
-def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
-                     sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
-                     sd_b, sd_h, sd_n, H, N, HD, scale, WORDS,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                     PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+def _bwd_kernel(Q, K, V, DO, DQP, DK, DV, LSE, DELTA, MASK,
+                sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
+                sd_b, sd_h, sd_n, sp_k, sp_b, sp_h, sp_n, H, N, HD, scale, WORDS,
+                ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -248,6 +248,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     word_idx = pid_n * (BLOCK_N // 32) + tl.arange(0, BLOCK_N // 32)
+    dqp = DQP + (0 if ATOMIC else pid_n * sp_k) + b * sp_b + h * sp_h
     for start in range(0, N, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         row_ok = rows < N
@@ -260,12 +261,18 @@ def _bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
                         mask=row_ok[:, None], other=0)
         keep = _unpack(words, BLOCK_M, BLOCK_N)                                # BM x BN
 
-        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale
+        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale                    # 1: S = Q K^T
         p = tl.where(keep, tl.exp2(s * 1.4426950408889634 - lse[:, None]), 0.)
-        dv += _dot(tl.trans(p).to(do.dtype), do, PRECISION, UPCAST)
-        dp = _dot(do, tl.trans(v), PRECISION, UPCAST)
+        dv += _dot(tl.trans(p).to(do.dtype), do, PRECISION, UPCAST)           # 2: dV += P^T dO
+        dp = _dot(do, tl.trans(v), PRECISION, UPCAST)                          # 3: dP = dO V^T
         ds = p * (dp - delta[:, None])
-        dk += _dot(tl.trans(ds).to(q.dtype), q, PRECISION, UPCAST)
+        dk += _dot(tl.trans(ds).to(q.dtype), q, PRECISION, UPCAST)            # 4: dK += dS^T Q
+        dq = _dot(ds.to(k.dtype), k, PRECISION, UPCAST) * scale               # 5: dS K
+        offsets = dqp + rows[:, None] * sp_n + dims[None, :]
+        if ATOMIC:
+            tl.atomic_add(offsets, dq, mask=rd_ok)
+        else:
+            tl.store(offsets, dq, mask=rd_ok)
     tl.store(DK + b * so_b + h * so_h + cols[:, None] * so_n + dims[None, :],
              (dk * scale).to(DK.dtype.element_ty), mask=cd_ok)
     tl.store(DV + b * so_b + h * so_h + cols[:, None] * so_n + dims[None, :],
@@ -294,93 +301,150 @@ def triton_unsupported(q: Tensor, dropout_p: float = 0.) -> Optional[str]:
     return None
 
 
-def _blocks(n: int, hd: int) -> Tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps) of the row kernels (all keys in one block): 32 logits
-    per thread, which ptxas (sm_90, bf16, hd 64) fits in registers without spilling."""
-    block_n = max(32, triton.next_power_of_2(n))
-    block_m = min(64 if block_n <= 128 else 32, block_n)
-    return block_m, block_n, max(16, triton.next_power_of_2(hd)), max(4, block_m * block_n // 1024)
+class Blocks(NamedTuple):
+    """Launch shape of the two kernels. fwd_m: query rows per forward program (warps =
+    fwd_m / 16, each warp owning 16 whole rows); bwd_m / bwd_n: query rows per step / keys per
+    backward program (bwd_n a multiple of 32 dividing the padded key count); bwd_warps;
+    atomic_dq: add the backward's partial dQ with atomics instead of summing per-key-block
+    partials afterwards (not deterministic)."""
+    fwd_m: int
+    bwd_m: int
+    bwd_n: int
+    bwd_warps: int
+    atomic_dq: bool = False
 
 
-def _dkdv_blocks(n: int, hd: int) -> Tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) of the dK/dV kernel: key blocks of 64 (32-word aligned)."""
-    block_n = min(64, max(32, triton.next_power_of_2(n)))
-    return block_n, block_n, 4 if hd <= 64 else 8
+def padded_keys(n: int) -> int:
+    """Keys per forward tile: N padded to a power of two >= 32."""
+    return max(32, 1 << (n - 1).bit_length())
+
+
+def default_blocks(n: int, hd: int) -> Blocks:
+    """Forward: 64 rows (4 warps) up to 256 keys, 32 rows (2 warps) at 512: the fewest spills
+    ptxas reports for sm_90 at N' = 200 among 16/32/64 rows; backward: FlashAttention-2's dK/dV
+    tile (32 queries x 64 keys). Chosen without GPU timings:
+    tools/benchmark_topk_kernels.py times the alternatives."""
+    block_n = padded_keys(n)
+    return Blocks(fwd_m=64 if block_n <= 256 else 32, bwd_m=32, bwd_n=min(64, block_n),
+                  bwd_warps=4 if hd <= 64 else 8)
+
+
+def _check_blocks(blocks: Blocks, n: int) -> None:
+    block_n = padded_keys(n)
+    for name in ('fwd_m', 'bwd_m'):
+        rows = getattr(blocks, name)
+        if rows < 16 or rows & (rows - 1):
+            raise ValueError(f'{name}={rows} must be a power of two >= 16')
+    if blocks.bwd_n % 32 or block_n % blocks.bwd_n:
+        raise ValueError(f'bwd_n={blocks.bwd_n} must be a multiple of 32 dividing {block_n}')
 
 
 def _unit_last(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _strides(t: Tensor) -> Tuple[int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2)
+def _strides(t: Tensor) -> Tuple[int, ...]:
+    return tuple(t.stride())[:-1]
 
 
-def _precision_mode(dtype: torch.dtype) -> str:
-    return 'ieee' if dtype == torch.float32 else 'tf32'  # fp32 inputs: no TF32 rounding of q, k
+def _consts(q: Tensor) -> dict:
+    """Constexprs shared by both kernels: head-dim tile, dot precision, interpreter upcast."""
+    return dict(BLOCK_D=max(16, triton.next_power_of_2(q.shape[-1])),
+                PRECISION='ieee' if q.dtype == torch.float32 else 'tf32',  # fp32: no TF32
+                UPCAST=q.dtype == torch.bfloat16 and INTERPRETED)
 
 
-def _upcast(dtype: torch.dtype) -> bool:
-    return dtype == torch.bfloat16 and INTERPRETED
-
-
-def _triton_forward(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor]
-                    ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
-    """Run the forward kernel: (out, lse2, mask words, kept, same); kept/same None w/o labels."""
+def triton_forward(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor],
+                   blocks: Optional[Blocks] = None
+                   ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Run the forward kernel on T x H x N x hd q, k, v (unit stride on hd): (out, lse2 (T*H) x N
+    base-2 log-sum-exp, mask (T*H) x N x W int32 keep bits, kept, same (T*H) x N int32 counts;
+    both empty without labels)."""
     t, h, n, hd = q.shape
-    block_m, block_n, block_d, warps = _blocks(n, hd)
+    blocks = blocks or default_blocks(n, hd)
+    _check_blocks(blocks, n)
+    block_n = padded_keys(n)
     out = torch.empty((t, h, n, hd), dtype=q.dtype, device=q.device)
     lse = torch.empty((t * h, n), dtype=torch.float32, device=q.device)
     mask = torch.empty((t * h, n, block_n // 32), dtype=torch.int32, device=q.device)
-    if labels is None:
-        lab = kept = same = None
-    else:
-        lab = labels.to(device=q.device, dtype=torch.int32).contiguous()
-        kept = torch.empty((t * h, n), dtype=torch.int32, device=q.device)
-        same = torch.empty_like(kept)
-    grid = (triton.cdiv(n, block_m), t * h)
-    _fwd_kernel[grid](
-        q, k, v, out, lse, mask, lab if lab is not None else lse, kept if kept is not None else lse,
-        same if same is not None else lse, *_strides(q), *_strides(k), *_strides(v),
-        *_strides(out), h, n, hd, topk, hd ** -0.5, HAS_LABELS=labels is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, PRECISION=_precision_mode(q.dtype),
-        UPCAST=_upcast(q.dtype), num_warps=warps)
+    count_shape = (t * h, n) if labels is not None else (0,)
+    kept = torch.empty(count_shape, dtype=torch.int32, device=q.device)
+    same = torch.empty_like(kept)
+    lab = lse if labels is None else labels.to(device=q.device, dtype=torch.int32).contiguous()
+    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
+        _fwd_kernel[(triton.cdiv(n, blocks.fwd_m), t * h)](
+            q, k, v, out, lse, mask, lab, kept, same, *_strides(q), *_strides(k), *_strides(v),
+            *_strides(out), h, n, hd, topk, hd ** -0.5, HAS_LABELS=labels is not None,
+            BLOCK_M=blocks.fwd_m, BLOCK_N=block_n, num_warps=max(1, blocks.fwd_m // 16),
+            **_consts(q))
     return out, lse, mask, kept, same
 
 
-class _TopKAttention(torch.autograd.Function):
-    """Kernel forward and backward; the second output is the precision (empty without labels)."""
+def triton_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tensor, lse: Tensor,
+                    mask: Tensor, blocks: Optional[Blocks] = None
+                    ) -> Tuple[Tensor, Tensor, Tensor]:
+    """dq, dk, dv of the forward that returned ``out``, ``lse``, ``mask``."""
+    t, h, n, hd = q.shape
+    blocks = blocks or default_blocks(n, hd)
+    _check_blocks(blocks, n)
+    grad_out = _unit_last(grad_out)
+    delta = (grad_out.float() * out.float()).sum(-1).view(t * h, n)       # rowsum(dO * O)
+    key_blocks = triton.cdiv(n, blocks.bwd_n)
+    # every key block writes all of its partial; atomics add into one zeroed sum
+    dq_parts = (torch.zeros((1, t, h, n, hd), dtype=torch.float32, device=q.device)
+                if blocks.atomic_dq else
+                torch.empty((key_blocks, t, h, n, hd), dtype=torch.float32, device=q.device))
+    dk = torch.empty((t, h, n, hd), dtype=q.dtype, device=q.device)
+    dv = torch.empty_like(dk)
+    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
+        _bwd_kernel[(key_blocks, t * h)](
+            q, k, v, grad_out, dq_parts, dk, dv, lse, delta, mask, *_strides(q), *_strides(k),
+            *_strides(v), *_strides(dk), *_strides(grad_out), *_strides(dq_parts), h, n, hd,
+            hd ** -0.5, mask.shape[-1], ATOMIC=blocks.atomic_dq, BLOCK_M=blocks.bwd_m,
+            BLOCK_N=blocks.bwd_n, num_warps=blocks.bwd_warps, **_consts(q))
+    return dq_parts.sum(0).to(q.dtype), dk, dv
 
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, topk: int,
-                labels: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-        out, lse, mask, kept, same = _triton_forward(q, k, v, topk, labels)
-        ctx.save_for_backward(q, k, v, out, lse, mask)
-        precision = _precision(same, kept) if labels is not None else q.new_empty(0).float()
-        ctx.mark_non_differentiable(precision)
-        return out, precision
 
-    @staticmethod
-    def backward(ctx, grad_out: Tensor, _grad_precision: Tensor):
-        q, k, v, out, lse, mask = ctx.saved_tensors
-        grad_out = _unit_last(grad_out)
-        t, h, n, hd = q.shape
-        block_m, block_n, block_d, warps = _blocks(n, hd)
-        dq = torch.empty_like(out)
-        dk = torch.empty_like(out)
-        dv = torch.empty_like(out)
-        delta = torch.empty_like(lse)
-        common = dict(BLOCK_D=block_d, PRECISION=_precision_mode(q.dtype), UPCAST=_upcast(q.dtype))
-        _bwd_dq_kernel[(triton.cdiv(n, block_m), t * h)](
-            q, k, v, out, grad_out, dq, lse, delta, mask, *_strides(q), *_strides(k), *_strides(v),
-            *_strides(out), *_strides(grad_out), h, n, hd, hd ** -0.5,
-            BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, **common)
-        block_m2, block_n2, warps2 = _dkdv_blocks(n, hd)
-        _bwd_dkdv_kernel[(triton.cdiv(n, block_n2), t * h)](
-            q, k, v, grad_out, dk, dv, lse, delta, mask, *_strides(q), *_strides(k), *_strides(v),
-            *_strides(out), *_strides(grad_out), h, n, hd, hd ** -0.5, block_n // 32,
-            BLOCK_M=block_m2, BLOCK_N=block_n2, num_warps=warps2, **common)
-        return dq, dk, dv, None, None
+# ----------------------------------------------------------------- custom ops and autograd
+@torch.library.custom_op('mixedae::topk_attention_fwd', mutates_args=())
+def _fwd_op(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor]
+            ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return triton_forward(q, k, v, topk, labels)
+
+
+@_fwd_op.register_fake
+def _fwd_fake(q, k, v, topk, labels):
+    t, h, n, _ = q.shape
+    count_shape = (t * h, n) if labels is not None else (0,)
+    return (torch.empty_like(q), q.new_empty((t * h, n), dtype=torch.float32),
+            q.new_empty((t * h, n, padded_keys(n) // 32), dtype=torch.int32),
+            q.new_empty(count_shape, dtype=torch.int32),
+            q.new_empty(count_shape, dtype=torch.int32))
+
+
+@torch.library.custom_op('mixedae::topk_attention_bwd', mutates_args=())
+def _bwd_op(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tensor, lse: Tensor,
+            mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    return triton_backward(q, k, v, out, grad_out, lse, mask)
+
+
+@_bwd_op.register_fake
+def _bwd_fake(q, k, v, out, grad_out, lse, mask):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, _, _ = inputs
+    out, lse, mask, _, _ = output
+    ctx.save_for_backward(q, k, v, out, lse, mask)
+
+
+def _backward(ctx, grad_out, *_grad_statistics):
+    q, k, v, out, lse, mask = ctx.saved_tensors
+    return (*_bwd_op(q, k, v, out, grad_out, lse, mask), None, None)
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def topk_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor] = None,
@@ -406,7 +470,5 @@ def topk_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[
                                       and q.dtype in AUTO_DTYPES)
     if not use_kernel:
         return topk_attention_reference(q, k, v, topk, labels, dropout_p)
-    q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
-    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
-        out, precision = _TopKAttention.apply(q, k, v, topk, labels)
-    return out, (precision if labels is not None else None)
+    out, _, _, kept, same = _fwd_op(_unit_last(q), _unit_last(k), _unit_last(v), topk, labels)
+    return out, (_precision(same, kept) if labels is not None else None)

@@ -142,3 +142,10 @@ def test_unknown_key_and_missing_backbone_are_rejected():
     plain.backbone = nn.Linear(2, 2)                    # a backbone without get_layer_depth
     with pytest.raises(ValueError, match='got Linear'):
         build(plain)
+
+
+def test_param_groups_are_plain_dicts_the_compiled_step_can_trace():
+    """MMEngine's config-based build turns the groups into ConfigDicts, which torch.compile
+    fails on in the optimizer step (--compile); the constructor hands back plain dicts."""
+    wrapper = build(Toy())
+    assert all(type(group) is dict for group in wrapper.optimizer.param_groups)

@@ -2,6 +2,8 @@
 import math
 
 import torch
+import torch.utils._pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mixedae.models.losses import homologous_contrastive, masked_mse
 from mixedae.models.utils.patches import patchify, unpatchify
@@ -76,3 +78,31 @@ def test_contrastive_with_unbalanced_labels_matches_the_loop():
     labels = torch.tensor([[0, 0, 0, 0, 1, 1, 2], [3, 1, 1, 1, 0, 0, 1]])
     ours = homologous_contrastive(features, labels, 0.5)
     assert abs(ours.item() - loop_contrastive(features, labels, 0.5)) < 1e-5
+
+
+class RecordOps(TorchDispatchMode):
+    """Records each aten op and whether any of its tensor arguments is boolean."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        bool_arg = any(isinstance(a, torch.Tensor) and a.dtype == torch.bool
+                       for a in pytree.tree_leaves((args, kwargs)))
+        self.ops.append((func.overloadpacket.__name__, bool_arg))
+        return func(*args, **(kwargs or {}))
+
+
+def test_contrastive_has_no_data_dependent_shapes():
+    """No boolean-mask indexing or nonzero (their output shape depends on the data: a host sync
+    per step on GPU); same value as the loop, with an anchor without positives left out."""
+    features = torch.randn(2, 7, 5, dtype=torch.float64)
+    labels = torch.tensor([[0, 0, 0, 0, 1, 1, 2], [3, 1, 1, 1, 0, 0, 1]])
+    with RecordOps() as record:
+        ours = homologous_contrastive(features, labels, 0.5)
+    assert abs(ours.item() - loop_contrastive(features, labels, 0.5)) < 1e-5
+    assert ('sum', False) in record.ops                    # the mode saw the loss's ops
+    synced = [op for op in record.ops if op[0] in ('nonzero', 'masked_select')
+              or op == ('index', True)]
+    assert not synced

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from support import ROOT
-from mixedae.models.layers.topk_attention import (_triton_forward, topk_attention,
-                                                  topk_attention_reference, topk_keep)
+from mixedae.models.layers.topk_attention import (Blocks, topk_attention,
+                                                  topk_attention_reference, topk_keep,
+                                                  triton_backward, triton_forward)
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec('triton') is None,
                                   reason='triton is not installed (CPU-only torch)')
@@ -106,66 +107,142 @@ def test_reference_logits_stay_fp32_under_autocast():
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
-# (N, hd, K): one key block of 32, 64 and 128 (padded), head dims 16..64 and a padded 48.
-SHAPES = [(20, 16, 1), (37, 32, 5), (68, 64, 68), (20, 48, 7)]
+#: (dtype, N, hd, K): the production shape (ViT-B at G = 4: N' = 200, hd 64, K = 50; 4 query
+#: blocks of 64 in the forward, 4 key blocks of 64 in the backward) in fp32 and bf16, N' in
+#: 257..512 (keys padded to 512, 32-row forward blocks), head dims 32, 80 (padded to 128) and
+#: 128, K = N.
+CASES = [(torch.float32, 200, 64, 50), (torch.bfloat16, 200, 64, 50),
+         (torch.float32, 300, 80, 75), (torch.float16, 68, 32, 68), (torch.float32, 20, 128, 7)]
 
 
-@needs_triton
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16],
-                         ids=['fp32', 'fp16', 'bf16'])
-@pytest.mark.parametrize('n,hd,topk', SHAPES, ids=[f'N{n}-hd{d}-K{t}' for n, d, t in SHAPES])
-def test_kernel_matches_reference(dtype, n, hd, topk):
-    q, k, v = qkv(2, 2, n, hd, dtype, seed=n + hd)
-    labels = torch.randint(0, 3, (2, n), generator=torch.Generator().manual_seed(n))
-    out, precision = topk_attention(q, k, v, topk, labels, impl='triton')
+def check_kernel(q, k, v, topk, labels, grad, blocks=None):
+    """Kernel vs reference: output, precision, dq/dk/dv (kernel backward with ``blocks``), keep
+    bits and the kept / same-label counts."""
+    dtype = q.dtype
+    t, h, n, _ = q.shape
     ref_out, ref_precision = topk_attention_reference(q, k, v, topk, labels)
+    with torch.no_grad():
+        out, lse, words, kept, same = triton_forward(q, k, v, topk, labels, blocks)
+        got = triton_backward(q, k, v, out, grad, lse, words, blocks)
     assert out.dtype == dtype and out.shape == q.shape
     assert_close(out, ref_out, dtype)
-    assert precision.dtype == torch.float32 and not precision.requires_grad
-    assert precision.item() == pytest.approx(ref_precision.item(), abs=1e-6)
-
-    grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
-    got = torch.autograd.grad(out, (q, k, v), grad)
-    want = torch.autograd.grad(ref_out, (q, k, v), grad)
-    for name, g, w in zip('qkv', got, want):
+    for name, g, w in zip('qkv', got, torch.autograd.grad(ref_out, (q, k, v), grad)):
         assert g.dtype == dtype, name
         assert_close(g, w, dtype)
-
-    with torch.no_grad():
-        _, _, words, kept, same = _triton_forward(q, k, v, topk, labels)
     keep = reference_keep(q, k, topk)
     assert torch.equal(decode_mask(words, q.shape), keep)
-    assert torch.equal(kept.view(2, 2, n), keep.sum(-1).int())
-    same_ref = keep & (labels[:, None, :, None] == labels[:, None, None, :])
-    assert torch.equal(same.view(2, 2, n), same_ref.sum(-1).int())
+    if labels is not None:
+        same_ref = keep & (labels[:, None, :, None] == labels[:, None, None, :])
+        assert torch.equal(kept.view(t, h, n), keep.sum(-1).int())
+        assert torch.equal(same.view(t, h, n), same_ref.sum(-1).int())
+        assert (same.sum() / kept.sum()).item() == pytest.approx(ref_precision.item(), abs=1e-6)
+    return keep
+
+
+def upstream_grad(t, h, n, hd, dtype, seed=1):
+    """A non-contiguous gradient, laid out as merge_heads' backward hands it over."""
+    g = torch.randn(t, n, h, hd, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    return g.transpose(1, 2)
 
 
 @needs_triton
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16],
-                         ids=['fp32', 'fp16', 'bf16'])
+@pytest.mark.parametrize('dtype,n,hd,topk', CASES,
+                         ids=[f'{str(d)[6:]}-N{n}-hd{hd}-K{k}' for d, n, hd, k in CASES])
+def test_kernel_matches_reference(dtype, n, hd, topk):
+    q, k, v = qkv(1, 2, n, hd, dtype, seed=n + hd)
+    labels = torch.randint(0, 4, (1, n), generator=torch.Generator().manual_seed(n))
+    grad = upstream_grad(1, 2, n, hd, dtype)
+    assert not grad.is_contiguous()
+    keep = check_kernel(q, k, v, topk, labels, grad)
+    assert (keep.sum(-1) == topk).all()                # no ties in random data: exactly K kept
+
+
+@needs_triton
+def test_topk_attention_autograd_runs_the_kernel():
+    """The public function (custom op + registered autograd) agrees with the reference."""
+    q, k, v = qkv(2, 2, 37, 16, torch.float32, seed=5)
+    labels = torch.randint(0, 3, (2, 37), generator=torch.Generator().manual_seed(5))
+    out, precision = topk_attention(q, k, v, 6, labels, impl='triton')
+    ref_out, ref_precision = topk_attention_reference(q, k, v, 6, labels)
+    assert_close(out, ref_out, torch.float32)
+    assert precision.dtype == torch.float32 and not precision.requires_grad
+    assert precision.item() == pytest.approx(ref_precision.item(), abs=1e-6)
+    grad = upstream_grad(2, 2, 37, 16, torch.float32)
+    for got, want in zip(torch.autograd.grad(out, (q, k, v), grad),
+                         torch.autograd.grad(ref_out, (q, k, v), grad)):
+        assert_close(got, want, torch.float32)
+
+
+@needs_triton
+def test_custom_ops_pass_opcheck_and_compile_into_one_graph():
+    """Fake implementations and autograd registration agree with the kernels (opcheck), and
+    torch.compile(fullgraph=True) traces topk_attention's forward and backward."""
+    q, k, v = qkv(1, 2, 20, 16, torch.float32, seed=6)
+    labels = torch.randint(0, 3, (1, 20), generator=torch.Generator().manual_seed(6))
+    torch.library.opcheck(torch.ops.mixedae.topk_attention_fwd, (q, k, v, 5, labels))
+    with torch.no_grad():                                 # the backward has no backward
+        out, lse, words, _, _ = triton_forward(q, k, v, 5, None)
+        torch.library.opcheck(torch.ops.mixedae.topk_attention_bwd,
+                              (q, k, v, out, torch.randn_like(out), lse, words))
+    compiled = torch.compile(lambda *a: topk_attention(*a, impl='triton'), fullgraph=True,
+                             backend='aot_eager')
+    got, precision = compiled(q, k, v, 5, labels)
+    ref_out, ref_precision = topk_attention_reference(q, k, v, 5, labels)
+    assert_close(got, ref_out, torch.float32)
+    assert precision.item() == pytest.approx(ref_precision.item(), abs=1e-6)
+    grad = torch.randn_like(got)
+    for g, w in zip(torch.autograd.grad(got, (q, k, v), grad),
+                    torch.autograd.grad(ref_out, (q, k, v), grad)):
+        assert_close(g, w, torch.float32)
+
+
+@needs_triton
+def test_atomic_dq_and_other_blocks_match_the_reference():
+    """The benchmark's alternatives: 16-row forward blocks, 32-key backward blocks, atomic dQ."""
+    q, k, v = qkv(1, 2, 100, 64, torch.float32, seed=7)
+    check_kernel(q, k, v, 25, None, upstream_grad(1, 2, 100, 64, torch.float32),
+                 Blocks(fwd_m=16, bwd_m=16, bwd_n=32, bwd_warps=2, atomic_dq=True))
+
+
+@needs_triton
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16], ids=['fp32', 'bf16'])
 def test_ties_at_the_kth_logit_are_kept_by_both_paths(dtype):
     """Integer-valued q and k (exact in every dtype) and duplicated keys: many logits equal the
     K-th largest exactly; both paths keep all of them, so rows keep more than K keys."""
     g = torch.Generator().manual_seed(3)
-    n, hd, topk = 37, 16, 4
-    q = torch.randint(-1, 2, (2, 2, n, hd), generator=g).float()
-    k = torch.randint(-1, 2, (2, 2, n, hd), generator=g).float()
-    k[..., 10:20, :] = k[..., :10, :]                        # duplicate keys: equal logits
-    v = torch.randn(2, 2, n, hd, generator=g)
+    n, hd, topk = 100, 16, 25
+    q = torch.randint(-1, 2, (1, 2, n, hd), generator=g).float()
+    k = torch.randint(-1, 2, (1, 2, n, hd), generator=g).float()
+    k[..., 50:, :] = k[..., :50, :]                        # duplicate keys: equal logits
+    v = torch.randn(1, 2, n, hd, generator=g)
     q, k, v = (x.to(dtype).requires_grad_() for x in (q, k, v))
-    out, _ = topk_attention(q, k, v, topk, impl='triton')
-    ref_out, _ = topk_attention_reference(q, k, v, topk)
-    assert_close(out, ref_out, dtype)
-    with torch.no_grad():
-        words = _triton_forward(q, k, v, topk, None)[2]
-    keep = reference_keep(q, k, topk)
-    assert torch.equal(decode_mask(words, q.shape), keep)
+    labels = torch.randint(0, 4, (1, n), generator=g)
+    keep = check_kernel(q, k, v, topk, labels, upstream_grad(1, 2, n, hd, dtype))
     counts = keep.sum(-1)
     assert (counts >= topk).all() and (counts > topk).float().mean() > 0.5
-    grad = torch.randn(q.shape, generator=g).to(dtype)
-    for got, want in zip(torch.autograd.grad(out, (q, k, v), grad),
-                         torch.autograd.grad(ref_out, (q, k, v), grad)):
-        assert_close(got, want, dtype)
+
+
+@needs_triton
+def test_negative_zero_logits_tie_with_positive_zero():
+    """30 keys per row have logit exactly 0: 15 are -0.0 (a negative denormal dot product
+    rounded to zero by the 1/8 scale), 15 +0.0; 10 keys are positive. With K = 20 the K-th
+    largest logit is 0, and all 30 zero keys must be kept, whatever the sign of their zero."""
+    n, hd, topk = 100, 64, 20
+    g = torch.Generator().manual_seed(4)
+    q = torch.zeros(1, 1, n, hd)
+    q[..., 0] = 2. ** -70
+    q[..., 1] = torch.rand(n, generator=g) + 0.5
+    k = torch.zeros(1, 1, n, hd)
+    k[..., :10, 1] = torch.rand(10, generator=g) + 0.5      # positive logits
+    k[..., 10:25, 0] = -2. ** -77                         # dot -2**-147, times 1/8 -> -0.0
+    k[..., 25:40, 0] = 2. ** -77                          # -> +0.0
+    k[..., 40:, 1] = -torch.rand(60, generator=g) - 0.5   # negative logits
+    logits = (q @ k.transpose(-2, -1)) * hd ** -0.5
+    assert torch.signbit(logits[..., 10:25]).all() and (logits[..., 10:40] == 0).all()
+    v = torch.randn(1, 1, n, hd, generator=g)
+    q, k, v = (x.requires_grad_() for x in (q, k, v))
+    keep = check_kernel(q, k, v, topk, None, upstream_grad(1, 1, n, hd, torch.float32))
+    assert (keep.sum(-1) == 40).all()
 
 
 @needs_triton
@@ -204,8 +281,24 @@ def test_triton_refuses_unsupported_inputs(shape, dtype, kwargs, match):
     q = torch.randn(shape, dtype=dtype)
     with pytest.raises(ValueError, match=match):
         topk_attention(q, q, q, 2, impl='triton', **kwargs)
+    torch.manual_seed(0)
     out, _ = topk_attention(q, q, q, 2, **kwargs)          # 'auto' falls back to the reference
-    assert out.shape == shape
+    torch.manual_seed(0)                                   # (the same dropout draw)
+    assert torch.equal(out, topk_attention_reference(q, q, q, 2, dropout_p=kwargs.get(
+        'dropout_p', 0.))[0])
+
+
+@needs_triton
+@pytest.mark.parametrize('blocks,match', [
+    (Blocks(fwd_m=24, bwd_m=32, bwd_n=32, bwd_warps=4), 'fwd_m=24 must be a power of two'),
+    (Blocks(fwd_m=64, bwd_m=8, bwd_n=32, bwd_warps=4), 'bwd_m=8 must be a power of two'),
+    (Blocks(fwd_m=64, bwd_m=32, bwd_n=48, bwd_warps=4), 'bwd_n=48 must be a multiple of 32'),
+    (Blocks(fwd_m=64, bwd_m=32, bwd_n=64, bwd_warps=4), 'dividing 32'),   # N=20: 32 keys
+])
+def test_bad_launch_shapes_raise(blocks, match):
+    q = torch.randn(1, 1, 20, 16)
+    with pytest.raises(ValueError, match=match):
+        triton_forward(q, q, q, 2, None, blocks)
 
 
 @pytest.mark.parametrize('args,match', [
@@ -223,9 +316,10 @@ def test_bad_arguments_raise(args, match):
         topk_attention(**call)
 
 
-#: compiles the three kernels for an H100 (sm_90, bf16, ViT-B at G=4: N'=200, hd=64) without a
-#: GPU, through ptxas: catches what the interpreter cannot (type and layout errors of the real
-#: compiler). A subprocess, because the test session imported triton in interpreter mode.
+#: compiles both kernels (and the atomic-dQ backward) for an H100 (sm_90, bf16, ViT-B at G=4:
+#: N'=200, hd=64) without a GPU, through ptxas: catches what the interpreter cannot (type and
+#: layout errors of the real compiler). A subprocess, because the test session imported triton
+#: in interpreter mode.
 COMPILE_SCRIPT = r'''
 import importlib.util, sys
 import triton
@@ -235,20 +329,22 @@ spec = importlib.util.spec_from_file_location('topk_attention', sys.argv[1])  # 
 ta = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ta)
 n, hd = 200, 64
-bm, bn, bd, warps = ta._blocks(n, hd)
-bm2, bn2, warps2 = ta._dkdv_blocks(n, hd)
-common = dict(BLOCK_D=bd, PRECISION='tf32', UPCAST=False)
+b = ta.default_blocks(n, hd)
+common = dict(BLOCK_D=hd, PRECISION='tf32', UPCAST=False)
 for kernel, consts, num_warps in [
-        (ta._fwd_kernel, dict(HAS_LABELS=True, BLOCK_M=bm, BLOCK_N=bn, **common), warps),
-        (ta._bwd_dq_kernel, dict(BLOCK_M=bm, BLOCK_N=bn, **common), warps),
-        (ta._bwd_dkdv_kernel, dict(BLOCK_M=bm2, BLOCK_N=bn2, **common), warps2)]:
+        (ta._fwd_kernel, dict(HAS_LABELS=True, BLOCK_M=b.fwd_m, BLOCK_N=ta.padded_keys(n),
+                              **common), b.fwd_m // 16),
+        (ta._bwd_kernel, dict(ATOMIC=False, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, **common),
+         b.bwd_warps),
+        (ta._bwd_kernel, dict(ATOMIC=True, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, **common),
+         b.bwd_warps)]:
     sig = {}
     for name in kernel.arg_names:
         if name in consts:
             sig[name] = 'constexpr'
-        elif name in ('Q', 'K', 'V', 'O', 'DO', 'DQ', 'DK', 'DV'):
+        elif name in ('Q', 'K', 'V', 'O', 'DO', 'DK', 'DV'):
             sig[name] = '*bf16'
-        elif name in ('LSE', 'DELTA'):
+        elif name in ('LSE', 'DELTA', 'DQP'):
             sig[name] = '*fp32'
         elif name in ('MASK', 'LAB', 'KEPT', 'SAME'):
             sig[name] = '*i32'
@@ -269,4 +365,4 @@ def test_kernels_compile_for_sm90():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ['_fwd_kernel', '_bwd_dq_kernel', '_bwd_dkdv_kernel'], result.stdout
+    assert names == ['_fwd_kernel', '_bwd_kernel', '_bwd_kernel'], result.stdout

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Per-kernel timings of the top-K attention kernels (forward, backward, both) for each launch
+shape, against SDPA in the same run; each variant is first checked against the reference.
+Needs a CUDA GPU (exit status 2 without one). See mixedae/suite/topk_bench.py.
+
+    python tools/benchmark_topk_kernels.py                      # ViT-B at G = 4, bf16
+    python tools/benchmark_topk_kernels.py --variants default 'fwd rows 32' --out topk.json
+"""
+import argparse
+import json
+import sys
+
+import torch
+
+from mixedae.suite.topk_bench import NO_CUDA, benchmark_topk_kernels
+
+DTYPES = dict(bfloat16=torch.bfloat16, float16=torch.float16)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--seqs', type=int, default=64, help='sequences T (batch 256 / G = 4)')
+    p.add_argument('--heads', type=int, default=12)
+    p.add_argument('--tokens', type=int, default=200, help="N' (196 patches + G class tokens)")
+    p.add_argument('--head-dim', type=int, default=64)
+    p.add_argument('--topk', type=int, default=51, help='K (N/G + 1)')
+    p.add_argument('--dtype', choices=sorted(DTYPES), default='bfloat16')
+    p.add_argument('--warmup', type=int, default=10)
+    p.add_argument('--repeats', type=int, default=50)
+    p.add_argument('--variants', nargs='+', default=(), help='names to run (default: all)')
+    p.add_argument('--out', help='also write the results as JSON here')
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print(NO_CUDA, file=sys.stderr)
+        return 2
+    results, report = benchmark_topk_kernels(
+        args.seqs, args.heads, args.tokens, args.head_dim, args.topk, DTYPES[args.dtype],
+        args.warmup, args.repeats, args.variants)
+    print(report)
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(dict(args=vars(args), results=results), f, indent=1, default=list)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
