@@ -1,6 +1,6 @@
 # Two entry points: `make test` and `make demo`. Both set up the environment first
 # (tools/setup_env.sh: .venv, torch, mmcv built once per machine and cached, the package).
-# mmcv comes without compiled ops unless MIXEDAE_MMCV_OPS=1 (README, Stack).
+# mmcv comes without compiled ops unless MIXEDAE_MMCV_OPS=1 (docs/setup.md).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
