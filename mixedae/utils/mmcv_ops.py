@@ -40,7 +40,7 @@ def missing_op_message(name: str, detail: str = 'is not available') -> str:
     return (f"mmcv op '{name}' {detail}: mmcv is installed without its compiled ops and "
             f"mixedae's torchvision-backed mmcv._ext serves only {', '.join(PROVIDED)} "
             f"(mixedae/utils/mmcv_ops.py). Install mmcv with compiled ops: `{SWITCH}` "
-            f"(README, Stack).")
+            f"(docs/setup.md).")
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
