@@ -4,9 +4,10 @@
 For each protocol (ADE20K UperNet, COCO protocol A, ViTDet), builds ``model.backbone`` of its
 config (relative position bias, layer scale, windows, gradient checkpointing as configured) and
 timm's ``VisionTransformer`` with fused attention and no relative position bias, times forward
-+ backward of each in its own process (warm-up, then the median of repeats) and prints a
-markdown table: s/iter, img/s, peak memory and the ratios to the yardstick. See
-mixedae/suite/speed.py.
++ backward of each, one after another in this process (warm-up, then min / median / max of the
+repeats) and prints a markdown table: time per step, img/s, peak memory and the ratios to the
+yardstick, with a warning line where a time ratio is noisy or rests on fewer than 3 repeats.
+See mixedae/suite/speed.py.
 
     python tools/benchmark_backbone.py --scale tiny --batch 4                 # CPU, tiny configs
     python tools/benchmark_backbone.py --img-size 224 --batch 2               # CPU, ViT-B at 224

@@ -2,9 +2,10 @@
 """Pretraining cost of MAE, naive mixing and MixedAE with the same backbone and batch.
 
 Times forward + backward of the models built from the pretraining configs (warm-up steps, then
-the median of repeats), each in its own process, and prints a markdown table: time per step,
-images/s, TFLOP per step (torch's FlopCounterMode), achieved TFLOP/s, MFU against
---peak-tflops (when given), peak memory and the ratio to MAE. See mixedae/suite/speed.py.
+min / median / max of the repeats), one after another in this process, and prints a markdown
+table: time per step, images/s, TFLOP per step (torch's FlopCounterMode), achieved TFLOP/s, MFU against
+--peak-tflops (when given), peak memory and the ratio to MAE, with a warning line under the
+table where a ratio is noisy or rests on fewer than 3 repeats. See mixedae/suite/speed.py.
 
     python tools/benchmark_pretrain.py --arch base --batch 16 --device cpu
     python tools/benchmark_pretrain.py --arch base --batch 256 --device cuda --amp --peak-tflops 989

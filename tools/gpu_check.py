@@ -2,6 +2,9 @@
 
     tools/gpu_check.sh                                  # on a CUDA machine (ViT-B scale)
     python tools/gpu_check.py --allow-cpu --scale tiny  # every row on CPU, tiny configs
+
+Prints one table (and the benchmark tables) and writes the same, with the raw timings, as JSON
+to --out.
 """
 import argparse
 import os.path as osp
@@ -10,7 +13,7 @@ import time
 
 import torch
 
-from mixedae.suite.gpu_check import SCALES, run_all, summary
+from mixedae.suite.gpu_check import SCALES, run_all, summary, write_report
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -22,6 +25,8 @@ def main(argv=None) -> int:
                         help='base: ViT-B configs (default); tiny: the tiny CPU configs')
     parser.add_argument('--allow-cpu', action='store_true',
                         help='run on CPU when there is no CUDA device (fp32; for tests)')
+    parser.add_argument('--out', default='work_dirs/gpu_check.json',
+                        help='where the JSON report goes (default: %(default)s)')
     args = parser.parse_args(argv)
     if torch.cuda.is_available():
         device = torch.device('cuda')
@@ -33,9 +38,12 @@ def main(argv=None) -> int:
               '(--allow-cpu runs it on CPU)', file=sys.stderr)
         return 2
     start = time.perf_counter()
-    rows, reports = run_all(ROOT, device, args.scale)
-    print(summary(rows, reports, time.perf_counter() - start))
-    return 1 if any(r['status'] == 'FAIL' for r in rows) else 0
+    report = run_all(ROOT, device, args.scale)
+    report['seconds'] = time.perf_counter() - start
+    write_report(args.out, report)
+    print(summary(report))
+    print(f'gpu_check: report written to {args.out}')
+    return 1 if any(r['status'] == 'FAIL' for r in report['rows']) else 0
 
 
 if __name__ == '__main__':

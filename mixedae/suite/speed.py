@@ -5,23 +5,32 @@
 ``tools/gpu_check.py`` are argument parsers over this module. Configs are read from the
 repository ``root`` they pass (:class:`~mixedae.suite.repo.Repo`).
 
-Each measurement runs in a fresh spawned process, so that its peak memory is its own (freed
-memory of an earlier model would otherwise be reused unseen): the CUDA allocator's peak over
-the timed steps, or on CPU the peak resident set size over the timed steps (Linux VmHWM, reset
-after the warm-up) above the RSS the process had before the model was built. Times are the
-median of ``repeats`` forward + backward steps after ``warmup`` steps. FLOPs are counted by
+Measurements run one after another in the calling process, so that start-up (imports, CUDA
+context) is paid once: each builds its model, times it and drops it, and the next starts after
+:func:`release_memory` (garbage collection, ``torch.cuda.empty_cache()``; on CPU glibc's
+``malloc_trim``). Peak memory is what the timed steps reach above what the process held before
+the model was built: the CUDA allocator's peak (reset after the warm-up, so each measurement's
+peak is its own), or on CPU the peak resident set size (Linux VmHWM, reset after the warm-up).
+On CPU that is less isolated than a fresh process (memory the allocator kept from an earlier
+measurement can be reused unseen), which the report titles say; a spawned process per
+measurement cost about 25 s of start-up on the H100 machine, more than the GPU check can pay.
+Times: ``repeats`` forward + backward steps after ``warmup`` steps, reported as min / median /
+max; a ratio of two medians gets a warning (:func:`ratio_warning`) when it rests on fewer than
+3 repeats or when the timings spread wider than the ratio differs from 1. FLOPs are counted by
 torch's ``FlopCounterMode`` over one more forward + backward step: matrix products,
 convolutions and scaled-dot-product attention (work inside custom kernels is not seen).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import inspect
-import multiprocessing
 import os
 import platform
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -45,6 +54,7 @@ PROTOCOLS = ('ade20k', 'coco_a', 'vitdet')
 #: transfer scales: ``base`` the ViT-B configs, ``tiny`` the tiny CPU configs
 SCALES = ('base', 'tiny')
 BACKBONE_MODELS = ('timm', 'config')
+TIME_HEADER = 's / step: min / median / max'
 
 
 # ------------------------------------------------------------------ devices
@@ -122,42 +132,98 @@ def count_flops(step: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
+# ------------------------------------------------------------------ memory
+@dataclass(frozen=True)
+class MemoryReader:
+    """A device's memory in MiB: ``current()``, ``peak()`` since the last ``reset_peak()``."""
+    current: Callable[[], float]
+    peak: Callable[[], float]
+    reset_peak: Callable[[], None]
+
+
+def memory_reader(device: torch.device) -> MemoryReader:
+    """The CUDA allocator's counters on GPU; the process's RSS and peak RSS on CPU."""
+    if device.type == 'cuda':
+        return MemoryReader(lambda: torch.cuda.memory_allocated(device) / 2 ** 20,
+                            lambda: torch.cuda.max_memory_allocated(device) / 2 ** 20,
+                            lambda: torch.cuda.reset_peak_memory_stats(device))
+    return MemoryReader(current_rss_mib, peak_rss_mib, reset_peak_rss)
+
+
+def release_memory(device: torch.device) -> None:
+    """Free what earlier measurements left: garbage, the CUDA cache, and on CPU the freed heap
+    returned to the system where glibc allows (``malloc_trim``)."""
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+        return
+    libc = ctypes.util.find_library('c')
+    if libc and hasattr(ctypes.CDLL(libc), 'malloc_trim'):
+        ctypes.CDLL(libc).malloc_trim(0)
+
+
+def memory_title(device: str) -> str:
+    return ('peak GPU memory (MiB)' if torch.device(device).type == 'cuda'
+            else 'peak RSS growth (MiB)')
+
+
+def isolation_note(device: str) -> str:
+    """What the report title says about how isolated the memory numbers are."""
+    if torch.device(device).type == 'cuda':
+        return 'each CUDA peak its own (cache emptied, peak reset between measurements)'
+    return 'CPU memory measured in one process, less isolated than a fresh process per row'
+
+
 # ------------------------------------------------------------------ timing
 def time_step(step: Callable[[], object], device: torch.device, warmup: int, repeats: int,
-              rss_before_mib: float = 0.) -> Dict:
-    """Median time of ``repeats`` calls after ``warmup`` calls, and the peak memory (MiB) of
-    the timed calls: CUDA allocator peak, or on CPU the peak RSS above ``rss_before_mib``."""
+              memory: MemoryReader, baseline_mib: float = 0.) -> Dict:
+    """Times of ``repeats`` calls after ``warmup`` calls (median, min, max) and the peak
+    memory (MiB) of the timed calls above ``baseline_mib``."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f'need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}')
     for _ in range(warmup):
         step()
     synchronize(device)
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        reset_peak_rss()
+    memory.reset_peak()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    if device.type == 'cuda':
-        peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
-    else:
-        peak = peak_rss_mib() - rss_before_mib
-    return dict(step_s=statistics.median(times), times=times, peak_mib=peak)
+    return dict(step_s=statistics.median(times), min_s=min(times), max_s=max(times),
+                times=times, peak_mib=memory.peak() - baseline_mib)
 
 
-def run_isolated(fn: Callable[..., Dict], **kwargs) -> Dict:
-    """``fn(**kwargs)`` in a fresh spawned process; its exceptions are re-raised here."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
-        return pool.submit(fn, **kwargs).result()
+def spread(times: Sequence[float]) -> float:
+    """(max - min) / median of the timings."""
+    return (max(times) - min(times)) / statistics.median(times)
 
 
-def memory_title(device: str) -> str:
-    return ('peak GPU memory (MiB)' if torch.device(device).type == 'cuda'
-            else 'peak RSS growth (MiB)')
+def timing_cell(result: Dict) -> str:
+    """'min / median / max' seconds of a measurement."""
+    return f'{result["min_s"]:.4f} / {result["step_s"]:.4f} / {result["max_s"]:.4f}'
+
+
+def ratio_warning(name: str, ratio: float, *measured: Dict) -> Optional[str]:
+    """Why the time ratio ``name`` of ``measured`` medians is not to be trusted: fewer than 3
+    repeats, or a spread ((max - min) / median) of either wider than |ratio - 1|; None if
+    neither."""
+    repeats = min(len(m['times']) for m in measured)
+    if repeats < 3:
+        return f'{name} {ratio:.2f}x rests on {repeats} repeat(s), fewer than 3'
+    widest = max(spread(m['times']) for m in measured)
+    if widest > abs(ratio - 1):
+        return (f'{name} {ratio:.2f}x is noisy: timings spread {100 * widest:.0f} % '
+                f'(max - min) / median, wider than the {100 * abs(ratio - 1):.0f} % '
+                'difference')
+    return None
+
+
+def report(title: str, table: str, warnings: Sequence[Optional[str]]) -> str:
+    """A benchmark's markdown report: title, table, one 'warning:' line each."""
+    lines = [f'warning: {w}' for w in warnings if w]
+    return '\n\n'.join([title, table, *(['\n'.join(lines)] if lines else [])])
 
 
 # --------------------------------------------------------------- pretraining
@@ -189,7 +255,9 @@ def measure_pretrain(root: str, method: str, arch: str = 'base', batch: int = 16
 
     dev = torch.device(device)
     cfg = pretrain_model_config(root, method, arch)
-    rss = current_rss_mib()                       # after the config's imports, before the model
+    release_memory(dev)
+    memory = memory_reader(dev)
+    baseline = memory.current()                   # after the config's imports, before the model
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mixedae'):
         model = MODELS.build(cfg).to(dev).train()
@@ -205,21 +273,22 @@ def measure_pretrain(root: str, method: str, arch: str = 'base', batch: int = 16
         model.zero_grad(set_to_none=True)
 
     flops = count_flops(step)
-    result = time_step(step, dev, warmup, repeats, rss)
+    result = time_step(step, dev, warmup, repeats, memory, baseline)
     return dict(method=method, flops=flops, images_per_s=batch / result['step_s'], **result)
 
 
 def pretrain_table(results: Sequence[Dict], device: str,
                    peak_tflops: Optional[float] = None) -> str:
-    """Markdown: time, images/s, TFLOP per step, TFLOP/s, [MFU,] memory, time vs MAE."""
+    """Markdown: time (min / median / max), images/s, TFLOP per step, TFLOP/s, [MFU,] memory,
+    median time vs MAE."""
     base = next((r for r in results if r['method'] == 'mae'), None)
-    header = ['method', 'time / step (s)', 'images / s', 'TFLOP / step', 'TFLOP/s']
+    header = ['method', TIME_HEADER, 'images / s', 'TFLOP / step', 'TFLOP/s']
     header += ['MFU'] if peak_tflops else []
     header += [memory_title(device), 'time vs MAE']
     rows = []
     for r in results:
         achieved = r['flops'] / r['step_s'] / 1e12
-        row = {'method': r['method'], 'time / step (s)': f'{r["step_s"]:.3f}',
+        row = {'method': r['method'], TIME_HEADER: timing_cell(r),
                'images / s': f'{r["images_per_s"]:.1f}', 'TFLOP / step': f'{r["flops"] / 1e12:.4g}',
                'TFLOP/s': f'{achieved:.3g}', memory_title(device): f'{r["peak_mib"]:.0f}',
                'time vs MAE': f'{r["step_s"] / base["step_s"]:.3f}' if base else 'n/a'}
@@ -229,15 +298,25 @@ def pretrain_table(results: Sequence[Dict], device: str,
     return markdown_table(rows, header)
 
 
+def pretrain_warnings(results: Sequence[Dict]) -> List[Optional[str]]:
+    """:func:`ratio_warning` of each method's time vs MAE's."""
+    base = next((r for r in results if r['method'] == 'mae'), None)
+    return [ratio_warning(f'{r["method"]} vs mae', r['step_s'] / base['step_s'], r, base)
+            for r in results if base and r is not base]
+
+
 def benchmark_pretrain(root: str, methods: Sequence[str] = PRETRAIN_METHODS,
-                       arch: str = 'base', batch: int = 16, device: str = 'cpu', amp: bool = False, warmup: int = 1,
-                       repeats: int = 3, peak_tflops: Optional[float] = None):
-    """Measure each method in its own process; (results, markdown report)."""
-    results = [run_isolated(measure_pretrain, root=root, method=m, arch=arch, batch=batch, device=device,
-                            amp=amp, warmup=warmup, repeats=repeats) for m in methods]
+                       arch: str = 'base', batch: int = 16, device: str = 'cpu',
+                       amp: bool = False, warmup: int = 1, repeats: int = 3,
+                       peak_tflops: Optional[float] = None):
+    """Measure each method, one after another in this process; (results, markdown report)."""
+    results = [measure_pretrain(root, m, arch, batch, device, amp, warmup, repeats)
+               for m in methods]
     title = (f'ViT {arch}, batch {batch}, {"bf16 autocast" if amp else "fp32"}, '
-             f'{device_description(device)}; median of {repeats} after {warmup} warm-up')
-    return results, f'{title}\n\n{pretrain_table(results, device, peak_tflops)}'
+             f'{device_description(device)}; {repeats} timed steps after {warmup} warm-up; '
+             f'{isolation_note(device)}')
+    return results, report(title, pretrain_table(results, device, peak_tflops),
+                           pretrain_warnings(results))
 
 
 # ----------------------------------------------------------------- backbones
@@ -302,7 +381,9 @@ def measure_backbone(root: str, protocol: str, model: str = 'config', scale: str
     """Forward + backward of one backbone on random images."""
     dev = torch.device(device)
     cfg = backbone_config(root, protocol, scale, img_size)
-    rss = current_rss_mib()                       # after the config's imports, before the model
+    release_memory(dev)
+    memory = memory_reader(dev)
+    baseline = memory.current()                   # after the config's imports, before the model
     torch.manual_seed(0)
     net = build_backbone(model, cfg).to(dev).train()
     h, w = cfg.img_size if isinstance(cfg.img_size, (list, tuple)) else (cfg.img_size,) * 2
@@ -314,7 +395,7 @@ def measure_backbone(root: str, protocol: str, model: str = 'config', scale: str
         loss.backward()
         net.zero_grad(set_to_none=True)
 
-    result = time_step(step, dev, warmup, repeats, rss)
+    result = time_step(step, dev, warmup, repeats, memory, baseline)
     return dict(protocol=protocol, model=model, input=f'{h}x{w}', batch=batch,
                 images_per_s=batch / result['step_s'], **result)
 
@@ -322,7 +403,7 @@ def measure_backbone(root: str, protocol: str, model: str = 'config', scale: str
 def backbone_table(results: Sequence[Dict], device: str) -> str:
     """Markdown: one row per (protocol, model), ratios to the protocol's timm row."""
     mem = memory_title(device)
-    header = ['protocol', 'backbone', 'input', 'batch', 's / iter', 'img / s', mem,
+    header = ['protocol', 'backbone', 'input', 'batch', TIME_HEADER, 'img / s', mem,
               'time vs timm', 'memory vs timm']
     yardsticks = {r['protocol']: r for r in results if r['model'] == 'timm'}
     rows = []
@@ -331,7 +412,7 @@ def backbone_table(results: Sequence[Dict], device: str) -> str:
         rows.append({
             'protocol': r['protocol'],
             'backbone': 'timm ViT (fused, no rel-pos)' if r['model'] == 'timm' else 'mixedae.ViT',
-            'input': r['input'], 'batch': str(r['batch']), 's / iter': f'{r["step_s"]:.4f}',
+            'input': r['input'], TIME_HEADER: timing_cell(r), 'batch': str(r['batch']),
             'img / s': f'{r["images_per_s"]:.1f}', mem: f'{r["peak_mib"]:.0f}',
             'time vs timm': f'{r["step_s"] / ref["step_s"]:.2f}' if ref else 'n/a',
             'memory vs timm': (f'{r["peak_mib"] / ref["peak_mib"]:.2f}'
@@ -339,18 +420,24 @@ def backbone_table(results: Sequence[Dict], device: str) -> str:
     return markdown_table(rows, header)
 
 
+def backbone_warnings(results: Sequence[Dict]) -> List[Optional[str]]:
+    """:func:`ratio_warning` of each config backbone's time vs its protocol's yardstick."""
+    yardsticks = {r['protocol']: r for r in results if r['model'] == 'timm'}
+    return [ratio_warning(f'{r["protocol"]} backbone vs timm',
+                          r['step_s'] / yardsticks[r['protocol']]['step_s'], r,
+                          yardsticks[r['protocol']])
+            for r in results if r['model'] == 'config' and r['protocol'] in yardsticks]
+
+
 def benchmark_backbones(root: str, protocols: Sequence[str] = PROTOCOLS, scale: str = 'base',
                         img_size: Optional[int] = None, batch: int = 2, device: str = 'cpu',
                         amp: bool = False, warmup: int = 1, repeats: int = 3):
-    """The yardstick, then the config's backbone, per protocol, each in its own process;
-    (results, markdown report)."""
-    results: List[Dict] = []
-    for protocol in protocols:
-        for model in BACKBONE_MODELS:
-            results.append(run_isolated(
-                measure_backbone, root=root, protocol=protocol, model=model, scale=scale,
-                img_size=img_size, batch=batch, device=device, amp=amp, warmup=warmup,
-                repeats=repeats))
+    """The yardstick, then the config's backbone, per protocol, one after another in this
+    process; (results, markdown report)."""
+    results = [measure_backbone(root, protocol, model, scale, img_size, batch, device, amp,
+                                warmup, repeats)
+               for protocol in protocols for model in BACKBONE_MODELS]
     title = (f'{scale} backbones, fwd + bwd, {"bf16 autocast" if amp else "fp32"}, '
-             f'{device_description(device)}; median of {repeats} after {warmup} warm-up')
-    return results, f'{title}\n\n{backbone_table(results, device)}'
+             f'{device_description(device)}; {repeats} timed steps after {warmup} warm-up; '
+             f'{isolation_note(device)}')
+    return results, report(title, backbone_table(results, device), backbone_warnings(results))

@@ -1,5 +1,7 @@
-"""The GPU smoke check (mixedae/suite/gpu_check.py, tools/gpu_check.py), on CPU: refusal without CUDA, the check table,
-the kernel-vs-reference comparison (with stand-in kernels) and the whole run at tiny scale."""
+"""The GPU smoke check (mixedae/suite/gpu_check.py, tools/gpu_check.py), on CPU: refusal without
+CUDA, the check table, the kernel-vs-reference comparison (with stand-in kernels), the benchmark
+rows' labels on hand-made numbers, the JSON report and the whole run at tiny scale."""
+import json
 import os
 import subprocess
 import sys
@@ -98,23 +100,121 @@ def test_kernel_check_agrees_and_catches_a_wrong_kernel(fake_kernel):
         gpu_check.kernel_check((2, 2, 20, 16, 6), torch.device('cpu'))
 
 
-def test_mmcv_ops_present_here():
-    assert gpu_check.mmcv_ops_problem(torch.device('cpu')) == dict(seg=None, det=None)
+def test_mmcv_ops_row_names_the_ops_path():
+    from mixedae.utils.mmcv_ops import compiled_mmcv_ops
+    detail = gpu_check.mmcv_ops_check(torch.device('cpu'))
+    path = 'compiled mmcv ops' if compiled_mmcv_ops() else 'torchvision-backed mmcv._ext'
+    assert detail.startswith(path) and detail.endswith('run on cpu')
+
+
+def timed(median, spread=0., repeats=3, **fields):
+    """A benchmark result with ``repeats`` times around ``median`` spread ``spread``."""
+    low, high = median * (1 - spread / 2), median * (1 + spread / 2)
+    times = [low, median, high][:repeats] if repeats <= 3 else [median] * repeats
+    return dict(step_s=median, times=times, **fields)
+
+
+def test_pretrain_rows_are_labelled_against_the_target():
+    mae = timed(1.0, 0.02, method='mae')
+    rows = gpu_check.pretrain_rows([mae, timed(1.2, 0.02, method='naivemix'),
+                                    timed(1.04, 0.02, method='mixedae')], 256)
+    assert [(r['check'], r['status']) for r in rows] == [
+        ('speed: naivemix vs MAE, batch 256', 'ok'),            # no target
+        ('speed: mixedae vs MAE, batch 256', 'ok')]             # 1.04 <= 1.05, spread 2 % < 4 %
+    assert rows[1]['detail'] == '1.04x MAE step time (median), target <= 1.05x at batch 256'
+    statuses = [gpu_check.pretrain_rows([mae, mixedae], 256)[0]['status'] for mixedae in (
+        timed(1.10, 0.02, method='mixedae'),                    # over the target
+        timed(1.05, 0.20, method='mixedae'),                    # spread 20 % > 5 %
+        timed(1.30, 0.40, method='mixedae'),                    # over, and spread 40 % > 30 %
+        timed(1.01, 0.0, repeats=2, method='mixedae'))]         # 2 repeats
+    assert statuses == ['below target', 'noisy', 'below target (noisy)', 'noisy']
+
+
+def test_backbone_rows_check_time_and_memory():
+    def pair(protocol, time_ratio, memory_ratio, spread=0.02):
+        shape = dict(protocol=protocol, input='512x512', batch=16)
+        return [timed(0.1, spread, model='timm', peak_mib=1000., **shape),
+                timed(0.1 * time_ratio, spread, model='config', peak_mib=1000. * memory_ratio,
+                      **shape)]
+
+    rows = gpu_check.backbone_rows(pair('ade20k', 1.2, 1.4) + pair('coco_a', 1.2, 1.6)
+                                   + pair('vitdet', 1.4, 1.0) + pair('x', 1.02, 1.0, 0.1))
+    assert [r['status'] for r in rows] == ['ok', 'below target', 'below target', 'noisy']
+    assert rows[0] == dict(
+        check='speed: ade20k backbone vs timm, 512x512, batch 16', status='ok',
+        detail='1.20x time, 1.40x memory of timm (targets <= 1.3x, 1.5x)')
+    assert 'x backbone vs timm 1.02x is noisy' in rows[3]['detail']
+
+
+def test_report_json_round_trip_and_summary(tmp_path):
+    rows = [dict(check='device', status='ok', detail='cpu'),
+            dict(check='speed: a', status='below target (noisy)', detail='d'),
+            dict(check='b', status='FAIL', detail='RuntimeError: x')]
+    report = dict(device='cpu', torch=torch.__version__, cuda=None, scale='tiny', rows=rows,
+                  tables=['title\n\n| t |'], benchmarks=dict(pretrain=[timed(0.5)]),
+                  seconds=12.)
+    path = tmp_path / 'sub' / 'check.json'
+    gpu_check.write_report(str(path), report)
+    assert json.loads(path.read_text()) == report
+    assert [p.name for p in path.parent.iterdir()] == ['check.json']   # no temporary left
+    assert gpu_check.summary(report).endswith(
+        '| t |\n\ngpu_check: 1 failed: b; 1 below target, 1 noisy; 12 s')
+
+
+def test_end_to_end_config_points_at_the_generated_data():
+    from mixedae.suite.repo import Repo
+    cfg = Repo(ROOT).load('coco_a-tiny')
+    views = dict(ade20k='/d/ade', coco='/d/coco')
+    gpu_check.point_at_data(cfg, 'coco_a', views, '/w', 8)
+    assert cfg.train_dataloader.dataset.data_root == cfg.test_dataloader.dataset.data_root \
+        == '/d/coco/'
+    assert cfg.test_evaluator.ann_file == '/d/coco/annotations/instances_val2017.json'
+    assert cfg.val_dataloader is None and cfg.val_evaluator is None and cfg.val_cfg is None
+    assert (cfg.train_cfg.max_iters, cfg.work_dir) == (8, '/w')
 
 
 @pytest.mark.slow
-def test_whole_check_on_cpu_at_tiny_scale():
+def test_whole_check_on_cpu_at_tiny_scale(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, TRITON_INTERPRET='1')
-    out = subprocess.run(['bash', 'tools/gpu_check.sh', '--allow-cpu', '--scale', 'tiny'],
+    out_file = tmp_path / 'gpu_check.json'
+    out = subprocess.run(['bash', 'tools/gpu_check.sh', '--allow-cpu', '--scale', 'tiny',
+                          '--out', str(out_file)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    rows = {line.split(' | ')[0][2:]: line.split(' | ')[1]
-            for line in out.stdout.splitlines() if line.startswith('| ')}
-    for check in ('mae', 'naivemix', 'mixedae'):
-        assert rows[f'train step: {check} pretraining (tiny)'] == 'ok'
-    for check in ('UperNet ADE20K', 'Mask R-CNN protocol A', 'Mask R-CNN ViTDet'):
-        assert rows[f'train step: {check} (tiny)'] == 'ok'
-    assert rows['top-K attention kernel vs reference'] in ('ok', 'not available')
-    assert rows['benchmark: pretraining'] == rows['benchmark: backbones'] == 'ok'
-    assert '| vitdet | mixedae.ViT | 64x64 |' in out.stdout
+    # stdout is the result alone: the check table first, the Runner's logs went to stderr
+    assert out.stdout.startswith('| check | status | detail |\n')
+    report = json.loads(out_file.read_text())
+    rows = {r['check']: r for r in report['rows']}
+    table = {line.split(' | ')[0][2:]: line.split(' | ')[1]
+             for line in out.stdout.split('\n\n')[0].splitlines()[2:]}
+    assert table == {check: r['status'] for check, r in rows.items()}
+    names = ('UperNet ADE20K', 'Mask R-CNN protocol A', 'Mask R-CNN ViTDet')
+    steps = [f'train step: {m} pretraining (tiny)' for m in ('mae', 'naivemix', 'mixedae')]
+    steps += [f'train step: {name} (tiny)' for name in names]
+    ends = [f'train + test: {name} (tiny, generated data)' for name in names[:2]]
+    speed = [f'speed: {m} vs MAE, batch 8' for m in ('naivemix', 'mixedae')]
+    speed += [f'speed: {p} backbone vs timm, 64x64, batch 2'
+              for p in ('ade20k', 'coco_a', 'vitdet')]
+    kernel = 'top-K attention kernel vs reference'
+    assert list(rows) == ['device', 'mmcv ops', *steps, *ends, kernel, 'benchmark: pretraining',
+                          *speed[:2], 'benchmark: backbones', *speed[2:]]
+    ok = ['device', 'mmcv ops', *steps, *ends, 'benchmark: pretraining', 'benchmark: backbones']
+    assert {c: rows[c]['status'] for c in ok} == dict.fromkeys(ok, 'ok')
+    assert rows[kernel]['status'] in ('ok', 'not available')
+    assert 'mIoU ' in rows[ends[0]]['detail']
+    assert 'coco/bbox_mAP ' in rows[ends[1]]['detail'] and 'coco/segm_mAP ' in rows[ends[1]]['detail']
+    # each comparison row is labelled by its own numbers, noisy ones say why
+    results = report['benchmarks']
+    mae = results['pretrain'][0]
+    for r, row in zip(results['pretrain'][1:], speed[:2]):
+        assert rows[row]['status'] == gpu_check.target_status(
+            r['method'] == 'mixedae' and r['step_s'] / mae['step_s'] > gpu_check.PRETRAIN_TARGET,
+            gpu_check.ratio_warning('', r['step_s'] / mae['step_s'], r, mae))
+    assert [r['check'] for r in gpu_check.backbone_rows(results['backbones'])] == speed[2:]
+    assert all(len(r['times']) == 3 for r in results['pretrain'] + results['backbones'])
+    for row in speed:
+        assert ('noisy' in rows[row]['status']) == ('is noisy' in rows[row]['detail'])
+    assert report['device'] == rows['device']['detail'] and report['cuda'] == torch.version.cuda
+    assert report['torch'] == torch.__version__ and report['scale'] == 'tiny'
+    assert len(report['tables']) == 2 and '| vitdet | mixedae.ViT | 64x64 |' in out.stdout
     assert 'gpu_check: 0 failed' in out.stdout

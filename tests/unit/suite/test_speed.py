@@ -64,37 +64,108 @@ def test_cpu_description_names_the_model_and_cores():
     assert f'{len(os.sched_getaffinity(0))} cores' in text and torch.__version__ in text
 
 
+class FakeMemory:
+    """An allocator whose counters a test moves by hand, and its MemoryReader."""
+
+    def __init__(self):
+        self.now = self.top = 0.
+        self.reader = speed.MemoryReader(lambda: self.now, lambda: self.top, self.reset)
+
+    def reset(self):
+        self.top = self.now
+
+    def hold(self, mib):
+        self.now += mib
+        self.top = max(self.top, self.now)
+
+
 def test_time_step_runs_warmup_then_repeats():
     calls = []
-    out = speed.time_step(lambda: calls.append(1), torch.device('cpu'), warmup=2, repeats=3)
+    memory = FakeMemory()
+    out = speed.time_step(lambda: calls.append(1), torch.device('cpu'), warmup=2, repeats=3,
+                          memory=memory.reader)
     assert len(calls) == 5 and len(out['times']) == 3
     assert out['step_s'] == sorted(out['times'])[1]
+    assert out['min_s'] == min(out['times']) and out['max_s'] == max(out['times'])
     with pytest.raises(ValueError, match='repeats >= 1'):
-        speed.time_step(lambda: None, torch.device('cpu'), warmup=0, repeats=0)
+        speed.time_step(lambda: None, torch.device('cpu'), warmup=0, repeats=0,
+                        memory=memory.reader)
+
+
+def test_each_measurement_has_its_own_peak():
+    """A first measurement that peaks high (in its warm-up and in its timed steps) does not
+    raise the peak of the next one, nor does memory held before the model was built."""
+    memory = FakeMemory()
+
+    def spike(mib):
+        def step():
+            memory.hold(mib)
+            memory.hold(-mib)
+        return step
+
+    first = speed.time_step(spike(1000), torch.device('cpu'), 1, 3, memory.reader)
+    memory.hold(50)                                       # held before the second model
+    baseline = memory.reader.current()
+    second = speed.time_step(spike(10), torch.device('cpu'), 1, 3, memory.reader, baseline)
+    assert (first['peak_mib'], second['peak_mib']) == (1000, 10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_peaks_are_reset_between_measurements():
+    dev = torch.device('cuda')
+    memory = speed.memory_reader(dev)
+
+    def allocate(mib):
+        return lambda: torch.empty(mib * 2 ** 20, dtype=torch.uint8, device=dev).fill_(1)
+
+    speed.release_memory(dev)
+    first = speed.time_step(allocate(1024), dev, 1, 3, memory, memory.current())
+    speed.release_memory(dev)
+    second = speed.time_step(allocate(8), dev, 1, 3, memory, memory.current())
+    assert first['peak_mib'] >= 1024 and second['peak_mib'] < 64
+
+
+def test_spread_and_ratio_warnings():
+    def timed(*times):
+        return dict(times=list(times))
+
+    assert speed.spread([0.9, 1.0, 1.2]) == pytest.approx(0.3)
+    steady, wide = timed(0.99, 1.0, 1.01), timed(0.9, 1.0, 1.1)
+    assert speed.ratio_warning('x', 1.05, steady, steady) is None             # 2 % < 5 %
+    assert 'noisy' in speed.ratio_warning('x', 1.05, steady, wide)            # 20 % > 5 %
+    assert speed.ratio_warning('x', 0.70, wide, wide) is None                 # 20 % < 30 %
+    assert 'fewer than 3' in speed.ratio_warning('x', 2.0, timed(1.), steady)
+    assert speed.report('title', '| t |', [None, 'w']) == 'title\n\n| t |\n\nwarning: w'
+    assert speed.report('title', '| t |', [None]) == 'title\n\n| t |'
 
 
 def test_pretrain_table_with_and_without_mfu():
-    results = [dict(method='mae', step_s=0.5, images_per_s=32., flops=2e12, peak_mib=1000.),
-               dict(method='mixedae', step_s=0.55, images_per_s=29.1, flops=2.2e12,
-                    peak_mib=1200.)]
+    results = [dict(method='mae', step_s=0.5, min_s=0.4, max_s=0.6, images_per_s=32., flops=2e12,
+                    peak_mib=1000.),
+               dict(method='mixedae', step_s=0.55, min_s=0.55, max_s=0.56, images_per_s=29.1,
+                    flops=2.2e12, peak_mib=1200.)]
     assert speed.pretrain_table(results[:1], 'cpu').splitlines()[2].split(' | ')[3] == '2'
     lines = speed.pretrain_table(results, 'cpu').splitlines()
-    assert lines[0] == ('| method | time / step (s) | images / s | TFLOP / step | TFLOP/s | '
-                        'peak RSS growth (MiB) | time vs MAE |')
-    assert lines[3] == '| mixedae | 0.550 | 29.1 | 2.2 | 4 | 1200 | 1.100 |'
+    assert lines[0] == ('| method | s / step: min / median / max | images / s | TFLOP / step | '
+                        'TFLOP/s | peak RSS growth (MiB) | time vs MAE |')
+    assert lines[3] == '| mixedae | 0.5500 / 0.5500 / 0.5600 | 29.1 | 2.2 | 4 | 1200 | 1.100 |'
     lines = speed.pretrain_table(results, 'cuda', peak_tflops=8.).splitlines()
     assert 'MFU' in lines[0] and 'peak GPU memory (MiB)' in lines[0]
-    assert lines[2] == '| mae | 0.500 | 32.0 | 2 | 4 | 50 % | 1000 | 1.000 |'
+    assert lines[2] == '| mae | 0.4000 / 0.5000 / 0.6000 | 32.0 | 2 | 4 | 50 % | 1000 | 1.000 |'
 
 
 def test_backbone_table_ratios_to_the_yardstick():
     row = dict(input='64x64', batch=4, images_per_s=1.)
-    results = [dict(protocol='ade20k', model='timm', step_s=0.2, peak_mib=100., **row),
-               dict(protocol='ade20k', model='config', step_s=0.5, peak_mib=180., **row)]
+    results = [dict(protocol='ade20k', model='timm', step_s=0.2, min_s=0.2, max_s=0.2,
+                    times=[0.2] * 3, peak_mib=100., **row),
+               dict(protocol='ade20k', model='config', step_s=0.5, min_s=0.1, max_s=2.,
+                    times=[0.1, 0.5, 2.], peak_mib=180., **row)]
     lines = speed.backbone_table(results, 'cpu').splitlines()
-    assert lines[2].endswith('| 0.2000 | 1.0 | 100 | 1.00 | 1.00 |')
-    assert lines[3] == ('| ade20k | mixedae.ViT | 64x64 | 4 | 0.5000 | 1.0 | 180 | 2.50 | '
-                        '1.80 |')
+    assert lines[2].endswith('| 0.2000 / 0.2000 / 0.2000 | 1.0 | 100 | 1.00 | 1.00 |')
+    assert lines[3] == ('| ade20k | mixedae.ViT | 64x64 | 4 | 0.1000 / 0.5000 / 2.0000 | 1.0 | '
+                        '180 | 2.50 | 1.80 |')
+    # spread 380 % > 150 %: the 2.5x is noisy
+    assert 'ade20k backbone vs timm 2.50x is noisy' in speed.backbone_warnings(results)[0]
 
 
 @pytest.mark.parametrize('method', speed.PRETRAIN_METHODS)
@@ -151,9 +222,14 @@ def test_backbone_benchmark_needs_no_mmseg_or_mmdet_models():
     assert out.stdout.strip().splitlines()[-1] == '[]'
 
 
-def test_measure_backbone_in_process():
-    out = speed.measure_backbone(ROOT, 'ade20k', 'config', scale='tiny', batch=1, warmup=0, repeats=1)
-    assert out['input'] == '64x64' and out['step_s'] > 0 and len(out['times']) == 1
+def test_backbones_measured_one_after_another_in_process():
+    results, text = speed.benchmark_backbones(ROOT, ['ade20k'], 'tiny', batch=1, warmup=0,
+                                              repeats=2)
+    assert [(r['protocol'], r['model'], r['input']) for r in results] == [
+        ('ade20k', 'timm', '64x64'), ('ade20k', 'config', '64x64')]
+    assert all(len(r['times']) == 2 and r['min_s'] <= r['step_s'] <= r['max_s'] for r in results)
+    assert 'less isolated' in text.splitlines()[0]
+    assert text.splitlines()[-1].startswith('warning: ade20k backbone vs timm ')
 
 
 def test_peak_rss_restarts_from_the_current_rss():
@@ -176,6 +252,7 @@ def test_benchmark_tools_print_their_tables(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith('| ')]
     assert len(rows) == 3 and speed.cpu_model_name() in out.stdout
+    assert 'rests on 1 repeat(s), fewer than 3' in out.stdout
     assert rows[1].startswith('| vitdet | timm ViT') and rows[1].endswith('| 1.00 | 1.00 |')
     assert rows[2].startswith('| vitdet | mixedae.ViT | 64x64 | 1 |')
     out = subprocess.run(
