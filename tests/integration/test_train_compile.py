@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from support import ROOT, load_tool
+from support import REPO, load_tool
 
-TINY_CFG = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
+TINY_CFG = REPO.config('mixedae-tiny')
 LOGGED = ('loss', 'loss_rec', 'loss_hc', 'hr_acc')
 
 
@@ -20,18 +20,19 @@ def logged_losses(work_dir):
 
 
 @pytest.mark.slow
-def test_compiled_training_logs_the_eager_losses(tmp_path, images, monkeypatch):
-    # inductor draws random numbers its own way unless told to call torch's: the mixing
-    # assignment must be the eager one for the losses to compare
-    monkeypatch.setattr(torch._inductor.config, 'fallback_random', True)
+def test_compiled_training_logs_the_eager_losses(tmp_path, images):
     train = load_tool('train')
     runs = {}
-    for name, flags in (('eager', []), ('compiled', ['--compile'])):
-        work_dir = str(tmp_path / name)
-        assert train.main([TINY_CFG, '--work-dir', work_dir, *flags, '--cfg-options',
-                           f'train_dataloader.dataset.data_root={images}',
-                           'train_cfg.max_epochs=2', f'experiment_name={name}']) == 0
-        runs[name] = logged_losses(work_dir)
+    # inductor draws random numbers its own way unless told to call torch's: the mixing
+    # assignment must be the eager one for the losses to compare. The config's own patch
+    # restores the setting (after pytest's monkeypatch it was missing from torch's config).
+    with torch._inductor.config.patch(fallback_random=True):
+        for name, flags in (('eager', []), ('compiled', ['--compile'])):
+            work_dir = str(tmp_path / name)
+            assert train.main([TINY_CFG, '--work-dir', work_dir, *flags, '--cfg-options',
+                               f'train_dataloader.dataset.data_root={images}',
+                               'train_cfg.max_epochs=2', f'experiment_name={name}']) == 0
+            runs[name] = logged_losses(work_dir)
     torch._dynamo.reset()
     assert len(runs['eager']) == 4                          # 2 epochs of 2 batches of 16
     for eager, compiled in zip(runs['eager'], runs['compiled']):
