@@ -89,11 +89,13 @@ def cuda_times(fn: Callable[[], object], warmup: int, repeats: int) -> List[floa
     return times
 
 
-def spread(times: Sequence[float]) -> Dict[str, float]:
+def min_median_max(times: Sequence[float]) -> Dict[str, float]:
+    """The timings' minimum, median and maximum."""
     return dict(min=min(times), median=statistics.median(times), max=max(times))
 
 
 def fmt(s: Dict[str, float]) -> str:
+    """'median (min-max)' microseconds."""
     return f'{s["median"]:.0f} ({s["min"]:.0f}-{s["max"]:.0f})'
 
 
@@ -107,7 +109,8 @@ def sdpa_times(q: Tensor, k: Tensor, v: Tensor, grad: Tensor, warmup: int, repea
 
     with torch.no_grad():
         fwd = cuda_times(lambda: F.scaled_dot_product_attention(q, k, v), warmup, repeats)
-    return dict(fwd=spread(fwd), fwd_bwd=spread(cuda_times(fwd_bwd, warmup, repeats)))
+    both = cuda_times(fwd_bwd, warmup, repeats)
+    return dict(fwd=min_median_max(fwd), fwd_bwd=min_median_max(both))
 
 
 def kernel_times(q: Tensor, k: Tensor, v: Tensor, grad: Tensor, topk: int, blocks: Blocks,
@@ -124,7 +127,7 @@ def kernel_times(q: Tensor, k: Tensor, v: Tensor, grad: Tensor, topk: int, block
             triton_backward(q, k, v, o, grad, l_, w, blocks)
 
         both = cuda_times(fwd_bwd, warmup, repeats)
-    return dict(fwd=spread(fwd), bwd=spread(bwd), fwd_bwd=spread(both))
+    return dict(fwd=min_median_max(fwd), bwd=min_median_max(bwd), fwd_bwd=min_median_max(both))
 
 
 def timing_table(sdpa: Dict[str, Dict[str, float]], rows: Dict[str, Dict]) -> str:

@@ -64,7 +64,10 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
     return order[keep]
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def _average_pool_dtype(name: str, pool_mode: int, dtype: torch.dtype) -> torch.dtype:
+    """The dtype RoIAlign computes in (bf16 in fp32); max pooling (mode 0) is not served."""
+    if pool_mode != 1:
+        raise MissingMmcvOpError(missing_op_message(name, "with pool_mode='max'"))
     return dtype if dtype in _ROI_ALIGN_DTYPES else torch.float32
 
 
@@ -73,9 +76,7 @@ def roi_align_forward(input: torch.Tensor, rois: torch.Tensor, output: torch.Ten
                       aligned_width: int, spatial_scale: float, sampling_ratio: int,
                       pool_mode: int, aligned: bool) -> None:
     """mmcv's ``ext_module.roi_align_forward`` (average pooling): fills ``output``."""
-    if pool_mode != 1:
-        raise MissingMmcvOpError(missing_op_message('roi_align_forward', "with pool_mode='max'"))
-    dtype = _compute_dtype(input.dtype)
+    dtype = _average_pool_dtype('roi_align_forward', pool_mode, input.dtype)
     with torch.autocast(input.device.type, enabled=False):
         pooled = torch.ops.torchvision.roi_align(
             input.to(dtype), rois.to(dtype), spatial_scale, aligned_height, aligned_width,
@@ -88,9 +89,7 @@ def roi_align_backward(grad_output: torch.Tensor, rois: torch.Tensor, argmax_y: 
                        aligned_width: int, spatial_scale: float, sampling_ratio: int,
                        pool_mode: int, aligned: bool) -> None:
     """mmcv's ``ext_module.roi_align_backward`` (average pooling): fills ``grad_input``."""
-    if pool_mode != 1:
-        raise MissingMmcvOpError(missing_op_message('roi_align_backward', "with pool_mode='max'"))
-    dtype = _compute_dtype(grad_output.dtype)
+    dtype = _average_pool_dtype('roi_align_backward', pool_mode, grad_output.dtype)
     batch, channels, height, width = grad_input.shape
     with torch.autocast(grad_output.device.type, enabled=False):
         grad = torch.ops.torchvision._roi_align_backward(
