@@ -37,9 +37,13 @@ def pretrain_runs(p: Preset) -> List[Tuple[str, str, int]]:
             [(f'{NAMES["mixedae"]}, seed {s}', 'mixedae', s) for s in p.hr_seeds])
 
 
-def _pretrain_rows(demo: Demo, timings: Mapping[str, float]
-                   ) -> Tuple[List[str], Dict[str, List[dict]]]:
-    """Markdown rows of the pretraining table and the logged records of each run, by label."""
+PRETRAIN_HEADER = ['run', 'epochs', 'iterations', 'final hr_acc', 'final loss_hc', 'ms / iter',
+                   'ms / iter vs MAE', 'wall time (s)']
+
+
+def _pretrain_table(demo: Demo, timings: Mapping[str, float]
+                    ) -> Tuple[str, Dict[str, List[dict]]]:
+    """The pretraining table (markdown) and the logged records of each run, by label."""
     p = demo.p
     runs = pretrain_runs(p)
     records = {label: read_scalars(demo.pretrain_dir(name, seed)) for label, name, seed in runs}
@@ -54,10 +58,10 @@ def _pretrain_rows(demo: Demo, timings: Mapping[str, float]
         t = per_iter[label]
         ratio = f'{t / mae:.2f}' if t and mae else 'n/a'
         wall = timings.get(f'pretrain {name} s{seed}')
-        rows.append(f'| {label} | {p.pretrain_epochs} | {final.get("step", "–")} | '
-                    f'{hr} | {hc} | {f"{t * 1000:.0f}" if t else "n/a"} | {ratio} | '
-                    f'{f"{wall:.0f}" if wall else "n/a"} |')
-    return rows, records
+        rows.append(dict(zip(PRETRAIN_HEADER, [
+            label, str(p.pretrain_epochs), str(final.get('step', '–')), hr, hc,
+            f'{t * 1000:.0f}' if t else 'n/a', ratio, f'{wall:.0f}' if wall else 'n/a'])))
+    return markdown_table(rows, PRETRAIN_HEADER), records
 
 
 def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]],
@@ -65,7 +69,7 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]],
     """``report.md``, ``report.png`` (per-seed results) and ``curves.png`` of a demo;
     ``timings``: seconds per stage name."""
     p, out = demo.p, demo.out
-    rows, records = _pretrain_rows(demo, timings)
+    pretrain_table, records = _pretrain_table(demo, timings)
     mixed = [label for label, name, _ in pretrain_runs(p) if name.startswith('mixedae')]
     plot_curves({label: records[label] for label in mixed},
                 ['hr_acc', 'loss_hc'], osp.join(out, 'curves.png'),
@@ -104,10 +108,7 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]],
         '![hr_acc and loss_hc over pretraining](curves.png)', '',
         hr_spread, '',
         '## Pretraining', '',
-        '| run | epochs | iterations | final hr_acc | final loss_hc | ms / iter | '
-        'ms / iter vs MAE | wall time (s) |',
-        '|---|---|---|---|---|---|---|---|',
-        *rows, '',
+        pretrain_table, '',
         'ms / iter: median of MMEngine\'s per-iteration times after the first log record '
         '(steady state, robust to load from other processes). Wall time: one measurement of '
         'the whole process, start-up included, on a possibly shared machine (stages reused '
