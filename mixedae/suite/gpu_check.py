@@ -33,7 +33,7 @@ import torch
 
 from mixedae.utils.io import atomic_write
 
-from .repo import Repo
+from .repo import Repo, set_data_root
 from .speed import (PRETRAIN_METHODS, PROTOCOLS, benchmark_backbones, benchmark_pretrain,
                     device_description, pretrain_model_config, ratio_warning)
 from .tables import markdown_table
@@ -259,13 +259,10 @@ def kernel_check(shape: Sequence[int], device: torch.device) -> str:
 
 # ------------------------------------------------------------- end to end
 def point_at_data(cfg, protocol: str, views: Dict[str, str], work_dir: str, iters: int) -> None:
-    """Train ``cfg`` (a tiny config) for ``iters`` iterations on the generated ``views`` into
-    ``work_dir``, then test it on their val split (no validation during training)."""
+    """Set up ``cfg`` (a tiny config) to train for ``iters`` iterations on the generated
+    ``views`` into ``work_dir`` and to test on their val split (no validation during training)."""
     root = views['ade20k'] if protocol == 'ade20k' else views['coco'] + '/'
-    for loader in ('train_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = root
-    if protocol != 'ade20k':
-        cfg.test_evaluator.ann_file = root + 'annotations/instances_val2017.json'
+    set_data_root(cfg, protocol, root, splits=('train', 'test'))
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     cfg.train_cfg.max_iters, cfg.train_cfg.val_interval = iters, iters
     cfg.work_dir, cfg.launcher, cfg.log_level = work_dir, 'none', 'WARNING'

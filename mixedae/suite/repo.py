@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os.path as osp
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Sequence
 
 #: config name -> path relative to the repository root
 CONFIGS: Dict[str, str] = {
@@ -54,3 +54,15 @@ class Repo:
         ``custom_imports`` (the backbone benchmark needs none of mmseg's or mmdet's)."""
         from mmengine.config import Config
         return Config.fromfile(self.config(name), import_custom_modules=import_modules)
+
+
+def set_data_root(cfg, task: str, root: str, splits: Sequence[str] = ('train', 'val', 'test')
+                  ) -> None:
+    """Point the ``splits`` datasets of a transfer config at generated data in ``root`` (as
+    ``write_dataset`` lays it out); for COCO (``task`` other than ``ade20k``) the val / test
+    evaluators read ``root/annotations/instances_val2017.json``."""
+    for split in splits:
+        cfg[f'{split}_dataloader'].dataset.data_root = root
+        if task != 'ade20k' and split != 'train':
+            cfg[f'{split}_evaluator'].ann_file = osp.join(root,
+                                                          'annotations/instances_val2017.json')

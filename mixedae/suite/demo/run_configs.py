@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from mmengine.config import Config
 
-from ..repo import Repo
+from ..repo import Repo, set_data_root
 from .presets import PRETRAINS, Preset, out_indices
 
 #: run kind -> config name in :data:`~mixedae.suite.repo.CONFIGS`
@@ -67,15 +67,10 @@ def finetune_config(repo: Repo, p: Preset, task: str, data: str, seed: int,
         cfg.model.neck.embed_dim = d
         cfg.model.decode_head.in_channels = [d] * 4
         cfg.model.auxiliary_head.in_channels = d
-        root = f'{data}/ade'
     else:
         entry_of_type(cfg.model.neck, 'Feature2Pyramid').embed_dim = d
         entry_of_type(cfg.model.neck, 'FPN').in_channels = [d] * 4
-        root = f'{data}/coco/'
-        for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
-            evaluator.ann_file = f'{data}/coco/annotations/instances_val2017.json'
-    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
-        loader.dataset.data_root = root
+    set_data_root(cfg, task, f'{data}/ade' if task == 'ade20k' else f'{data}/coco/')
     iters = p.finetune_iters[task]
     cfg.train_dataloader.batch_size = p.finetune_batch[task]
     cfg.train_cfg.update(max_iters=iters, val_interval=iters)
