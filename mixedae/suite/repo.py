@@ -4,6 +4,7 @@ A name is ``<family>-<scale>``: the pretraining methods (``mae``, ``naivemix``, 
 ``tiny`` / ``small`` / ``base`` / ``large``, and the transfer protocols (``ade20k``, ``coco_a``:
 Mask R-CNN + FPN, ``vitdet``) at ``tiny`` (generated data, CPU) and ``base`` (ViT-B, random
 init). Tools pass the root of their checkout; nothing here guesses it from ``__file__``.
+:func:`set_data_root` points a tiny transfer config at generated data.
 """
 from __future__ import annotations
 
