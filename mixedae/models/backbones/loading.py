@@ -67,8 +67,6 @@ BACKBONE_KEY = _any_of(pattern for pattern, _ in KEY_LAYOUT)
 #: the keys a backbone checkpoint may lack.
 OPTIONAL_KEY = _any_of(pattern for pattern, optional in KEY_LAYOUT if optional)
 
-FORMATS = ('mixedae', 'mae', 'ibot', 'timm', 'mmseg')
-
 #: keys each format may carry that are not part of the transfer backbone.
 DROPPABLE = {
     'mixedae': re.compile(r'^segment_embed(\..*)?$'),
@@ -77,6 +75,8 @@ DROPPABLE = {
     'timm': re.compile(r'^(head\..*|fc_norm\..*)$'),
     'mmseg': re.compile(r'^blocks\.\d+\.attn\.relative_position_index$'),
 }
+#: the checkpoint layouts ``extract_backbone`` reads (``--src-format``)
+FORMATS = tuple(DROPPABLE)
 
 #: mmseg ``MAE`` / ``BEiT`` backbone name -> timm name (applied in order, first match wins).
 _MMSEG_RENAMES = [
