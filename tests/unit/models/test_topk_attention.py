@@ -223,26 +223,33 @@ def test_ties_at_the_kth_logit_are_kept_by_both_paths(dtype):
 
 
 @needs_triton
-def test_negative_zero_logits_tie_with_positive_zero():
+@pytest.mark.parametrize('positive,topk,kept', [(10, 20, 40), (0, 15, 30)],
+                         ids=['positives-and-zeros', 'K-positive-zeros'])
+def test_negative_zero_logits_tie_with_positive_zero(positive, topk, kept):
     """30 keys per row have logit exactly 0: 15 are -0.0 (a negative denormal dot product
-    rounded to zero by the 1/8 scale), 15 +0.0; 10 keys are positive. With K = 20 the K-th
-    largest logit is 0, and all 30 zero keys must be kept, whatever the sign of their zero."""
-    n, hd, topk = 100, 64, 20
+    rounded to zero by the 1/8 scale), 15 +0.0; ``positive`` keys are positive, the rest
+    negative. The K-th largest logit is 0 and all 30 zero keys must be kept, whatever the sign
+    of their zero. In the second case exactly K keys are +0.0 and none positive: a kernel that
+    ordered -0.0 below +0.0 would keep only the 15 +0.0 keys (it keeps exactly K), the rule 30."""
+    n, hd = 100, 64
     g = torch.Generator().manual_seed(4)
     q = torch.zeros(1, 1, n, hd)
     q[..., 0] = 2. ** -70
     q[..., 1] = torch.rand(n, generator=g) + 0.5
     k = torch.zeros(1, 1, n, hd)
-    k[..., :10, 1] = torch.rand(10, generator=g) + 0.5      # positive logits
+    k[..., :positive, 1] = torch.rand(positive, generator=g) + 0.5      # positive logits
     k[..., 10:25, 0] = -2. ** -77                         # dot -2**-147, times 1/8 -> -0.0
     k[..., 25:40, 0] = 2. ** -77                          # -> +0.0
+    k[..., positive:10, 1] = -torch.rand(10 - positive, generator=g) - 0.5
     k[..., 40:, 1] = -torch.rand(60, generator=g) - 0.5   # negative logits
     logits = (q @ k.transpose(-2, -1)) * hd ** -0.5
     assert torch.signbit(logits[..., 10:25]).all() and (logits[..., 10:40] == 0).all()
+    assert ((logits > 0).sum(-1) == positive).all()
     v = torch.randn(1, 1, n, hd, generator=g)
     q, k, v = (x.requires_grad_() for x in (q, k, v))
     keep = check_kernel(q, k, v, topk, None, upstream_grad(1, 1, n, hd, torch.float32))
-    assert (keep.sum(-1) == 40).all()
+    assert (keep.sum(-1) == kept).all()
+    assert keep[..., 10:40].all()
 
 
 @needs_triton
