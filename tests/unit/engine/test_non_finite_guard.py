@@ -1,0 +1,157 @@
+"""NonFiniteGuardHook units, one check at a time (a stand-in runner: only the attributes the
+hook reads). Toy training runs that trip the guard are in tests/integration/test_failure_modes.py."""
+import itertools
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.logging import MessageHub
+
+from mixedae.engine.hooks import NonFiniteError, NonFiniteGuardHook
+from mixedae.engine.hooks.non_finite_guard import _bad_scalars, _non_finite_parameters
+from mixedae.utils.checkpoint import CheckpointError
+
+NAN, INF = float('nan'), float('inf')
+_HUBS = itertools.count()
+
+
+class Log:
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, message):
+        self.lines.append(('warning', message))
+
+    def error(self, message):
+        self.lines.append(('error', message))
+
+
+def runner(clip=False, grad_norm=None, it=6, epoch=0, last_ckpt=None):
+    hub = MessageHub.get_instance(f'guard{next(_HUBS)}')
+    if grad_norm is not None:
+        hub.update_scalar('train/grad_norm', grad_norm)
+    if last_ckpt:
+        hub.update_info('last_ckpt', last_ckpt)
+    torch.manual_seed(0)
+    return SimpleNamespace(iter=it, epoch=epoch, model=nn.Linear(4, 2), logger=Log(),
+                           message_hub=hub, _load_from=None, work_dir='/nowhere',
+                           optim_wrapper=SimpleNamespace(
+                               clip_grad_kwargs=dict(max_norm=1.) if clip else {}))
+
+
+def step(hook, run, **outputs):
+    hook.after_train_iter(run, 0, None, {k: torch.tensor(v) for k, v in outputs.items()})
+
+
+def test_bad_scalars_keeps_only_non_finite_entries():
+    bad = _bad_scalars(dict(a=torch.tensor([1., 2.]), b=torch.tensor([1., NAN]), c=INF, d=3,
+                            e=torch.tensor(-INF, dtype=torch.float16)))
+    assert list(bad) == ['b', 'c', 'e'] and bad['c'] == INF and bad['e'] == -INF
+    assert bad['b'] != bad['b']                                   # NaN
+    assert _bad_scalars({}) == {}
+
+
+def test_non_finite_parameters_are_named_and_an_overflowing_norm_is_not_blamed():
+    model = nn.Linear(4, 2)
+    assert _non_finite_parameters(model) == []
+    with torch.no_grad():
+        model.weight.fill_(1e30)            # finite, but the total norm overflows fp32
+    assert _non_finite_parameters(model) == []
+    with torch.no_grad():
+        model.bias[1] = NAN
+    assert _non_finite_parameters(model) == ['bias']
+    assert _non_finite_parameters(nn.Module()) == []
+
+
+def test_weights_are_checked_on_every_step_even_when_the_loss_is_finite():
+    """A finite loss and gradient norm, NaN weights: the run stops at this iteration."""
+    hook, run = NonFiniteGuardHook(max_bad_steps=3), runner(last_ckpt='work/iter_6.pth')
+    step(hook, run, loss=0.5)
+    with torch.no_grad():
+        run.model.weight[0, 1] = INF
+    with pytest.raises(NonFiniteError) as err:
+        step(hook, run, loss=0.5)
+    assert str(err.value) == (
+        'non-finite weights after iteration 7 (epoch 1): 1 parameter(s), e.g. weight. '
+        'Stopping the run; nothing from this iteration is saved. Last good checkpoint: '
+        'work/iter_6.pth')
+    assert run.logger.lines == [('error', str(err.value))]
+
+
+def test_a_non_finite_loss_stops_at_once_by_default():
+    hook, run = NonFiniteGuardHook(), runner(it=4, epoch=2)
+    with pytest.raises(NonFiniteError) as err:
+        step(hook, run, loss_a=1., loss_b=NAN)
+    assert str(err.value).startswith(
+        'non-finite values at iteration 5 (epoch 3): loss_b=nan (1 bad step(s) in a row, '
+        'max_bad_steps=0). Stopping the run; nothing from this iteration is saved. Last good '
+        'checkpoint: none saved yet')
+
+
+def test_bad_steps_are_tolerated_up_to_the_limit_in_a_row():
+    hook, run = NonFiniteGuardHook(max_bad_steps=2), runner()
+    step(hook, run, loss=INF)
+    step(hook, run, loss=NAN)
+    assert hook.bad_steps == 2
+    assert run.logger.lines[-1] == (
+        'warning', 'non-finite values at iteration 7 (epoch 1): loss=nan; tolerated (2/2 bad '
+                   'steps in a row)')
+    step(hook, run, loss=1.)                                       # a good step resets the count
+    assert hook.bad_steps == 0
+    step(hook, run, loss=NAN)
+    step(hook, run, loss=NAN)
+    with pytest.raises(NonFiniteError, match=r'3 bad step\(s\) in a row, max_bad_steps=2\)'):
+        step(hook, run, loss=NAN)
+
+
+@pytest.mark.parametrize('clip,stops', [(True, True), (False, False)])
+def test_the_gradient_norm_is_checked_only_when_clipping(clip, stops):
+    hook, run = NonFiniteGuardHook(), runner(clip=clip, grad_norm=NAN)
+    if stops:
+        with pytest.raises(NonFiniteError, match=r'iteration 7 \(epoch 1\): grad_norm=nan \('):
+            step(hook, run, loss=1.)
+    else:
+        step(hook, run, loss=1.)
+    step(NonFiniteGuardHook(), runner(clip=True), loss=1.)           # no norm logged yet: fine
+
+
+def test_a_run_without_outputs_checks_the_weights():
+    run = runner()
+    with torch.no_grad():
+        run.model.bias[0] = NAN
+    with pytest.raises(NonFiniteError, match='non-finite weights'):
+        NonFiniteGuardHook().after_train_iter(run, 0)
+
+
+def test_no_checkpoint_with_non_finite_weights_or_moments_is_saved():
+    hook, run = NonFiniteGuardHook(), runner(it=9)
+    good = dict(state_dict=dict(w=torch.ones(2)), optimizer=dict(state={}), meta=dict(x=NAN))
+    hook.before_save_checkpoint(run, good)                          # meta is not checked
+    bad = dict(state_dict=dict(w=torch.ones(2)),
+               optimizer=dict(state={0: dict(exp_avg=torch.tensor([NAN]))}))
+    with pytest.raises(NonFiniteError, match=r'^refusing to save a checkpoint at iteration 9 '
+                                             r'with 1 non-finite tensor\(s\), e\.g\. '
+                                             r'optimizer\.state\.0\.exp_avg\. Stopping'):
+        hook.before_save_checkpoint(run, bad)
+
+
+def test_loading_a_non_finite_checkpoint_is_refused_by_name():
+    hook, run = NonFiniteGuardHook(), runner()
+    hook.after_load_checkpoint(run, dict(state_dict=dict(w=torch.ones(2)), meta=dict(x=NAN)))
+    run._load_from = 'ckpt/nan.pth'
+    with pytest.raises(CheckpointError, match=r'^ckpt/nan\.pth: 1 non-finite tensor\(s\) '
+                                              r'\(NaN/Inf\), e\.g\. state_dict\.w; refusing'):
+        hook.after_load_checkpoint(run, dict(state_dict=dict(w=torch.tensor([INF]))))
+
+
+@pytest.mark.parametrize('value', [-1, 1.5, '2', None])
+def test_the_tolerance_must_be_a_non_negative_int(value):
+    with pytest.raises(ValueError, match=rf'max_bad_steps must be an int >= 0, got {value!r}'):
+        NonFiniteGuardHook(max_bad_steps=value)
+
+
+def test_defaults_and_priority():
+    hook = NonFiniteGuardHook()
+    assert (hook.max_bad_steps, hook.bad_steps) == (0, 0)
+    assert NonFiniteGuardHook.priority == 'ABOVE_NORMAL'
