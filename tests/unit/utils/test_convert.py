@@ -1,4 +1,5 @@
 """tools/convert_checkpoint.py: every source layout gives the source model's features."""
+import re
 import subprocess
 import sys
 
@@ -9,7 +10,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from mixedae.models import ViT
 from mixedae.utils.checkpoint import CheckpointError
-from mixedae.models.backbones.loading import convert_checkpoint
+from mixedae.models.backbones.loading import (convert_checkpoint, extract_backbone,
+                                              mmseg_to_timm_names)
 from support import ROOT, TINY
 
 
@@ -98,6 +100,104 @@ def test_mixedae_pretraining_checkpoint(tmp_path):
     assert run(tmp_path / 'pre.pth', tmp_path / 'out.pth', 'mixedae')
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], encoder(x)[0])
+
+
+#: timm name -> mmseg ``MAE`` / ``BEiT`` backbone name: the inverse of the conversion's rules,
+#: written out by hand
+TIMM_TO_MMSEG = [(r'^patch_embed\.proj\.', 'patch_embed.projection.'), (r'^norm\.', 'ln1.'),
+                 (r'^blocks\.(\d+)\.norm([12])\.', r'layers.\1.ln\2.'),
+                 (r'^blocks\.(\d+)\.ls([12])\.gamma$', r'layers.\1.gamma_\2'),
+                 (r'^blocks\.(\d+)\.mlp\.fc1\.', r'layers.\1.ffn.layers.0.0.'),
+                 (r'^blocks\.(\d+)\.mlp\.fc2\.', r'layers.\1.ffn.layers.1.'),
+                 (r'^blocks\.(\d+)\.attn\.', r'layers.\1.attn.')]
+
+
+def mmseg_backbone(src: VisionTransformer, beit: bool):
+    """``src``'s weights under mmseg's backbone names; ``beit``: separate q_bias / v_bias (the
+    key bias of ``src`` is zeroed first, as BEiT has none) and relative position indices."""
+    sd = {}
+    for name, value in src.state_dict().items():
+        for pattern, repl in TIMM_TO_MMSEG:
+            if re.match(pattern, name):
+                name = re.sub(pattern, repl, name)
+                break
+        sd[name] = value
+    if beit:
+        for i in range(len(src.blocks)):
+            bias = src.blocks[i].attn.qkv.bias
+            with torch.no_grad():
+                bias[32:64] = 0
+            q, _, v = sd.pop(f'layers.{i}.attn.qkv.bias').chunk(3)
+            sd[f'layers.{i}.attn.q_bias'], sd[f'layers.{i}.attn.v_bias'] = q, v
+            sd[f'layers.{i}.attn.relative_position_index'] = torch.zeros(17, 17, dtype=torch.long)
+    return sd
+
+
+@pytest.mark.parametrize('beit', [False, True], ids=['mae', 'beit'])
+def test_mmseg_segmentor_checkpoint(tmp_path, beit):
+    """A whole mmseg segmentor: the backbone converts to the source model's features, the heads
+    and BEiT's relative position indices are dropped, the output records where it came from."""
+    src = source_vit()
+    sd = {f'backbone.{k}': v for k, v in mmseg_backbone(src, beit).items()}
+    heads = ['decode_head.conv_seg.weight', 'auxiliary_head.conv_seg.bias', 'neck.lns.0.weight']
+    sd.update({name: torch.zeros(2) for name in heads})
+    torch.save(dict(state_dict=sd, meta=dict(iter=160000)), tmp_path / 'seg.pth')
+    kept, dropped = run(tmp_path / 'seg.pth', tmp_path / 'out.pth', 'mmseg')
+    assert kept == len(src.state_dict())
+    index = [f'blocks.{i}.attn.relative_position_index' for i in range(2)] if beit else []
+    assert dropped == heads + index
+    out = torch.load(tmp_path / 'out.pth')
+    assert out['meta'] == dict(src_format='mmseg', source=str(tmp_path / 'seg.pth'), key=None)
+    assert out['state_dict'].keys() == src.state_dict().keys()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], features(src, x),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_mmseg_backbone_only_file_and_fused_biases():
+    src = source_vit()
+    sd = mmseg_backbone(src, beit=True)
+    backbone, dropped = extract_backbone(dict(sd), 'mmseg')
+    assert dropped == ['blocks.0.attn.relative_position_index',
+                       'blocks.1.attn.relative_position_index']
+    for i in range(2):
+        assert torch.equal(backbone[f'blocks.{i}.attn.qkv.bias'], src.blocks[i].attn.qkv.bias)
+    assert backbone.keys() == src.state_dict().keys()
+    names = mmseg_to_timm_names({'layers.0.gamma_2': 1, 'layers.10.ln1.weight': 2,
+                                 'layers.2.ffn.layers.1.bias': 3, 'ln1.weight': 4, 'other': 5})
+    assert names == {'blocks.0.ls2.gamma': 1, 'blocks.10.norm1.weight': 2,
+                     'blocks.2.mlp.fc2.bias': 3, 'norm.weight': 4, 'other': 5}
+
+
+@pytest.mark.parametrize('present', ['q', 'v'])
+def test_mmseg_q_and_v_biases_come_in_pairs(present):
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"blocks.3.attn.: q_bias and v_bias come in pairs, found ['{present}_bias']")):
+        mmseg_to_timm_names({f'layers.3.attn.{present}_bias': torch.zeros(4)})
+
+
+def test_mmseg_checkpoint_without_backbone_keys_is_refused():
+    with pytest.raises(CheckpointError, match=re.escape(
+            "s.pth: keys not recognised for --src-format mmseg: ['decode_head.w']")):
+        extract_backbone(dict(state_dict={'decode_head.w': torch.zeros(1)}), 'mmseg', 's.pth')
+    with pytest.raises(CheckpointError, match='s.pth: an mmseg checkpoint is a dict of tensors'):
+        extract_backbone(dict(state_dict={'w': 1}), 'mmseg', 's.pth')
+
+
+def test_conversion_refuses_to_overwrite_its_input_and_a_stray_key(tmp_path):
+    torch.save(mae_release(source_vit()), tmp_path / 'mae.pth')
+    with pytest.raises(ValueError, match=re.escape(f'output {tmp_path}/./mae.pth would '
+                                                   'overwrite the input')):
+        run(tmp_path / 'mae.pth', f'{tmp_path}/./mae.pth', 'mae')
+    with pytest.raises(ValueError, match='--key is only meaningful with --src-format ibot'):
+        run(tmp_path / 'mae.pth', tmp_path / 'out.pth', 'mae', key='teacher')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['mae.pth']
+    kept, dropped = run(tmp_path / 'mae.pth', tmp_path / 'out.pth', 'mae')
+    assert (kept, dropped) == (len(source_vit().state_dict()),
+                               ['mask_token', 'decoder_embed.weight',
+                                'decoder_blocks.0.attn.qkv.weight', 'decoder_pred.weight'])
+    assert torch.load(tmp_path / 'out.pth')['meta'] == dict(
+        src_format='mae', source=str(tmp_path / 'mae.pth'), key=None)
 
 
 @pytest.mark.slow
