@@ -124,25 +124,43 @@ def test_a_run_without_outputs_checks_the_weights():
         NonFiniteGuardHook().after_train_iter(run, 0)
 
 
+def poisoned(entry, count):
+    """A checkpoint whose ``entry`` holds ``count`` NaN tensors t0, t1, ..."""
+    ckpt = dict(state_dict=dict(w=torch.ones(2)), optimizer=dict(state={}), meta=dict(x=NAN))
+    ckpt[entry] = {f't{i}': torch.tensor([NAN]) for i in range(count)}
+    return ckpt
+
+
 def test_no_checkpoint_with_non_finite_weights_or_moments_is_saved():
     hook, run = NonFiniteGuardHook(), runner(it=9)
-    good = dict(state_dict=dict(w=torch.ones(2)), optimizer=dict(state={}), meta=dict(x=NAN))
-    hook.before_save_checkpoint(run, good)                          # meta is not checked
-    bad = dict(state_dict=dict(w=torch.ones(2)),
-               optimizer=dict(state={0: dict(exp_avg=torch.tensor([NAN]))}))
+    hook.before_save_checkpoint(run, poisoned('meta', 1))           # meta is not checked
     with pytest.raises(NonFiniteError, match=r'^refusing to save a checkpoint at iteration 9 '
                                              r'with 1 non-finite tensor\(s\), e\.g\. '
-                                             r'optimizer\.state\.0\.exp_avg\. Stopping'):
-        hook.before_save_checkpoint(run, bad)
+                                             r'optimizer\.t0\. Stopping'):
+        hook.before_save_checkpoint(run, poisoned('optimizer', 1))
+    with pytest.raises(NonFiniteError, match=r'with 7 non-finite tensor\(s\), e\.g\. '
+                                             r'state_dict\.t0, state_dict\.t1, state_dict\.t2, '
+                                             r'state_dict\.t3, state_dict\.t4\. Stopping'):
+        hook.before_save_checkpoint(run, poisoned('state_dict', 7))
 
 
-def test_loading_a_non_finite_checkpoint_is_refused_by_name():
+def test_loading_a_non_finite_checkpoint_is_refused_by_name(tmp_path):
     hook, run = NonFiniteGuardHook(), runner()
-    hook.after_load_checkpoint(run, dict(state_dict=dict(w=torch.ones(2)), meta=dict(x=NAN)))
+    hook.after_load_checkpoint(run, poisoned('meta', 1))
     run._load_from = 'ckpt/nan.pth'
     with pytest.raises(CheckpointError, match=r'^ckpt/nan\.pth: 1 non-finite tensor\(s\) '
-                                              r'\(NaN/Inf\), e\.g\. state_dict\.w; refusing'):
-        hook.after_load_checkpoint(run, dict(state_dict=dict(w=torch.tensor([INF]))))
+                                              r'\(NaN/Inf\), e\.g\. optimizer\.t0; refusing '
+                                              r'to load it\. Use an earlier checkpoint of the '
+                                              r'run\.$'):
+        hook.after_load_checkpoint(run, poisoned('optimizer', 1))
+    # --resume without a file: the one Runner found through the work dir's last_checkpoint
+    run._load_from, run.work_dir = None, str(tmp_path)
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_8.pth'))
+    with pytest.raises(CheckpointError, match=rf'^{tmp_path}/iter_8\.pth: 6 non-finite tensor'
+                                              r'\(s\) \(NaN/Inf\), e\.g\. state_dict\.t0, '
+                                              r'state_dict\.t1, state_dict\.t2, state_dict\.t3, '
+                                              r'state_dict\.t4; refusing'):
+        hook.after_load_checkpoint(run, poisoned('state_dict', 6))
 
 
 @pytest.mark.parametrize('value', [-1, 1.5, '2', None])

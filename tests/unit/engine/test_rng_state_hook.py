@@ -5,9 +5,11 @@ import random
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.logging import MMLogger
+from mmengine.runner import IterBasedTrainLoop
 
 from mixedae.engine.hooks.rng_state_hook import (RNGStateHook, _RestoreAfterSkip, get_rng_state,
                                                  set_rng_state)
@@ -80,3 +82,47 @@ def test_every_config_saves_rng_states():
     for path in configs:
         types = [h['type'] for h in Config.fromfile(path).get('custom_hooks', [])]
         assert any(t.split('.')[-1] == 'RNGStateHook' for t in types), path
+
+
+def resumed_hook(state):
+    """A hook that has just loaded a resumed checkpoint holding ``state`` (one rank)."""
+    hook = RNGStateHook()
+    hook.after_load_checkpoint(SimpleNamespace(_resume=True), {'rng_state': [state]})
+    return hook
+
+
+def iter_loop(done, batches):
+    loop = IterBasedTrainLoop.__new__(IterBasedTrainLoop)
+    loop._iter, loop.dataloader_iterator = done, iter(batches)
+    return loop
+
+
+def test_an_iteration_based_resume_restores_after_the_replayed_batches():
+    random.seed(0)
+    state = get_rng_state()
+    expected = draw()
+    random.seed(1)
+    hook, loop = resumed_hook(state), iter_loop(2, range(5))
+    hook.before_train_epoch(SimpleNamespace(train_loop=loop))
+    assert isinstance(loop.dataloader_iterator, _RestoreAfterSkip)
+    assert [next(loop.dataloader_iterator) for _ in range(2)] == [0, 1]   # replayed batches
+    assert draw() != expected
+    assert next(loop.dataloader_iterator) == 2 and draw() == expected
+    hook.before_train_epoch(SimpleNamespace(train_loop=loop))            # nothing pending now
+    assert hook._pending is None
+
+
+@pytest.mark.parametrize('loop', [iter_loop(0, range(3)), SimpleNamespace(iter=4)],
+                         ids=['iteration-0', 'epoch-based'])
+def test_other_resumes_restore_at_once(loop):
+    random.seed(0)
+    state = get_rng_state()
+    expected = draw()
+    random.seed(1)
+    iterator = getattr(loop, 'dataloader_iterator', None)
+    hook = resumed_hook(state)
+    hook.before_train_epoch(SimpleNamespace(train_loop=loop))
+    assert draw() == expected and hook._pending is None
+    assert getattr(loop, 'dataloader_iterator', None) is iterator
+    hook.before_train_epoch(SimpleNamespace(train_loop=loop))            # and only once
+    assert draw() != expected

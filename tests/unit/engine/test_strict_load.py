@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModel, BaseTTAModel
+from mmengine.model import BaseModel, BaseTTAModel, MMDistributedDataParallel
 
 from mixedae.engine.hooks import StrictLoadHook
 from mixedae.utils.checkpoint import CheckpointError
@@ -54,8 +54,9 @@ def test_any_mismatch_alone_is_refused_and_logged(ckpt, report):
     run = runner()
     with pytest.raises(CheckpointError) as err:
         StrictLoadHook().after_load_checkpoint(run, ckpt)
-    assert str(err.value).startswith(f'ckpt.pth does not cover the model: {report}. Pass ')
-    assert '--allow-partial' in str(err.value)
+    assert str(err.value) == (f'ckpt.pth does not cover the model: {report}. Pass the '
+                              'checkpoint the config was trained into (or --allow-partial to '
+                              'load the matching keys on purpose)')
     assert run.logger.lines == [('error', str(err.value))]
 
 
@@ -98,6 +99,20 @@ def test_the_wrapped_model_is_compared_not_its_wrapper():
     assert run.logger.lines == []
     with pytest.raises(CheckpointError, match='missing keys 1: fc.bias;'):
         StrictLoadHook().after_load_checkpoint(run, weights(**{'fc.weight': FULL['weight']}))
+
+
+def test_a_ddp_wrapped_model_is_unwrapped():
+    wrapped = MMDistributedDataParallel.__new__(MMDistributedDataParallel)
+    nn.Module.__init__(wrapped)
+    wrapped.module = nn.Linear(4, 1)
+    run = runner(model=wrapped)
+    StrictLoadHook().after_load_checkpoint(run, weights(**FULL))
+    assert run.logger.lines == []
+
+
+def test_a_file_without_weights_is_named():
+    with pytest.raises(CheckpointError, match=r'^ckpt\.pth: a checkpoint is a dict of tensors'):
+        StrictLoadHook().after_load_checkpoint(runner(), dict(state_dict=dict(w=1)))
 
 
 def test_runs_before_the_other_hooks():
