@@ -34,7 +34,7 @@ def ade_tree(root, labels, split_sizes=None):
     return root
 
 
-def test_ade_labels_up_to_150_pass_and_151_is_named(tmp_path):
+def test_ade_labels_up_to_150_pass_and_151_is_named(tmp_path, capsys):
     assert ADE_MAX_LABEL == 150
     label = np.zeros((6, 8), np.uint8)
     label[0, :2] = [ADE_MAX_LABEL, 1]                  # the last class is valid
@@ -44,6 +44,7 @@ def test_ade_labels_up_to_150_pass_and_151_is_named(tmp_path):
     root = ade_tree(str(tmp_path / 'bad'), dict(a=label))
     assert check_ade20k(root) == [
         f'{root}/annotations/training/a.png: label values [151] outside 0-150']
+    assert capsys.readouterr().out == ''                   # quiet unless verbose
 
 
 def test_ade_pairing_channels_and_sizes_are_checked(tmp_path, capsys):

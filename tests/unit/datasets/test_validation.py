@@ -31,6 +31,13 @@ def test_the_first_value_past_the_classes_is_refused(value, reduce_zero_label, m
         CheckSegAnnotation(num_classes=4)(results(label, reduce_zero_label=reduce_zero_label))
 
 
+def test_a_label_map_with_a_channel_axis_is_compared_by_height_and_width():
+    label = np.zeros((4, 6, 1), np.uint8)
+    assert CheckSegAnnotation(num_classes=4)(results(label))['gt_seg_map'] is label
+    with pytest.raises(DataError, match=re.escape('annotation size (4, 5) (h, w) differs')):
+        CheckSegAnnotation(num_classes=4)(results(np.zeros((4, 5, 1), np.uint8)))
+
+
 def test_a_label_map_of_another_size_names_both_files():
     with pytest.raises(DataError, match=re.escape(
             'ann/x.png: annotation size (4, 5) (h, w) differs from its image img/x.jpg of '

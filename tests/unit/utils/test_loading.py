@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from mixedae.models import ViT
 from mixedae.utils.checkpoint import CheckpointError
-from mixedae.models.backbones.loading import extract_backbone
+from mixedae.models.backbones.loading import describe_keys, extract_backbone, key_coverage
 from support import TINY
 
 
@@ -197,3 +197,18 @@ def test_conversion_lists_at_most_20_unknown_keys(count, suffix):
     with pytest.raises(CheckpointError, match=suffix.replace('[', r'\[').replace(']', r'\]')
                        .replace('.', r'\.')):
         extract_backbone({'model': {f'u{i:02d}': torch.zeros(1) for i in range(count)}}, 'mae')
+
+
+def test_key_coverage_ignores_the_ddp_prefix():
+    assert key_coverage(['a', 'b', 'c'], ['module.a', 'x', 'b']) == (['c'], ['x'])
+    assert key_coverage([], []) == ([], [])
+
+
+@pytest.mark.parametrize('count,first,text', [
+    (0, 5, '0'), (2, 5, '2: k0, k1'), (5, 5, '5: k0, k1, k2, k3, k4'),
+    (6, 5, '6: k0, k1, k2, k3, k4, ...'), (7, 3, '7: k0, k1, k2, ...')])
+def test_describe_keys_shows_the_first_keys(count, first, text):
+    keys = [f'k{i}' for i in range(count)]
+    assert describe_keys(keys, first) == text
+    if first == 5:
+        assert describe_keys(keys) == text
