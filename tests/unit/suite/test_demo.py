@@ -13,15 +13,15 @@ from mmengine.registry import DefaultScope
 
 from support import ROOT
 from mixedae.datasets.synthetic import render_scene, write_dataset
-from mixedae.suite.demo.presets import METHODS, PRESETS, out_indices
+from mixedae.suite.demo.presets import HOMOLOGOUS, PRESETS, PRETRAINS, TRANSFERS, out_indices
 from mixedae.suite.demo.report import publish_report, seed_values, write_report
 from mixedae.suite.demo.run_configs import entry_of_type, finetune_config, pretrain_config
 from mixedae.suite.demo.runner import progress_line
 from mixedae.suite.demo.schedule import Stage, eta, read_timings, run_stages
 from mixedae.suite.demo.stages import Demo
 from mixedae.suite.repo import Repo
-from mixedae.suite.stats import (compare, comparison_sentence, format_spread, mean_std,
-                                 read_scalars, steady_time_per_iter)
+from mixedae.suite.stats import (bootstrap_interval, compare, format_difference, format_spread,
+                                 mean_std, read_scalars, steady_time_per_iter)
 
 REPO = Repo(ROOT)
 
@@ -60,12 +60,30 @@ def test_mean_std_and_comparison():
     assert mean_std([4.0]) == (4.0, 0.0)
     assert format_spread([1.0, 2.0, 3.0]) == '2.00 ± 1.00 (1.00, 2.00, 3.00)'
     assert format_spread([0.25, 0.5], digits=3) == '0.375 ± 0.177 (0.250, 0.500)'
-    assert compare([5.0, 5.2], [3.0, 3.4]) == pytest.approx(
-        dict(diff=1.9, spread=np.std([3.0, 3.4], ddof=1), exceeds=1.0))
-    assert compare([3.1, 3.9], [3.0, 3.4])['exceeds'] == 0.0
-    line = comparison_sentence('mIoU', 'MixedAE', [3.1, 3.9], 'MAE', [3.0, 3.4])
-    assert line == ('mIoU: MixedAE - MAE = +0.30 over 2 / 2 seeds; spread (larger std) 0.57: '
-                    'within the spread: no difference can be claimed.')
+    # separated groups: every resampled difference lies in [1.8, 2.2]; the interval excludes 0
+    c = compare([5.0, 5.1, 5.2], [3.0, 3.1, 3.2])
+    assert c['diff'] == pytest.approx(2.0) and c['real'] == 1.0
+    assert 1.8 <= c['low'] < 2.0 < c['high'] <= 2.2
+    assert format_difference([5.0, 5.1, 5.2], [3.0, 3.1, 3.2]).startswith('**+2.00 [+1.')
+    # overlapping groups: the interval holds zero, nothing is called real
+    c = compare([1.0, 3.0, 5.0], [2.0, 3.0, 4.0])
+    assert c['low'] < 0 < c['high'] and c['real'] == 0.0
+    assert not format_difference([1.0, 3.0, 5.0], [2.0, 3.0, 4.0]).startswith('**')
+    # one run in a group: no interval, said so
+    assert compare([5.0], [3.0, 3.4]) == dict(diff=pytest.approx(1.8), low=None, high=None,
+                                              real=0.0)
+    assert format_difference([5.0], [3.0, 3.4]) == '+1.80 (n = 1: no interval)'
+
+
+def test_bootstrap_interval_is_the_percentile_interval_of_resampled_means():
+    # a = (0, 1) resampled: mean 0, 0.5 or 1 with probability 1/4, 1/2, 1/4; b is constant
+    low, high = bootstrap_interval([0.0, 1.0], [0.0, 0.0])
+    assert (low, high) == (0.0, 1.0)
+    assert bootstrap_interval([0.0, 1.0], [0.0, 0.0], level=0.4) == (0.5, 0.5)
+    assert bootstrap_interval([1.0, 2.5, 2.0], [0.5, 1.0]) == bootstrap_interval(
+        [1.0, 2.5, 2.0], [0.5, 1.0])                        # fixed seed: reproducible
+    with pytest.raises(ValueError, match='>= 2 values per group, got 1 and 2'):
+        bootstrap_interval([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
         mean_std([])
 
@@ -286,35 +304,54 @@ def test_schedule_reuses_finished_stages_and_records_timings(tmp_path, capsys):
     assert set(timings) == {'b'} and read_timings(timings_file) == timings
     printed = capsys.readouterr().out
     assert '[1/3] a' in printed and 'reused (outputs exist)' in printed
-    # ETA: expected seconds of the stages not yet done, times the measured pace
-    assert eta(stages, {'pretrain': 60, 'report': 5}, pace=2.0) == 0.0
+    # ETA: nothing measured yet -> the expected seconds of the stages not yet done
+    stages.append(stage('c', 'probe', False))
+    expected = {'pretrain': 60, 'probe': 15, 'report': 5}
+    assert eta(stages, expected, {}) == 5 + 15
     (tmp_path / 'b.out').unlink()
-    assert eta(stages, {'pretrain': 60, 'report': 5}, pace=2.0) == 120.0
+    assert eta(stages, expected, {}) == 60 + 5 + 15
+    # a kind measured in this run counts its mean time; the others their expected time times
+    # the pace so far (here 200 s spent where 120 s were expected)
+    measured = {'pretrain': [90.0, 110.0]}
+    assert eta(stages, expected, measured) == pytest.approx(100 + (5 + 15) * 200 / 120)
 
 
 def test_stage_list_covers_every_method_task_and_seed(tmp_path):
-    demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['gpu'])
+    p = PRESETS['gpu']
+    demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), p)
     names = [s.name for s in demo.stages(report=lambda: None)]
     assert [n for n in names if n.startswith('pretrain')] == [
-        'pretrain mae s0', 'pretrain mixedae s0', 'pretrain mixedae-noseg s0',
-        'pretrain mixedae s1', 'pretrain mixedae s2']
-    assert [n for n in names if n.startswith('convert')] == ['convert mae s0',
-                                                             'convert mixedae s0']
+        f'pretrain {m} s{s}' for s in p.pretrain_seeds for m in PRETRAINS]
+    assert len(p.pretrain_seeds) >= 3 and len(PRETRAINS) == 5
+    assert [n for n in names if n.startswith('convert')] == [
+        f'convert {m} s{s}' for s in p.pretrain_seeds for m in PRETRAINS]
+    assert [n for n in names if n.startswith('hr_acc')] == [f'hr_acc {m}' for m in HOMOLOGOUS]
+    probes = [n for n in names if n.startswith('probe')]
+    assert probes == [f'probe {m} s{s}' for s in p.pretrain_seeds for m in TRANSFERS]
     tuned = [n for n in names if n.startswith(('ade20k', 'coco'))]
-    assert len(tuned) == len(set(tuned)) == 2 * len(METHODS) * 3
+    assert tuned == [f'{t} {m} s{s}' for t in ('ade20k', 'coco') for s in p.finetune_seeds
+                     for m in TRANSFERS]
     assert names[-2:] == ['figures', 'report']
     assert demo.backbone('mae', 0).endswith('backbones/mae_s0.pth')
     assert demo.backbone('scratch', 0) is None
-    # the stages run what their names say: pretraining and conversion with the first seed
+    # every pretraining ends before the stages that read it
+    assert max(names.index(f'convert {m} s{s}') for s in p.pretrain_seeds
+               for m in PRETRAINS) < names.index('hr_acc mixedae') < names.index(probes[0])
+    # the stages run what their names say
     calls = []
     demo.pretrain = lambda name, seed: calls.append(('pretrain', name, seed))
-    demo.convert = lambda name, seed: calls.append(('convert', name, seed))
+    demo.transfer = lambda task, name, seed: calls.append((task, name, seed))
     for stage in demo.stages(report=lambda: None):
-        if stage.kind in ('pretrain', 'convert'):
+        if stage.kind in ('pretrain', 'probe', 'coco'):
             stage.run()
-    assert calls == [('pretrain', 'mae', 0), ('convert', 'mae', 0), ('pretrain', 'mixedae', 0),
-                     ('convert', 'mixedae', 0), ('pretrain', 'mixedae-noseg', 0),
-                     ('pretrain', 'mixedae', 1), ('pretrain', 'mixedae', 2)]
+    assert calls[:2] == [('pretrain', 'mae', 0), ('pretrain', 'naivemix', 0)]
+    assert ('probe', 'scratch', 2) in calls and ('coco', 'mixedae-tied', 0) in calls
+    assert ('coco', 'mae', 1) not in calls and len(calls) == 15 + 18 + 6
+    # the CPU preset fine-tunes on ADE20K only, from the first pretraining seed
+    cpu = [s.name for s in Demo(REPO, str(tmp_path / 'c'), str(tmp_path / 'd'),
+                                PRESETS['cpu']).stages(report=lambda: None)]
+    assert [n for n in cpu if n.startswith(('ade20k', 'coco'))] == [
+        f'ade20k {m} s0' for m in TRANSFERS]
 
 
 @pytest.mark.slow
