@@ -176,14 +176,14 @@ def test_cpu_amp_optim_wrapper_is_bf16_and_refuses_fp16():
 def test_first_step_logs_the_autocast_state_it_measured(monkeypatch):
     """The line reports read: logged once, from inside the context, with what autocast does
     there (a wrapper whose context autocasts nothing says so)."""
-    logged = []
+    wrapper, layer, logged = sgd_wrapper(), torch.nn.Linear(3, 3), []
     monkeypatch.setattr(amp_optim_wrapper, 'print_log', lambda msg, **kw: logged.append(msg))
-    wrapper, layer = sgd_wrapper(), torch.nn.Linear(3, 3)
     for _ in range(2):
         with wrapper.optim_context(layer):
             pass
     assert logged == [f'{AUTOCAST_LOG} bfloat16 autocast on cpu']
-    wrapper, logged[:] = sgd_wrapper(), []
+    wrapper = sgd_wrapper()
+    logged.clear()
     monkeypatch.setattr(amp_optim_wrapper.MMEngineAmpOptimWrapper, 'optim_context',
                         lambda self, model: contextlib.nullcontext())
     with wrapper.optim_context(layer):
