@@ -3,7 +3,8 @@
 A name is ``<family>-<scale>``: the pretraining methods (``mae``, ``naivemix``, ``mixedae``) at
 ``tiny`` / ``small`` / ``base`` / ``large``, and the transfer protocols (``ade20k``, ``coco_a``:
 Mask R-CNN + FPN, ``vitdet``) at ``tiny`` (generated data, CPU) and ``base`` (ViT-B, random
-init), and the linear probe of frozen features (``ade20k_linear``) at ``tiny``. Tools pass the root of their checkout; nothing here guesses it from ``__file__``.
+init), and the linear probe of frozen features (``ade20k_linear``) at ``tiny``. Tools pass the
+root of their checkout; nothing here guesses it from ``__file__``.
 :func:`set_data_root` points a tiny transfer config at generated data.
 """
 from __future__ import annotations

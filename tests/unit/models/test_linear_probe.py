@@ -11,9 +11,9 @@ from mmseg.structures import SegDataSample
 
 from mixedae.models import ViT
 from mixedae.models.segmentation import LinearProbeHead
-from support import ROOT, TINY
+from support import REPO, ROOT, TINY
 
-PROBE_TINY = os.path.join(ROOT, 'configs/ade20k/linear_vit-tiny-p8_1xb4-300iter_ade20k-synthetic-64.py')
+PROBE_TINY = REPO.config('ade20k_linear-tiny')
 METHODS = ('scratch', 'mae', 'mixedae', 'ibot')
 
 
