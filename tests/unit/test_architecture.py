@@ -296,7 +296,7 @@ def test_import_mixedae_leaves_mmdet_mmseg_and_their_adapters_unimported():
     """mmdet's and mmseg's adapters are imported by the transfer configs' ``custom_imports``,
     not by ``import mixedae`` (pretraining needs neither)."""
     optional = ['mmdet', 'mmseg', 'mixedae.models.detection', 'mixedae.datasets.coco',
-                'mixedae.datasets.ade20k']
+                'mixedae.datasets.ade20k', 'mixedae.models.segmentation']
     code = f'import sys, mixedae; print([m for m in {optional!r} if m in sys.modules])'
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT}, check=True)
