@@ -6,11 +6,12 @@ convert -> fine-tune UperNet (ADE20K format) and Mask R-CNN (COCO format, FPN pr
 MAE, MixedAE and random init, over several seeds -> evaluate -> attention and mixing figures
 -> OUT/report.md (per-seed values, mean +/- std, hr_acc curves, figures).
 
-Presets: ``cpu`` (default; tiny ViT, 2 fine-tuning seeds, sized for 20 minutes on 2 cores)
-and ``gpu`` (ViT-S/8 at 64 px, 4000 scenes, 3 fine-tuning seeds, bf16 autocast; one GPU).
-Each method is pretrained once (seed 0). Every stage is skipped when its outputs exist
-(``--force`` reruns all); an interrupted training stage resumes. The configs of every run are
-written to OUT/configs. A small-scale benchmark, not the paper's protocol.
+Presets: ``cpu`` (default; tiny ViT, 2 fine-tuning seeds, sized for 2 CPU cores; the wall
+times of a run are in its report, the published one in docs/demo_report.md) and ``gpu``
+(ViT-S/8 at 64 px, 4000 scenes, 3 fine-tuning seeds, bf16 autocast; one GPU). Each method
+is pretrained once (seed 0). Every stage is skipped when its outputs exist (``--force``
+reruns all); an interrupted training stage resumes. The configs of every run are written to
+OUT/configs. A small-scale benchmark, not the paper's protocol.
 """
 import argparse
 import os.path as osp
