@@ -1,5 +1,6 @@
-"""The documentation names what exists: every ``configs/...`` and ``tools/...`` path in README.md
-and docs/*.md, and every checkpoint layout that tools/convert_checkpoint.py accepts."""
+"""The documentation names what exists: every ``configs/...`` and ``tools/...`` path and
+``make`` target in README.md and docs/*.md, and every checkpoint layout that
+tools/convert_checkpoint.py accepts."""
 import ast
 import glob
 import itertools
@@ -63,3 +64,10 @@ def test_tool_help_states_no_duration_that_can_go_stale():
         stale += [f'{os.path.basename(path)}: {m.group(0)}'
                   for m in re.finditer(r'\d+ ?(minutes?|hours?|min)\b', doc)]
     assert not stale, stale
+
+
+def test_every_make_target_in_the_docs_exists():
+    targets = set(re.findall(r'^([\w-]+):', open(os.path.join(ROOT, 'Makefile')).read(), re.M))
+    named = {t for doc in DOCS
+             for t in re.findall(r'`make ([\w-]+)', open(os.path.join(ROOT, doc)).read())}
+    assert named and named <= targets, named - targets
