@@ -7,11 +7,11 @@ convert -> hr_acc of the untrained and pretrained encoders -> linear probe of ev
 of random init (ADE20K format) -> fine-tune UperNet (and, on the gpu preset, Mask R-CNN) ->
 attention and mixing figures -> OUT/report.md (intervals over pretraining seeds).
 
-Presets: ``cpu`` (default; tiny ViT, sized for 2 CPU cores; docs/demo.md gives its measured
-time) and ``gpu`` (ViT-S/8 at 64 px, bf16 autocast, one GPU; warns when none is visible).
-Every stage is skipped when its outputs exist (``--force`` reruns all); an interrupted
-training stage resumes. The configs of every run are written to OUT/configs. A small-scale
-benchmark, not the paper's protocol.
+Presets: ``cpu`` (default; tiny ViT, sized for 2 CPU cores; the wall times of a run are in
+its report, the published one in docs/demo_report.md) and ``gpu`` (ViT-S/8 at 64 px, bf16
+autocast, one GPU; warns when none is visible). Every stage is skipped when its outputs exist
+(``--force`` reruns all); an interrupted training stage resumes. The configs of every run are
+written to OUT/configs. A small-scale benchmark, not the paper's protocol.
 """
 import argparse
 import os.path as osp

@@ -15,7 +15,8 @@ from support import ROOT
 from mixedae.datasets.synthetic import render_scene, write_dataset
 from mixedae.suite.demo.presets import HOMOLOGOUS, PRESETS, PRETRAINS, TRANSFERS, out_indices
 from mixedae.suite.demo.report import publish_report, seed_values, write_report
-from mixedae.suite.demo.run_configs import entry_of_type, finetune_config, pretrain_config
+from mixedae.suite.demo.run_configs import (entry_of_type, finetune_config, pretrain_config,
+                                            probe_config)
 from mixedae.suite.demo.runner import progress_line
 from mixedae.suite.demo.schedule import Stage, eta, read_timings, run_stages
 from mixedae.suite.demo.stages import Demo
@@ -130,7 +131,7 @@ def _roundtrip(cfg, tmp_path, name):
 def test_preset_pretraining_configs_build_and_run(preset, tmp_path):
     from mixedae.registry import MODELS
     p = PRESETS[preset]
-    for key in ('mae', 'mixedae'):
+    for key in PRETRAINS:
         cfg = _roundtrip(pretrain_config(REPO, p, key, str(tmp_path), seed=3), tmp_path, key)
         assert cfg.model.backbone.img_size == p.pretrain_size
         assert cfg.model.backbone.embed_dim == p.arch['embed_dim']
@@ -147,7 +148,16 @@ def test_preset_pretraining_configs_build_and_run(preset, tmp_path):
         s = p.pretrain_size
         losses = model.loss(torch.randn(4, 3, s, s))
         assert torch.isfinite(losses['loss_rec'])
-        assert ('hr_acc' in losses) == (key == 'mixedae')
+        assert ('hr_acc' in losses) == (key in HOMOLOGOUS)
+        assert ('loss_hc' in losses) == (key in HOMOLOGOUS)
+        # one knob between neighbours: MixedAE starts from MAE's initialisation, only the
+        # variant ties q and k; naive mixing has neither top-K nor segment embeddings
+        b = cfg.model.backbone
+        assert b.get('tied_qk_init', False) == (key == 'mixedae-tied')
+        assert (b.group_size == 1) == (key == 'mae')         # no mixing: no segments
+        if key != 'mae':
+            assert b.use_segment_embed == (key in ('mixedae', 'mixedae-tied'))
+            assert (b.attn_mode == 'vanilla') == (key == 'naivemix')
 
 
 @pytest.mark.parametrize('preset', sorted(PRESETS))
@@ -166,6 +176,21 @@ def test_preset_finetuning_configs_build_and_run(preset, tmp_path):
     with torch.no_grad():
         logits = seg(torch.randn(1, 3, 64, 64), mode='tensor')
     assert logits.shape[:2] == (1, ade.model.decode_head.num_classes)
+
+    probe = _roundtrip(probe_config(REPO, p, str(tmp_path), 2, 'e.pth'), tmp_path, 'p')
+    assert probe.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='e.pth')
+    assert probe.model.backbone.frozen is True and probe.model.neck is None
+    assert list(probe.model.backbone.out_indices) == [p.arch['depth'] - 1]
+    assert probe.model.decode_head.in_channels == probe.model.decode_head.channels == d
+    assert probe.train_cfg.max_iters == p.probe_iters and probe.randomness.seed == 2
+    assert probe.train_dataloader.batch_size == p.probe_batch
+    assert probe.val_dataloader.dataset.data_root == f'{tmp_path}/ade'
+    probe.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        linear = SEG.build(probe.model).eval()
+    with torch.no_grad():
+        logits = linear(torch.randn(1, 3, 64, 64), mode='tensor')
+    assert logits.shape[:2] == (1, probe.model.decode_head.num_classes)
 
     coco = _roundtrip(finetune_config(REPO, p, 'coco', str(tmp_path), 1, 'b.pth'), tmp_path, 'c')
     assert coco.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='b.pth')
