@@ -86,11 +86,11 @@ def compare(a: Sequence[float], b: Sequence[float]) -> Dict[str, Optional[float]
     return dict(diff=diff, low=low, high=high, real=float(low > 0 or high < 0))
 
 
-def format_difference(a: Sequence[float], b: Sequence[float]) -> str:
-    """``+1.23 [-0.40, +2.90]`` (difference of means and its 95 % bootstrap interval), bold
-    when the interval excludes zero; ``+1.23 (n = 1: no interval)`` otherwise."""
+def format_difference(a: Sequence[float], b: Sequence[float], digits: int = 2) -> str:
+    """``+1.23 [-0.40, +2.90]`` (difference of means and its 95 % bootstrap interval, ``digits``
+    decimals), bold when the interval excludes zero; ``+1.23 (n = 1: no interval)`` otherwise."""
     c = compare(a, b)
     if c['low'] is None:
-        return f'{c["diff"]:+.2f} (n = {min(len(a), len(b))}: no interval)'
-    text = f'{c["diff"]:+.2f} [{c["low"]:+.2f}, {c["high"]:+.2f}]'
+        return f'{c["diff"]:+.{digits}f} (n = {min(len(a), len(b))}: no interval)'
+    text = f'{c["diff"]:+.{digits}f} [{c["low"]:+.{digits}f}, {c["high"]:+.{digits}f}]'
     return f'**{text}**' if c['real'] else text

@@ -73,7 +73,8 @@ def hr_acc_table(demo: Demo, records: Mapping[str, List[dict]]) -> Tuple[str, fl
                   if records[_label(name, s)] and 'hr_acc' in records[_label(name, s)][-1]]
         rows.append(dict(zip(HR_HEADER, [
             NAMES[name], _spread(init), _spread(final),
-            format_difference(final, init) if init and final else '–', _spread(logged)])))
+            format_difference(final, init, digits=3) if init and final else '–',
+            _spread(logged)])))
     for other in ('mae', 'naivemix'):
         rows.append({HR_HEADER[0]: f'{NAMES[other]} (in MixedAE\'s mixing)',
                      HR_HEADER[2]: _spread(values('mixedae', other))})

@@ -14,6 +14,8 @@ from mmengine.registry import DefaultScope
 from support import ROOT
 from mixedae.datasets.synthetic import render_scene, write_dataset
 from mixedae.suite.demo.presets import HOMOLOGOUS, PRESETS, PRETRAINS, TRANSFERS, out_indices
+from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG
+from mixedae.suite.demo.hr_tables import amp_line
 from mixedae.suite.demo.report import publish_report, seed_values, write_report
 from mixedae.suite.demo.run_configs import (entry_of_type, finetune_config, pretrain_config,
                                             probe_config)
@@ -227,55 +229,82 @@ def test_scenes_carry_their_own_identity():
     assert accuracy > 0.8                               # chance: 63 / 511 ~ 0.12
 
 
-def _fake_run(demo, values):
-    """Metrics of every (task, method, seed), scalars of the pretraining runs, figures."""
+def _fake_run(demo, values, hr):
+    """Metrics of every (task, method, seed), scalars of the pretraining runs (``hr``: the last
+    logged hr_acc of the homologous ones), the hr_acc files, figures."""
     for (task, method, seed), metrics in values.items():
         path = demo.metrics(task, method, seed)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, 'w') as f:
             json.dump(metrics, f)
-    runs = (('mae', 0, None), ('mixedae', 0, 0.45), ('mixedae-noseg', 0, 0.3),
-            ('mixedae', 1, 0.35), ('mixedae', 2, 0.4))
-    for name, seed, hr in runs:
-        recs = [dict(loss=1.0 / s, time=0.05 if name == 'mae' else 0.06, step=37 * s,
-                     **({'hr_acc': hr * s / 3, 'loss_hc': 0.3 / s} if hr else {}))
-                for s in (1, 2, 3)]
-        write_lines(os.path.join(demo.pretrain_dir(name, seed), '2026/vis_data/scalars.json'),
-                    recs)
+    for name in PRETRAINS:
+        for seed in demo.p.pretrain_seeds:
+            last = hr.get(name, [None] * 3)[seed]
+            recs = [dict(loss=1.0 / s, loss_rec=0.9 / s, time=0.05 if name == 'mae' else 0.06,
+                         step=37 * s, **({'hr_acc': last * s / 3, 'loss_hc': 0.3 / s}
+                                         if last is not None else {})) for s in (1, 2, 3)]
+            write_lines(os.path.join(demo.pretrain_dir(name, seed),
+                                     '2026/vis_data/scalars.json'), recs)
+    for name in HOMOLOGOUS:
+        measured = {'_chance': 15 / 63}
+        for seed in demo.p.pretrain_seeds:
+            measured[f'init_s{seed}'] = dict(hr_acc=0.20 + seed / 100)
+            measured[f'{name}_s{seed}'] = dict(hr_acc=0.40 + seed / 100)
+            if name == 'mixedae':
+                measured[f'mae_s{seed}'] = dict(hr_acc=0.3)
+                measured[f'naivemix_s{seed}'] = dict(hr_acc=0.25)
+        os.makedirs(os.path.dirname(demo.hr_acc_file(name)), exist_ok=True)
+        with open(demo.hr_acc_file(name), 'w') as f:
+            json.dump(measured, f)
     import cv2
     for fig in ('attention', 'mixing'):
         cv2.imwrite(os.path.join(demo.out, f'{fig}.png'), np.zeros((8, 8, 3), np.uint8))
 
 
-def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
+def _rows(md: str, heading: str) -> dict:
+    """First cell -> table line, in the first table after ``heading``."""
+    section = md.split(heading + '\n', 1)[1].split('\n## ', 1)[0]
+    table = section.split('\n\n| ', 1)[1].split('\n\n', 1)[0]
+    return {line.split(' | ')[0].lstrip('| '): line for line in ('| ' + table).splitlines()}
+
+
+def test_report_shows_probe_intervals_hr_acc_references_and_figures(tmp_path):
     demo = Demo(REPO, str(tmp_path / 'out'), str(tmp_path / 'data'), PRESETS['cpu'])
     os.makedirs(demo.out)
     values = {}
-    for seed, (mae, mix) in enumerate([(90.0, 91.0), (90.5, 91.4)]):
-        values[('ade20k', 'mae', seed)] = {'mIoU': mae}
-        values[('ade20k', 'mixedae', seed)] = {'mIoU': mix}
-        values[('coco', 'mae', seed)] = {'coco/bbox_mAP': 0.15 + seed / 100,
-                                         'coco/segm_mAP': 0.1}
-        values[('coco', 'mixedae', seed)] = {'coco/bbox_mAP': 0.14 + seed / 50,
-                                             'coco/segm_mAP': 0.11}
-    values[('ade20k', 'scratch', 0)] = {'mIoU': 85.0}       # seed 1 of scratch missing
-    _fake_run(demo, values)
-    write_report(demo, seed_values(demo), {'pretrain mae s0': 50.0, 'pretrain mixedae s0': 61.0})
+    for seed in (0, 1, 2):
+        values[('probe', 'mae', seed)] = {'mIoU': 40.0 + seed}
+        values[('probe', 'mixedae', seed)] = {'mIoU': 50.0 + seed}      # clearly above
+        values[('probe', 'naivemix', seed)] = {'mIoU': [39.0, 42.0, 41.0][seed]}  # overlaps
+        values[('probe', 'scratch', seed)] = {'mIoU': 20.0 + seed}
+    values[('ade20k', 'mae', 0)] = {'mIoU': 60.0}
+    values[('ade20k', 'scratch', 0)] = {'mIoU': 61.5}
+    _fake_run(demo, values, hr={'mixedae': [0.45, 0.35, 0.40]})
+    timings = {'pretrain mae s0': 50.0, 'pretrain mixedae s0': 61.0}
+    write_report(demo, seed_values(demo), timings)
     md = open(os.path.join(demo.out, 'report.md')).read()
-    assert '| MAE | 90.25 ± 0.35 (90.00, 90.50) |' in md
-    assert '| random init | 85.00 ± 0.00 (85.00) | missing | missing |' in md
-    assert ('ADE20K mIoU: MixedAE - MAE = +0.95 over 2 / 2 seeds; spread (larger std) 0.35: '
-            'larger than the spread.') in md
-    assert 'COCO box AP: MixedAE - MAE = ' in md and 'within the spread' in md
-    assert md.count('(demo scale, preset `cpu`, 2 seeds (0, 1); MAE and MixedAE are '
-                    'pretrained once (seed 0)') == 3
-    # pretraining table: last hr_acc, steady time per iteration and its ratio, wall time
-    assert '| MixedAE | 20 | 111 | 0.450 | 0.100 | 60 | 1.20 | 61 |' in md
-    assert '| MAE | 20 | 111 | – | – | 50 | 1.00 | 50 |' in md
-    assert '| MixedAE, seed 2 | 20 | 111 | 0.400 | 0.100 | 60 | 1.20 | n/a |' in md
-    assert ('Final hr_acc of MixedAE over pretraining seeds 0, 1, 2: 0.400 ± 0.050 '
-            '(0.450, 0.350, 0.400); chance 0.25.') in md
-    assert 'one measurement' in md
+    rows = _rows(md, '## Transfer')
+    # the probe first: mean ± std (values), then differences with their bootstrap intervals
+    assert rows['MAE'] == ('| MAE | 41.00 ± 1.00 (40.00, 41.00, 42.00) | – | **+20.00 [+18.67, '
+                           '+21.33]** | 60.00 ± 0.00 (60.00) |')
+    assert '| **+10.00 [+' in rows['MixedAE']            # interval excludes 0: called real
+    naive = rows['naive mixing'].split(' | ')
+    assert naive[2].startswith('-0.33 [') and not naive[2].startswith('**')
+    assert rows['MixedAE, tied q/k start (variant)'].startswith(
+        '| MixedAE, tied q/k start (variant) | missing |')
+    # fine-tuning beside it, one seed: no interval claimed
+    assert rows['random init'].endswith('| 61.50 ± 0.00 (61.50) |')
+    # hr_acc: untrained, pretrained, the difference, the logged value, the other encoders, chance
+    assert [_rows(md, '## Homologous recognition')['MixedAE']] == ['| MixedAE | 0.210 ± 0.010 (0.200, 0.210, 0.220) | 0.410 ± 0.010 '
+                       '(0.400, 0.410, 0.420) | **+0.200 [+0.187, +0.213]** | 0.400 ± 0.050 '
+                       '(0.450, 0.350, 0.400) |']
+    assert "| MAE (in MixedAE's mixing) | – | 0.300 ± 0.000 (0.300, 0.300, 0.300) |" in md
+    assert '| chance | 0.238 | 0.238 |' in md and 'Chance (keys drawn at random): 0.238' in md
+    # the pretraining table: every run, logged finals, ratio to MAE of the same seed, wall time
+    assert '| MixedAE | 0 | 111 | 0.300 | 0.450 | 60 | 1.20 | 61 |' in md
+    assert '| MAE | 0 | 111 | 0.300 | – | 50 | 1.00 | 50 |' in md
+    assert '| naive mixing | 2 | 111 | 0.300 | – | 60 | 1.20 | n/a |' in md
+    assert 'fp32 (no autocast)' in md and 'What it cannot show' in md
     for fig in ('curves.png', 'report.png', 'attention.png', 'mixing.png'):
         assert f']({fig})' in md
         assert os.path.getsize(os.path.join(demo.out, fig)) > 0
@@ -284,10 +313,18 @@ def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
     assert publish_report(demo.out, str(docs)) == str(docs / 'demo_report.md')
     text = (docs / 'demo_report.md').read_text()
     assert '](demo_curves.png)' in text and '](curves.png)' not in text
-    assert '## Transfer results' in text
     assert sorted(os.listdir(docs)) == [
         'demo_attention.png', 'demo_curves.png', 'demo_mixing.png', 'demo_report.md',
         'demo_report.png']
+
+
+def test_report_says_what_autocast_the_runs_logged(tmp_path):
+    demo = Demo(REPO, str(tmp_path / 'out'), str(tmp_path / 'data'), PRESETS['gpu'])
+    assert amp_line(demo) == 'autocast requested (--amp) but no run logged its state'
+    os.makedirs(os.path.dirname(demo.log('pretrain_mae_s0')))
+    with open(demo.log('pretrain_mae_s0'), 'w') as f:
+        f.write(f'12/06 - mmengine - INFO - {AUTOCAST_LOG} bfloat16 autocast on cuda\n')
+    assert amp_line(demo) == "measured in the runs' first step: bfloat16 autocast on cuda"
 
 
 def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkeypatch):
@@ -296,9 +333,12 @@ def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkey
     calls = []
     monkeypatch.setattr(demo, 'tool', lambda name, *args, log: calls.append((name, args)))
     demo.pretrain('mixedae-noseg', 0)
-    demo.finetune('coco', 'mae', 1)
+    demo.transfer('coco', 'mae', 1)
+    demo.transfer('probe', 'naivemix', 2)
+    demo.measure_hr_acc('mixedae')
     demo.figures()
-    assert [name for name, _ in calls] == ['train.py', 'train.py', 'test.py',
+    assert [name for name, _ in calls] == ['train.py', 'train.py', 'test.py', 'train.py',
+                                           'test.py', 'measure_hr_acc.py',
                                            'visualize_attention.py', 'visualize_mixing.py']
     for name, args in calls:
         assert '--cfg-options' not in args, name
@@ -308,8 +348,24 @@ def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkey
     noseg = Config.fromfile(calls[0][1][0])
     assert noseg.model.backbone.use_segment_embed is False
     coco = Config.fromfile(calls[1][1][0])
-    assert coco.model.backbone.init_cfg.checkpoint == demo.backbone('mae', 0)
+    assert coco.model.backbone.init_cfg.checkpoint == demo.backbone('mae', 1)
     assert coco.randomness.seed == 1 and config.model.backbone.embed_dim == 64
+    probe = Config.fromfile(calls[3][1][0])
+    assert probe.model.backbone.init_cfg.checkpoint == demo.backbone('naivemix', 2)
+    assert probe.model.backbone.frozen and probe.randomness.seed == 2
+    assert calls[4][1][2:] == ('--work-dir', os.path.join(demo.out, 'probe_naivemix_s2'),
+                               '--out-metrics', demo.metrics('probe', 'naivemix', 2))
+    # hr_acc: every seed's untrained encoder, and the pretrained MixedAE, MAE and naive-mixing
+    # encoders of every seed, in MixedAE's config
+    hr = calls[5][1]
+    seeds = demo.p.pretrain_seeds
+    assert [hr[i + 1] for i, a in enumerate(hr) if a == '--init'] == [
+        f'init_s{s}={s}' for s in seeds]
+    assert [hr[i + 1] for i, a in enumerate(hr) if a == '--checkpoint'] == [
+        f'{m}_s{s}={demo.pretrain_ckpt(m, s)}' for m in ('mixedae', 'mae', 'naivemix')
+        for s in seeds]
+    assert Config.fromfile(hr[0]).model.backbone.tied_qk_init is False
+    assert hr[hr.index('--out') + 1] == demo.hr_acc_file('mixedae')
 
 
 def test_schedule_reuses_finished_stages_and_records_timings(tmp_path, capsys):
