@@ -89,7 +89,8 @@ def measure_hr_acc(config: str, image_dir: str, num: int = 64, seed: int = 0,
     labels = [label for label, _ in [*checkpoints, *inits]]
     if not labels:
         raise ValueError('nothing to measure: give at least one checkpoint or init seed')
-    bad = sorted({l for l in labels if not l or l.startswith('_') or labels.count(l) > 1})
+    bad = sorted({label for label in labels
+                  if not label or label.startswith('_') or labels.count(label) > 1})
     if bad:
         raise ValueError(f'labels must be unique, non-empty and not start with "_": {bad}')
     torch.manual_seed(0)

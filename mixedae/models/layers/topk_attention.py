@@ -74,8 +74,7 @@ def topk_keep(logits: Tensor, k: int) -> Tensor:
     return logits >= kth
 
 
-def _check_inputs(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor],
-                  num_prefix: int) -> None:
+def _check_inputs(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor]) -> None:
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         raise ValueError('q, k, v must all be T x H x N x hd, got '
                          f'{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}')
@@ -86,8 +85,6 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[T
         raise ValueError(f'topk={topk} must be in [1, N={n}]')
     if labels is not None and labels.shape != (q.shape[0], n):
         raise ValueError(f'labels must be T x N = {(q.shape[0], n)}, got {tuple(labels.shape)}')
-    if not 0 <= num_prefix <= n:
-        raise ValueError(f'num_prefix={num_prefix} must be in [0, N={n}]')
 
 
 def homologous_precision(keep: Tensor, labels: Tensor, num_prefix: int) -> Tensor:
@@ -133,7 +130,7 @@ def topk_attention_reference(q: Tensor, k: Tensor, v: Tensor, topk: int,
                              labels: Optional[Tensor] = None, dropout_p: float = 0.,
                              num_prefix: int = 0) -> Tuple[Tensor, Optional[Tensor]]:
     """Eager top-K attention; same contract as ``topk_attention``."""
-    _check_inputs(q, k, v, topk, labels, num_prefix)
+    _check_inputs(q, k, v, topk, labels)
     with torch.autocast(q.device.type, enabled=False):  # fp32 logits even under autocast
         logits = (q.float() @ k.float().transpose(-2, -1)) * q.shape[-1] ** -0.5  # T x H x N x N
         keep = topk_keep(logits, topk)
@@ -219,8 +216,7 @@ def _unpack(words, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 @_jit
 def _fwd_kernel(Q, K, V, O, LSE, MASK,
                 sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
-                H, N, HD, topk, scale,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                H, N, HD, topk, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -394,8 +390,9 @@ def triton_forward(q: Tensor, k: Tensor, v: Tensor, topk: int, blocks: Optional[
     mask = torch.empty((t * h, n, block_n // 32), dtype=torch.int32, device=q.device)
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         _fwd_kernel[(triton.cdiv(n, blocks.fwd_m), t * h)](
-            q, k, v, out, lse, mask, *_strides(q), *_strides(k), *_strides(v),
-            *_strides(out), h, n, hd, topk, hd ** -0.5, BLOCK_M=blocks.fwd_m, BLOCK_N=block_n, num_warps=max(1, blocks.fwd_m // 16),
+            q, k, v, out, lse, mask, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
+            h, n, hd, topk, hd ** -0.5, BLOCK_M=blocks.fwd_m, BLOCK_N=block_n,
+            num_warps=max(1, blocks.fwd_m // 16),
             **_consts(q))
     return out, lse, mask
 
@@ -474,13 +471,14 @@ def topk_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[
     in q.dtype, precision): precision is ``homologous_precision`` of the keep mask (``hr_acc``:
     over all sequences and heads, the fraction of the (patch query, kept patch key other than
     itself) pairs whose labels are equal; the first ``num_prefix`` tokens are prefix tokens), a
-    0-dim fp32 tensor without grad; None without labels. impl: 'auto' (the kernel on fp16/bf16 CUDA tensors when supported, see the module
+    0-dim fp32 tensor without grad; None without labels. impl: 'auto' (the kernel on fp16/bf16
+    CUDA tensors when supported, see the module
     docstring), 'triton' (the kernel; on CPU tensors only under TRITON_INTERPRET=1; ValueError
     when unsupported) or 'reference'. dropout_p > 0 needs the reference.
     """
     if impl not in IMPLS:
         raise ValueError(f'impl={impl!r}; choose from {IMPLS}')
-    _check_inputs(q, k, v, topk, labels, num_prefix)
+    _check_inputs(q, k, v, topk, labels)
     why_not = triton_unsupported(q, dropout_p)
     if impl == 'triton' and why_not is not None:
         raise ValueError(f'impl=triton cannot run: {why_not}')

@@ -411,7 +411,8 @@ def test_bad_launch_shapes_raise(blocks, match):
     (dict(topk=0), r'topk=0 must be in \[1, N=20\]'),
     (dict(topk=21), r'topk=21'),
     (dict(labels=torch.zeros(2, 19, dtype=torch.long)), 'labels must be T x N'),
-    (dict(num_prefix=21), r'num_prefix=21 must be in \[0, N=20\]'),
+    (dict(labels=torch.zeros(2, 20, dtype=torch.long), num_prefix=21),
+     r'num_prefix=21 must be in \[0, N=20\]'),
     (dict(impl='fast'), "impl='fast'"),
     (dict(v=torch.randn(2, 2, 20, 16, dtype=torch.float16)), 'share a dtype'),
 ])
