@@ -97,7 +97,7 @@ def test_homologous_attention_without_context_is_the_transfer_attention():
     x = torch.randn(2, 9, 32)
     torch.testing.assert_close(homologous(x), plain(x))
     # with a context, topk mode differs from plain attention and records hr_acc
-    context = MixingContext(torch.tensor([[0, 0, 0, 1, 1, 1, 2, 2, 2]] * 2))
+    context = MixingContext(torch.tensor([[0, 0, 0, 1, 1, 1, 2, 2, 2]] * 2), num_prefix=0)
     assert not torch.allclose(homologous(x, context=context), plain(x))
     assert len(context.precisions) == 1 and 0 <= context.precisions[0] <= 1
 
