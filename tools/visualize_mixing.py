@@ -4,10 +4,10 @@
     python tools/visualize_mixing.py CONFIG [--checkpoint work_dirs/mixedae/epoch_300.pth] \\
         --images a.jpg b.jpg c.jpg d.jpg --out mixing.png [--cfg-options k=v ...]
 
-Row 1: the mixed input, then the G source images. Row 2: each image's own (visible) patches.
-Row 3: each image's reconstruction (predicted patches, visible patches pasted back). The
-checkpoint must be a pretraining checkpoint (encoder and decoder); without one the model is
-randomly initialised. Non-square images are centre-cropped, not stretched.
+Rows, labelled on the left: "input" (the mixed input, then the G source images), "visible"
+(each image's own visible patches), "reconstruction" (each image's predicted patches, visible
+patches pasted back). The checkpoint must be a pretraining checkpoint (encoder and decoder);
+without one the model is randomly initialised. Non-square images are centre-cropped, not stretched.
 """
 import argparse
 import sys

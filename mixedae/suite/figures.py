@@ -53,26 +53,54 @@ def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return np.uint8(alpha * heat + (1 - alpha) * image)
 
 
+#: the font of every label written into a figure grid
+LABEL_FONT = (cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+
+
+def text_width(text: str) -> int:
+    """Width in pixels of ``text`` in :data:`LABEL_FONT`."""
+    font, scale, thickness = LABEL_FONT
+    return cv2.getTextSize(text, font, scale, thickness)[0][0]
+
+
+def text_tile(text: str, width: int, height: int) -> np.ndarray:
+    """``text`` in black on a white ``height`` x ``width`` tile, vertically centred, 2 px from the
+    left edge; cut at the end if it does not fit."""
+    while text and text_width(text) > width - 2:
+        text = text[:-1]
+    font, scale, thickness = LABEL_FONT
+    (_, h), _ = cv2.getTextSize(text or ' ', font, scale, thickness)
+    tile = np.full((height, width, 3), 255, np.uint8)
+    cv2.putText(tile, text, (2, (height + h) // 2), font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    return tile
+
+
 def make_grid(rows: Sequence[Sequence[Optional[np.ndarray]]], tile: int, pad: int = 4,
-              labels: Optional[Sequence[str]] = None) -> np.ndarray:
+              labels: Optional[Sequence[str]] = None,
+              row_labels: Optional[Sequence[str]] = None) -> np.ndarray:
     """Tiles (RGB uint8, any size, resized to tile x tile; None = blank) in a white grid.
 
-    Size: rows * tile + (rows + 1) * pad high (+ a label strip), cols * tile + (cols + 1) * pad
-    wide. ``labels`` are written above the columns.
+    ``labels`` are written in a 14 px strip above the columns, ``row_labels`` in a strip left of
+    the rows as wide as the longest of them (+ 4 px). Size: rows * tile + (rows + 1) * pad high
+    (+ the label strip), cols * tile + (cols + 1) * pad wide (+ the row label strip).
     """
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     strip = 14 if labels else 0
+    left = max(map(text_width, row_labels)) + 4 if row_labels else 0
     h = n_rows * tile + (n_rows + 1) * pad + strip
-    w = n_cols * tile + (n_cols + 1) * pad
+    w = n_cols * tile + (n_cols + 1) * pad + left
     canvas = np.full((h, w, 3), 255, np.uint8)
     for j, text in enumerate(labels or []):
-        cv2.putText(canvas, text[:max(1, tile // 7)], (pad + j * (tile + pad), 11),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        x = left + pad + j * (tile + pad)
+        canvas[:strip, x:x + tile] = text_tile(text, tile, strip)
+    for i, text in enumerate(row_labels or []):
+        y = strip + pad + i * (tile + pad)
+        canvas[y:y + tile, :left] = text_tile(text, left, tile)
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
             if img is None:
                 continue
-            y, x = strip + pad + i * (tile + pad), pad + j * (tile + pad)
+            y, x = strip + pad + i * (tile + pad), left + pad + j * (tile + pad)
             canvas[y:y + tile, x:x + tile] = cv2.resize(img, (tile, tile),
                                                         interpolation=cv2.INTER_NEAREST)
     return canvas
@@ -193,12 +221,16 @@ def attention_figure(models: Sequence[Tuple[str, ViT]], images: Sequence[np.ndar
     return make_grid(rows, tile, labels=['input'] + [name for name, _ in models])
 
 
+#: the row labels of :func:`mixing_figure`, top to bottom
+MIXING_ROWS = ('input', 'visible', 'reconstruction')
+
+
 @torch.no_grad()
 def mixing_figure(model: MixedAE, images: Sequence[np.ndarray], mean: Sequence[float],
                   std: Sequence[float], tile: int, seed: int = 0) -> np.ndarray:
-    """One MixedAE step on G images. Row 1: the mixed input, then the G source images. Row 2:
-    each image's own (visible) patches. Row 3: each image's reconstruction (predicted
-    patches in pixel space, visible patches pasted back)."""
+    """One MixedAE step on G images, rows labelled :data:`MIXING_ROWS`. Row 1: the mixed input,
+    then the G source images. Row 2: each image's own (visible) patches. Row 3: each image's
+    reconstruction (predicted patches in pixel space, visible patches pasted back)."""
     g, p = model.group_size, model.patch_size
     if g < 2 or len(images) != g:
         raise ValueError(f'mixing needs G >= 2 and G images; G = {g}, {len(images)} images')
@@ -223,4 +255,4 @@ def mixing_figure(model: MixedAE, images: Sequence[np.ndarray], mean: Sequence[f
     rows = [[denormalize(mixed, mean, std)[0]] + to_images(patches),
             [None] + to_images(own), [None] + to_images(recon)]
     labels = ['mixed input'] + [f'image {i + 1}' for i in range(g)]
-    return make_grid(rows, tile, labels=labels)
+    return make_grid(rows, tile, labels=labels, row_labels=MIXING_ROWS)

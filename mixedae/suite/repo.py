@@ -3,7 +3,8 @@
 A name is ``<family>-<scale>``: the pretraining methods (``mae``, ``naivemix``, ``mixedae``) at
 ``tiny`` / ``small`` / ``base`` / ``large``, and the transfer protocols (``ade20k``, ``coco_a``:
 Mask R-CNN + FPN, ``vitdet``) at ``tiny`` (generated data, CPU) and ``base`` (ViT-B, random
-init). Tools pass the root of their checkout; nothing here guesses it from ``__file__``.
+init), and the linear probe of frozen features (``ade20k_linear``) at ``tiny``. Tools pass the
+root of their checkout; nothing here guesses it from ``__file__``.
 :func:`set_data_root` points a tiny transfer config at generated data.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ CONFIGS: Dict[str, str] = {
     'mixedae-large': 'configs/pretrain/mixedae_vit-large-p16_8xb512-coslr-300e_in1k.py',
     'ade20k-tiny': 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py',
     'ade20k-base': 'configs/ade20k/upernet_vit-b16-scratch_8xb2-160k_ade20k-512x512.py',
+    'ade20k_linear-tiny': 'configs/ade20k/linear_vit-tiny-p8_1xb4-300iter_ade20k-synthetic-64.py',
     'coco_a-tiny': 'configs/coco/mask-rcnn_vit-tiny-p8_fpn_1xb2-20iter_coco-synthetic-64.py',
     'coco_a-base': 'configs/coco/mask-rcnn_vit-b16-scratch_fpn_8xb2-1x_coco.py',
     'vitdet-tiny': 'configs/coco/vitdet_mask-rcnn_vit-tiny-p8_1xb2-20iter_coco-synthetic-64.py',

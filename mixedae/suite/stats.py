@@ -8,6 +8,8 @@ import os
 import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 
 def read_scalars(work_dir: str) -> List[dict]:
     """Training records of MMEngine's ``<work_dir>/<timestamp>/vis_data/scalars.json`` files,
@@ -57,19 +59,38 @@ def format_spread(values: Sequence[float], digits: int = 2) -> str:
             f'({", ".join(f"{v:.{digits}f}" for v in values)})')
 
 
-def compare(a: Sequence[float], b: Sequence[float]) -> Dict[str, float]:
-    """Difference of means a - b, the spread (the larger of the two standard deviations) and
-    whether the difference exceeds it."""
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    spread = max(sa, sb)
-    return dict(diff=ma - mb, spread=spread, exceeds=float(abs(ma - mb) > spread))
+def bootstrap_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95,
+                       resamples: int = 10000, seed: int = 0) -> Tuple[float, float]:
+    """Percentile bootstrap interval of mean(a) - mean(b): both groups resampled with
+    replacement, independently, ``resamples`` times from a fixed ``seed`` (so a report is
+    reproducible). Needs at least two values per group."""
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f'a bootstrap interval needs >= 2 values per group, got {len(a)} and '
+                         f'{len(b)}')
+    rng = np.random.default_rng(seed)
+    va, vb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diffs = (va[rng.integers(0, len(va), (resamples, len(va)))].mean(1) -
+             vb[rng.integers(0, len(vb), (resamples, len(vb)))].mean(1))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    return float(low), float(high)
 
 
-def comparison_sentence(metric: str, a_name: str, a: Sequence[float], b_name: str,
-                        b: Sequence[float]) -> str:
-    """One line: the difference of means, the spread, and which is larger."""
+def compare(a: Sequence[float], b: Sequence[float]) -> Dict[str, Optional[float]]:
+    """Difference of means a - b and its 95 % bootstrap interval (``low``/``high`` None with
+    fewer than two values in a group); ``real`` is 1.0 when the interval excludes zero."""
+    diff = mean_std(a)[0] - mean_std(b)[0]
+    if min(len(a), len(b)) < 2:
+        return dict(diff=diff, low=None, high=None, real=0.0)
+    low, high = bootstrap_interval(a, b)
+    return dict(diff=diff, low=low, high=high, real=float(low > 0 or high < 0))
+
+
+def format_difference(a: Sequence[float], b: Sequence[float], digits: int = 2) -> str:
+    """``+1.23 [-0.40, +2.90]`` (difference of means and its 95 % bootstrap interval, ``digits``
+    decimals), bold when the interval excludes zero; ``+1.23 (n = 1: no interval)`` otherwise."""
     c = compare(a, b)
-    verdict = ('larger than the spread' if c['exceeds'] else
-               'within the spread: no difference can be claimed')
-    return (f'{metric}: {a_name} - {b_name} = {c["diff"]:+.2f} over {len(a)} / {len(b)} seeds; '
-            f'spread (larger std) {c["spread"]:.2f}: {verdict}.')
+    if c['low'] is None:
+        return f'{c["diff"]:+.{digits}f} (n = {min(len(a), len(b))}: no interval)'
+    text = f'{c["diff"]:+.{digits}f} [{c["low"]:+.{digits}f}, {c["high"]:+.{digits}f}]'
+    return f'**{text}**' if c['real'] else text

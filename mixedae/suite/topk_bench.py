@@ -62,7 +62,7 @@ def check(q: Tensor, k: Tensor, v: Tensor, grad: Tensor, topk: int, blocks: Bloc
     ref, _ = topk_attention_reference(q, k, v, topk)
     ref_grads = torch.autograd.grad(ref, (q, k, v), grad)
     with torch.no_grad():
-        out, lse, words, _, _ = triton_forward(q, k, v, topk, None, blocks)
+        out, lse, words = triton_forward(q, k, v, topk, blocks)
         grads = triton_backward(q, k, v, out, grad, lse, words, blocks)
         bits = (words.unsqueeze(-1) >> torch.arange(32, device=words.device, dtype=torch.int32))
         keep = (bits & 1).flatten(-2)[..., :q.shape[2]].bool().view(q.shape[:3] + q.shape[2:3])
@@ -117,13 +117,13 @@ def kernel_times(q: Tensor, k: Tensor, v: Tensor, grad: Tensor, topk: int, block
                  warmup: int, repeats: int) -> Dict[str, Dict[str, float]]:
     """The kernels with ``blocks``: forward, backward (from saved statistics), both."""
     with torch.no_grad():
-        out, lse, words, _, _ = triton_forward(q, k, v, topk, None, blocks)
-        fwd = cuda_times(lambda: triton_forward(q, k, v, topk, None, blocks), warmup, repeats)
+        out, lse, words = triton_forward(q, k, v, topk, blocks)
+        fwd = cuda_times(lambda: triton_forward(q, k, v, topk, blocks), warmup, repeats)
         bwd = cuda_times(lambda: triton_backward(q, k, v, out, grad, lse, words, blocks),
                          warmup, repeats)
 
         def fwd_bwd():
-            o, l_, w, _, _ = triton_forward(q, k, v, topk, None, blocks)
+            o, l_, w = triton_forward(q, k, v, topk, blocks)
             triton_backward(q, k, v, o, grad, l_, w, blocks)
 
         both = cuda_times(fwd_bwd, warmup, repeats)

@@ -1,5 +1,6 @@
 """Mixed precision: every model family trains under bf16 autocast on CPU through
 mixedae.AmpOptimWrapper (MMEngine's AmpOptimWrapper code path), close to its fp32 twin."""
+import contextlib
 import copy
 import os
 
@@ -12,7 +13,8 @@ from mmengine.registry import DefaultScope
 
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.engine import AmpOptimWrapper
-from mixedae.engine.optimizers.amp_optim_wrapper import configure_amp
+from mixedae.engine.optimizers import amp_optim_wrapper
+from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG, configure_amp
 from mixedae.models import MAEDecoder
 from support import ROOT, load_tool
 
@@ -169,6 +171,24 @@ def test_cpu_amp_optim_wrapper_is_bf16_and_refuses_fp16():
         sgd_wrapper(dtype='float32')
     with pytest.raises(ValueError, match='bf16 needs no loss scaling'):
         sgd_wrapper(loss_scale='dynamic')
+
+
+def test_first_step_logs_the_autocast_state_it_measured(monkeypatch):
+    """The line reports read: logged once, from inside the context, with what autocast does
+    there (a wrapper whose context autocasts nothing says so)."""
+    wrapper, layer, logged = sgd_wrapper(), torch.nn.Linear(3, 3), []
+    monkeypatch.setattr(amp_optim_wrapper, 'print_log', lambda msg, **kw: logged.append(msg))
+    for _ in range(2):
+        with wrapper.optim_context(layer):
+            pass
+    assert logged == [f'{AUTOCAST_LOG} bfloat16 autocast on cpu']
+    wrapper = sgd_wrapper()
+    logged.clear()
+    monkeypatch.setattr(amp_optim_wrapper.MMEngineAmpOptimWrapper, 'optim_context',
+                        lambda self, model: contextlib.nullcontext())
+    with wrapper.optim_context(layer):
+        pass
+    assert logged == [f'{AUTOCAST_LOG} no autocast (fp32) on cpu']
 
 
 def test_cpu_amp_optim_wrapper_state_round_trips():

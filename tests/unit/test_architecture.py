@@ -97,7 +97,7 @@ def test_homologous_attention_without_context_is_the_transfer_attention():
     x = torch.randn(2, 9, 32)
     torch.testing.assert_close(homologous(x), plain(x))
     # with a context, topk mode differs from plain attention and records hr_acc
-    context = MixingContext(torch.tensor([[0, 0, 0, 1, 1, 1, 2, 2, 2]] * 2))
+    context = MixingContext(torch.tensor([[0, 0, 0, 1, 1, 1, 2, 2, 2]] * 2), num_prefix=0)
     assert not torch.allclose(homologous(x, context=context), plain(x))
     assert len(context.precisions) == 1 and 0 <= context.precisions[0] <= 1
 
@@ -296,7 +296,7 @@ def test_import_mixedae_leaves_mmdet_mmseg_and_their_adapters_unimported():
     """mmdet's and mmseg's adapters are imported by the transfer configs' ``custom_imports``,
     not by ``import mixedae`` (pretraining needs neither)."""
     optional = ['mmdet', 'mmseg', 'mixedae.models.detection', 'mixedae.datasets.coco',
-                'mixedae.datasets.ade20k']
+                'mixedae.datasets.ade20k', 'mixedae.models.segmentation']
     code = f'import sys, mixedae; print([m for m in {optional!r} if m in sys.modules])'
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT}, check=True)

@@ -1,6 +1,7 @@
 # Runtime shared by the ADE20K configs (mmseg scope; mixedae modules by their scoped names).
 default_scope = 'mmseg'
-custom_imports = dict(imports=['mixedae', 'mixedae.datasets.ade20k'], allow_failed_imports=False)
+custom_imports = dict(imports=['mixedae', 'mixedae.datasets.ade20k', 'mixedae.models.segmentation'],
+                      allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

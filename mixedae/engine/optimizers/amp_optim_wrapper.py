@@ -3,11 +3,13 @@
     optim_wrapper = dict(type='mixedae.AmpOptimWrapper', dtype='bfloat16', optimizer=...)
 
 Everything that runs per step (``optim_context``'s autocast, ``backward``, ``step``,
-``state_dict``) is MMEngine's; only the construction differs.
+``state_dict``) is MMEngine's; the construction differs, and the first step logs the autocast
+state it measured inside the context (the line ``AUTOCAST_LOG`` starts; reports read it).
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from contextlib import contextmanager
+from typing import Iterator, Optional, Union
 
 import torch
 from mmengine.config import Config
@@ -19,6 +21,8 @@ from mmengine.optim import OptimWrapper
 from mixedae.registry import OPTIM_WRAPPERS
 
 AMP_DTYPES = ('bfloat16', 'float16')
+#: start of the line logged once per run with the measured autocast state
+AUTOCAST_LOG = 'AmpOptimWrapper: first step ran under'
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -38,6 +42,7 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
                  dtype: str = 'bfloat16', **kwargs) -> None:
         if dtype not in AMP_DTYPES:
             raise ValueError(f'AmpOptimWrapper: dtype must be one of {AMP_DTYPES}, got {dtype!r}')
+        self._autocast_logged = False
         if get_device() != 'cpu':
             if loss_scale is None:
                 loss_scale = 'dynamic' if dtype == 'float16' else dict(enabled=False)
@@ -58,6 +63,19 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
         self.cast_dtype = torch.bfloat16
         print_log('AmpOptimWrapper: no GPU visible, training under bf16 autocast on CPU',
                   logger='current')
+
+    @contextmanager
+    def optim_context(self, model: torch.nn.Module) -> Iterator[None]:
+        """MMEngine's context (autocast, gradient sync); the first one logs what autocast is
+        actually doing inside it, e.g. ``... first step ran under bfloat16 autocast on cuda``."""
+        with super().optim_context(model):
+            if not self._autocast_logged:
+                self._autocast_logged = True
+                device = get_device().split(':')[0]
+                state = (f'{str(torch.get_autocast_dtype(device)).split(".")[-1]} autocast'
+                         if torch.is_autocast_enabled(device) else 'no autocast (fp32)')
+                print_log(f'{AUTOCAST_LOG} {state} on {device}', logger='current')
+            yield
 
 
 AMP_WRAPPERS = ('OptimWrapper', 'AmpOptimWrapper', 'mixedae.AmpOptimWrapper')

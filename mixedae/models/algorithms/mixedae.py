@@ -77,8 +77,8 @@ class MixedAE(BaseModel):
         return self.backbone.group_size
 
     def set_hr_acc(self, enabled: bool) -> None:
-        """Whether the next losses include ``hr_acc`` (the top-K layers count kept keys and their
-        labels only then); ``mixedae.HrAccScheduleHook`` enables it on logged iterations."""
+        """Whether the next losses include ``hr_acc`` (the top-K layers compute it from their keep
+        masks only then); ``mixedae.HrAccScheduleHook`` enables it on logged iterations."""
         for layer in self.backbone.modules():
             if isinstance(layer, HomologousAttention):
                 layer.record_precision = enabled
@@ -144,9 +144,11 @@ class MixedAE(BaseModel):
     # ------------------------------------------------------------ interface
     def loss(self, inputs: torch.Tensor, data_samples: Optional[List] = None
              ) -> Dict[str, torch.Tensor]:
-        """``loss_rec`` (+ ``loss_hc``, weighted), and ``hr_acc``: the fraction of keys kept by
-        the top-K selection that come from the query's own image (unless ``set_hr_acc(False)``).
-        MMEngine logs the total as ``loss``."""
+        """``loss_rec`` (+ ``loss_hc``, weighted), and ``hr_acc`` (unless ``set_hr_acc(False)``):
+        the mean over the top-K layers of the fraction of the patch keys a patch query keeps,
+        other than its own key (class tokens not counted), that come from the query's own
+        image; chance is (N/G - 1) / (N - 1) (``hr_acc_chance``). MMEngine logs the total as
+        ``loss``."""
         vis, groups = self.sample_visibility(inputs.shape[0], inputs.device)
         if groups is None:
             return self.loss_masked(inputs, vis)

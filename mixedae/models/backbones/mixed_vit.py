@@ -168,7 +168,7 @@ class MixedViT(ViT):
             cls = cls + self.segment_embed
         x = torch.cat([cls, patches], dim=1)                           # T x (G+N) x D
         labels = torch.cat([sources.expand(t, g), assign], dim=1)      # T x (G+N)
-        context = MixingContext(labels)
+        context = MixingContext(labels, num_prefix=g)
         for block in self.blocks:
             x = block(x, context=context)
         return self.norm(x), context

@@ -49,6 +49,9 @@ class ViT(BaseModule):
         window_size / window_block_indexes: ViTDet window attention in the listed blocks;
             the other blocks attend globally.
         with_cp: gradient checkpointing of every block during training.
+        frozen: a fixed feature extractor (the linear probe): no parameter requires grad and
+            the model stays in eval mode (no dropout or drop path) whatever ``train()`` asks,
+            as mmseg's ``frozen_stages`` / ``norm_eval`` do for their stages and norms.
         attn_layer: the attention module of the blocks (one for all, or one per block), as
             timm's ``Block`` takes it; pretraining encoders install theirs through it.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` loads a backbone
@@ -64,7 +67,7 @@ class ViT(BaseModule):
                  use_rel_pos_bias: bool = False, rel_pos_type: str = 'beit',
                  init_values: Optional[float] = None,
                  window_size: int = 0, window_block_indexes: Sequence[int] = (),
-                 with_cp: bool = False,
+                 with_cp: bool = False, frozen: bool = False,
                  attn_layer: Union[Callable[..., nn.Module], Sequence[Callable[..., nn.Module]]]
                  = Attention, init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -75,6 +78,7 @@ class ViT(BaseModule):
         self.with_cls_token = with_cls_token
         self.num_prefix_tokens = int(with_cls_token)
         self.with_cp = with_cp
+        self.frozen = frozen
         window_blocks = set(self._check_indices(list(window_block_indexes), depth))
         if window_blocks and not window_size:
             raise ValueError('window_block_indexes given but window_size is 0')
@@ -102,6 +106,12 @@ class ViT(BaseModule):
             for i in range(depth)])
         self.norm = LayerNorm(embed_dim) if final_norm else nn.Identity()
         self._init_random()
+        self.requires_grad_(not frozen)
+        self.train()
+
+    def train(self, mode: bool = True) -> 'ViT':
+        """``nn.Module.train``; a frozen model stays in eval mode."""
+        return super().train(mode and not self.frozen)
 
     @staticmethod
     def _check_indices(indices: Union[int, Sequence[int]], depth: int) -> List[int]:

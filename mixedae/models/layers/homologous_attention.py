@@ -32,10 +32,13 @@ class MixingContext:
     """What the attention layers of one forward pass need to know about the mixing.
 
     labels: T x N' source id of every token of each sequence (class tokens included).
-    precisions: filled by ``topk`` layers with the fraction of kept keys whose source is the
-    query's (the homologous-recognition accuracy, ``hr_acc``), one scalar per layer.
+    num_prefix: prefix (class) tokens at the start of each sequence (G in MixedAE).
+    precisions: filled by ``topk`` layers with the homologous-recognition accuracy ``hr_acc``
+    (:func:`~.topk_attention.homologous_precision`: among the patch keys other than itself that
+    a patch query keeps, the fraction from the query's image), one scalar per layer.
     """
     labels: torch.Tensor
+    num_prefix: int
     precisions: List[torch.Tensor] = field(default_factory=list)
     _same: Optional[torch.Tensor] = field(default=None, repr=False)
 
@@ -89,7 +92,7 @@ class HomologousAttention(Attention):
         else:
             labels = context.labels if self.record_precision else None
             out, precision = topk_attention(q, k, v, self.topk, labels, dropout_p,
-                                            impl=self.impl)
+                                            impl=self.impl, num_prefix=context.num_prefix)
             if precision is not None:
                 context.precisions.append(precision)
         return self.merge_heads(out)

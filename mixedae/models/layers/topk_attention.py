@@ -17,10 +17,11 @@ bisection on the order-preserving int32 image of the logits (-0.0 mapped onto +0
 per row by the row's smallest and largest image and stopped for the whole block as soon as every
 row has count(image >= lo) == K or an interval of width one (then lo is the K-th largest image):
 at most 32 rounds, usually far fewer. Softmax over the kept keys, P @ V, the base-2 log-sum-exp
-and the keep mask (one bit per padded key, int32 words) are written in the same pass, and, given
-labels, the counts of kept keys and of kept keys with the query's label, from which the
-``precision`` statistic (``hr_acc``) is summed. (``tl.topk`` exists in this Triton but needs a
-power-of-two K and sorts a whole bitonic network per row; it is not used.)
+and the keep mask (one bit per padded key, int32 words) are written in the same pass. Given
+labels, the ``precision`` statistic (``hr_acc``) is computed in PyTorch from that keep mask
+(``keep_from_bits``, then ``homologous_precision``, as on the reference path). (``tl.topk``
+exists in this Triton but needs a power-of-two K and sorts a whole bitonic network per row; it is
+not used.)
 
 Kernel backward (FlashAttention-2 shape): one program per (block of keys, batch x head) keeps K,
 V and the dK, dV accumulators on chip and loops over the query blocks: logits recomputed once,
@@ -86,14 +87,48 @@ def _check_inputs(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[T
         raise ValueError(f'labels must be T x N = {(q.shape[0], n)}, got {tuple(labels.shape)}')
 
 
-def _precision(same: Tensor, kept: Tensor) -> Tensor:
-    """Fraction of kept (query, key) pairs with equal labels, a 0-dim fp32 tensor."""
-    return (same.sum().double() / kept.sum().double()).float()
+def homologous_precision(keep: Tensor, labels: Tensor, num_prefix: int) -> Tensor:
+    """The homologous-recognition accuracy ``hr_acc`` of one top-K selection.
+
+    keep: T x H x N x N bool (query, key) kept; labels: T x N source image of each token; the
+    first ``num_prefix`` tokens of each sequence are prefix (class) tokens. Counts the pairs
+    (patch query, kept patch key other than the query itself) over all sequences and heads and
+    returns the fraction whose key has the query's label, a 0-dim fp32 tensor; NaN when no pair
+    qualifies (every patch query keeps only itself and prefix tokens).
+    """
+    if keep.dim() != 4 or keep.shape[-1] != keep.shape[-2] or labels.shape != (
+            keep.shape[0], keep.shape[-1]):
+        raise ValueError(f'keep must be T x H x N x N and labels T x N, got '
+                         f'{tuple(keep.shape)}, {tuple(labels.shape)}')
+    n = keep.shape[-1]
+    if not 0 <= num_prefix <= n:
+        raise ValueError(f'num_prefix={num_prefix} must be in [0, N={n}]')
+    lab = labels[:, num_prefix:]                                               # T x P
+    others = ~torch.eye(n - num_prefix, dtype=torch.bool, device=keep.device)  # P x P
+    counted = keep[:, :, num_prefix:, num_prefix:] & others                    # T x H x P x P
+    same = counted & (lab.unsqueeze(-1) == lab.unsqueeze(-2)).unsqueeze(1)
+    return (same.sum().double() / counted.sum().double()).float()
+
+
+def hr_acc_chance(num_patches: int, group_size: int) -> float:
+    """Expected ``hr_acc`` when each query's kept other patch keys are drawn at random: a mixed
+    sequence of N patches holds N/G of each of its G images, so (N/G - 1) / (N - 1)."""
+    if group_size < 1 or num_patches < 2 or num_patches % group_size:
+        raise ValueError(f'need G >= 1 dividing N >= 2 patches, got N={num_patches}, '
+                         f'G={group_size}')
+    return (num_patches // group_size - 1) / (num_patches - 1)
+
+
+def keep_from_bits(mask: Tensor, n: int) -> Tensor:
+    """The kernel's keep bits, (T*H) x N x W int32 words (bit j of word w = key 32w+j), as a
+    (T*H) x N x n bool keep mask."""
+    bits = (mask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32, device=mask.device)) & 1
+    return bits.flatten(-2)[..., :n].bool()                                   # (T*H) x N x n
 
 
 def topk_attention_reference(q: Tensor, k: Tensor, v: Tensor, topk: int,
-                             labels: Optional[Tensor] = None,
-                             dropout_p: float = 0.) -> Tuple[Tensor, Optional[Tensor]]:
+                             labels: Optional[Tensor] = None, dropout_p: float = 0.,
+                             num_prefix: int = 0) -> Tuple[Tensor, Optional[Tensor]]:
     """Eager top-K attention; same contract as ``topk_attention``."""
     _check_inputs(q, k, v, topk, labels)
     with torch.autocast(q.device.type, enabled=False):  # fp32 logits even under autocast
@@ -103,18 +138,14 @@ def topk_attention_reference(q: Tensor, k: Tensor, v: Tensor, topk: int,
         if dropout_p:
             attn = F.dropout(attn, p=dropout_p)
         out = (attn @ v.float()).to(q.dtype)
-    precision = None
-    if labels is not None:
-        with torch.no_grad():
-            same = keep & (labels.unsqueeze(-1) == labels.unsqueeze(-2)).unsqueeze(1)
-            precision = _precision(same, keep)
+    precision = None if labels is None else homologous_precision(keep, labels, num_prefix)
     return out, precision
 
 
 # ------------------------------------------------------------------------------------------------
 # Triton kernels (interpreted when TRITON_INTERPRET=1 was set before triton was imported).
-# Tensors are T x H x N x hd with unit stride on hd; ``bh`` indexes T x H; LSE, DELTA, KEPT and
-# SAME are (T*H) x N; MASK is (T*H) x N x W int32 words (W = padded keys / 32), bit j of word w =
+# Tensors are T x H x N x hd with unit stride on hd; ``bh`` indexes T x H; LSE and DELTA are
+# (T*H) x N; MASK is (T*H) x N x W int32 words (W = padded keys / 32), bit j of word w =
 # key 32w+j; DQP is (key blocks) x T x H x N x hd fp32 (1 x ... with ATOMIC).
 # ------------------------------------------------------------------------------------------------
 
@@ -183,10 +214,9 @@ def _unpack(words, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @_jit
-def _fwd_kernel(Q, K, V, O, LSE, MASK, LAB, KEPT, SAME,
+def _fwd_kernel(Q, K, V, O, LSE, MASK,
                 sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
-                H, N, HD, topk, scale,
-                HAS_LABELS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                H, N, HD, topk, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -211,13 +241,6 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK, LAB, KEPT, SAME,
     words = tl.sum(keep3 << tl.arange(0, 32)[None, None, :], axis=2)          # BM x BN/32
     tl.store(MASK + (bh * N + rows[:, None]) * (BLOCK_N // 32)
              + tl.arange(0, BLOCK_N // 32)[None, :], words, mask=row_ok[:, None])
-    if HAS_LABELS:
-        lab_q = tl.load(LAB + b * N + rows, mask=row_ok, other=-1)
-        lab_k = tl.load(LAB + b * N + cols, mask=col_ok, other=-2)
-        keep = s2 > float('-inf')
-        same = keep & (lab_q[:, None] == lab_k[None, :])
-        tl.store(KEPT + bh * N + rows, tl.sum(keep.to(tl.int32), axis=1), mask=row_ok)
-        tl.store(SAME + bh * N + rows, tl.sum(same.to(tl.int32), axis=1), mask=row_ok)
 
     m = tl.max(s2, axis=1)
     p = tl.exp2(s2 - m[:, None])
@@ -354,12 +377,10 @@ def _consts(q: Tensor) -> dict:
                 UPCAST=q.dtype == torch.bfloat16 and INTERPRETED)
 
 
-def triton_forward(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor],
-                   blocks: Optional[Blocks] = None
-                   ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def triton_forward(q: Tensor, k: Tensor, v: Tensor, topk: int, blocks: Optional[Blocks] = None
+                   ) -> Tuple[Tensor, Tensor, Tensor]:
     """Run the forward kernel on T x H x N x hd q, k, v (unit stride on hd): (out, lse2 (T*H) x N
-    base-2 log-sum-exp, mask (T*H) x N x W int32 keep bits, kept, same (T*H) x N int32 counts;
-    both empty without labels)."""
+    base-2 log-sum-exp, mask (T*H) x N x W int32 keep bits)."""
     t, h, n, hd = q.shape
     blocks = blocks or default_blocks(n, hd)
     _check_blocks(blocks, n)
@@ -367,17 +388,13 @@ def triton_forward(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[
     out = torch.empty((t, h, n, hd), dtype=q.dtype, device=q.device)
     lse = torch.empty((t * h, n), dtype=torch.float32, device=q.device)
     mask = torch.empty((t * h, n, block_n // 32), dtype=torch.int32, device=q.device)
-    count_shape = (t * h, n) if labels is not None else (0,)
-    kept = torch.empty(count_shape, dtype=torch.int32, device=q.device)
-    same = torch.empty_like(kept)
-    lab = lse if labels is None else labels.to(device=q.device, dtype=torch.int32).contiguous()
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
         _fwd_kernel[(triton.cdiv(n, blocks.fwd_m), t * h)](
-            q, k, v, out, lse, mask, lab, kept, same, *_strides(q), *_strides(k), *_strides(v),
-            *_strides(out), h, n, hd, topk, hd ** -0.5, HAS_LABELS=labels is not None,
-            BLOCK_M=blocks.fwd_m, BLOCK_N=block_n, num_warps=max(1, blocks.fwd_m // 16),
+            q, k, v, out, lse, mask, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
+            h, n, hd, topk, hd ** -0.5, BLOCK_M=blocks.fwd_m, BLOCK_N=block_n,
+            num_warps=max(1, blocks.fwd_m // 16),
             **_consts(q))
-    return out, lse, mask, kept, same
+    return out, lse, mask
 
 
 def triton_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tensor, lse: Tensor,
@@ -407,19 +424,15 @@ def triton_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tens
 
 # ----------------------------------------------------------------- custom ops and autograd
 @torch.library.custom_op('mixedae::topk_attention_fwd', mutates_args=())
-def _fwd_op(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor]
-            ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return triton_forward(q, k, v, topk, labels)
+def _fwd_op(q: Tensor, k: Tensor, v: Tensor, topk: int) -> Tuple[Tensor, Tensor, Tensor]:
+    return triton_forward(q, k, v, topk)
 
 
 @_fwd_op.register_fake
-def _fwd_fake(q, k, v, topk, labels):
+def _fwd_fake(q, k, v, topk):
     t, h, n, _ = q.shape
-    count_shape = (t * h, n) if labels is not None else (0,)
     return (torch.empty_like(q), q.new_empty((t * h, n), dtype=torch.float32),
-            q.new_empty((t * h, n, padded_keys(n) // 32), dtype=torch.int32),
-            q.new_empty(count_shape, dtype=torch.int32),
-            q.new_empty(count_shape, dtype=torch.int32))
+            q.new_empty((t * h, n, padded_keys(n) // 32), dtype=torch.int32))
 
 
 @torch.library.custom_op('mixedae::topk_attention_bwd', mutates_args=())
@@ -434,29 +447,32 @@ def _bwd_fake(q, k, v, out, grad_out, lse, mask):
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q, k, v, _, _ = inputs
-    out, lse, mask, _, _ = output
+    q, k, v, _ = inputs
+    out, lse, mask = output
     ctx.save_for_backward(q, k, v, out, lse, mask)
 
 
 def _backward(ctx, grad_out, *_grad_statistics):
     q, k, v, out, lse, mask = ctx.saved_tensors
-    return (*_bwd_op(q, k, v, out, grad_out, lse, mask), None, None)
+    return (*_bwd_op(q, k, v, out, grad_out, lse, mask), None)
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def topk_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor] = None,
-                   dropout_p: float = 0., impl: str = 'auto') -> Tuple[Tensor, Optional[Tensor]]:
+                   dropout_p: float = 0., impl: str = 'auto', num_prefix: int = 0
+                   ) -> Tuple[Tensor, Optional[Tensor]]:
     """Top-K (homologous) attention.
 
     q, k, v: T x H x N x hd, one dtype (fp16, bf16 or fp32); labels: T x N source id of each
     token, or None. Each query keeps the keys whose fp32 logit q.k * hd**-0.5 is >= its K-th
     largest logit (ties all kept), softmax over the kept keys, times V. Returns (out T x H x N x hd
-    in q.dtype, precision): precision is a 0-dim fp32 tensor without grad, the fraction of kept
-    (query, key) pairs whose labels are equal over the whole batch and all heads; None without
-    labels. impl: 'auto' (the kernel on fp16/bf16 CUDA tensors when supported, see the module
+    in q.dtype, precision): precision is ``homologous_precision`` of the keep mask (``hr_acc``:
+    over all sequences and heads, the fraction of the (patch query, kept patch key other than
+    itself) pairs whose labels are equal; the first ``num_prefix`` tokens are prefix tokens), a
+    0-dim fp32 tensor without grad; None without labels. impl: 'auto' (the kernel on fp16/bf16
+    CUDA tensors when supported, see the module
     docstring), 'triton' (the kernel; on CPU tensors only under TRITON_INTERPRET=1; ValueError
     when unsupported) or 'reference'. dropout_p > 0 needs the reference.
     """
@@ -469,6 +485,9 @@ def topk_attention(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[
     use_kernel = impl == 'triton' or (impl == 'auto' and why_not is None and q.is_cuda
                                       and q.dtype in AUTO_DTYPES)
     if not use_kernel:
-        return topk_attention_reference(q, k, v, topk, labels, dropout_p)
-    out, _, _, kept, same = _fwd_op(_unit_last(q), _unit_last(k), _unit_last(v), topk, labels)
-    return out, (_precision(same, kept) if labels is not None else None)
+        return topk_attention_reference(q, k, v, topk, labels, dropout_p, num_prefix)
+    out, _, mask = _fwd_op(_unit_last(q), _unit_last(k), _unit_last(v), topk)
+    if labels is None:
+        return out, None
+    keep = keep_from_bits(mask, q.shape[2]).view(*q.shape[:3], q.shape[2])  # T x H x N x N
+    return out, homologous_precision(keep, labels, num_prefix)

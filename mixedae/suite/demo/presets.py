@@ -4,15 +4,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-#: pretraining runs: name -> (config kind, backbone fields set on top of the preset's).
-#: ``mixedae-noseg`` is the segment-embedding-off ablation, pretrained for its hr_acc curve only.
-PRETRAINS: Dict[str, Tuple[str, Dict]] = {
-    'mae': ('mae', {}), 'mixedae': ('mixedae', {}),
-    'mixedae-noseg': ('mixedae', dict(use_segment_embed=False))}
-METHODS = ('mae', 'mixedae', 'scratch')
-TASKS = ('ade20k', 'coco')
-NAMES = {'mae': 'MAE', 'mixedae': 'MixedAE', 'mixedae-noseg': 'MixedAE, no segment embeddings',
-         'scratch': 'random init'}
+#: pretrained methods, each one knob from its neighbour: name -> (config kind, backbone fields,
+#: model fields) set on top of the tiny config and the preset's sizes. ``mixedae`` starts from
+#: MAE's initialisation, as the paper's recipe does; ``mixedae-tied`` is this project's variant
+#: whose homologous layers start with keys equal to queries (docs/method.md).
+PRETRAINS: Dict[str, Tuple[str, Dict, Dict]] = {
+    'mae': ('mae', {}, {}),
+    'naivemix': ('mixedae', dict(attn_mode='vanilla', use_segment_embed=False,
+                                 tied_qk_init=False), dict(contrast_weight=0.0)),
+    'mixedae': ('mixedae', dict(tied_qk_init=False), {}),
+    'mixedae-tied': ('mixedae', dict(tied_qk_init=True), {}),
+    'mixedae-noseg': ('mixedae', dict(tied_qk_init=False, use_segment_embed=False), {}),
+}
+#: the initialisations of the transfer rows: every pretrained method and random init
+TRANSFERS = tuple(PRETRAINS) + ('scratch',)
+#: pretrained methods with top-K homologous attention (they log hr_acc)
+HOMOLOGOUS = ('mixedae', 'mixedae-tied', 'mixedae-noseg')
+NAMES = {'mae': 'MAE', 'naivemix': 'naive mixing', 'mixedae': 'MixedAE',
+         'mixedae-tied': 'MixedAE, tied q/k start (variant)',
+         'mixedae-noseg': 'MixedAE, no segment embeddings', 'scratch': 'random init'}
 
 
 @dataclass(frozen=True)
@@ -28,13 +38,17 @@ class Preset:
     pretrain_epochs: int
     pretrain_batch: int
     pretrain_lr: float
+    pretrain_seeds: Tuple[int, ...]  # every pretrained method runs once per seed; the linear
+                                     # probe of each encoder uses the same seed
+    probe_iters: int                # linear probe (frozen encoder), ADE20K format
+    probe_batch: int
+    finetune_tasks: Tuple[str, ...]  # full fine-tuning: 'ade20k' (UperNet), 'coco' (Mask R-CNN)
+    finetune_seeds: Tuple[int, ...]  # pretraining seeds whose encoders are also fine-tuned
     finetune_iters: Dict[str, int]
     finetune_batch: Dict[str, int]
-    seeds: Tuple[int, ...]          # fine-tuning seeds of every (method, task); the
-                                    # pretraining runs once per method, with seeds[0]
-    hr_seeds: Tuple[int, ...]       # further MixedAE pretraining seeds, for the spread of
-                                    # hr_acc only (not converted or fine-tuned)
+    hr_images: int                  # validation scenes hr_acc is measured on
     amp: bool                       # tools/train.py --amp (bf16 autocast, its default)
+    device: str                     # 'cpu' or 'cuda': what the preset is sized for
     threads: int                    # OMP / MKL threads of every child process
     deterministic: bool             # torch deterministic algorithms (CPU: all ops have them)
     workers: int                    # dataloader workers of the pretraining
@@ -44,41 +58,44 @@ class Preset:
     def describe(self) -> str:
         a = self.arch
         heads = f'{a["num_heads"]} head{"s" if a["num_heads"] > 1 else ""}'
+        tuned = ' and '.join(f'{self.finetune_iters[t]} iterations of '
+                             f'{"UperNet" if t == "ade20k" else "Mask R-CNN (FPN protocol)"}'
+                             for t in self.finetune_tasks)
         return (f'ViT ({a["depth"]} blocks, {a["embed_dim"]}-d, {heads}, '
                 f'{a["patch_size"]}x{a["patch_size"]} patches); {self.num_train} train / '
                 f'{self.num_val} val generated scenes of {self.scene_size}x{self.scene_size} px '
                 f'with 5 object classes. Pretraining: {self.pretrain_epochs} epochs at '
-                f'{self.pretrain_size} px, batch {self.pretrain_batch}, G = 4 for MixedAE, '
-                f'whose homologous layers start with keys equal to queries. '
-                f'Fine-tuning: {self.finetune_iters["ade20k"]} iterations of UperNet and '
-                f'{self.finetune_iters["coco"]} of Mask R-CNN (FPN protocol) per '
-                f'initialisation and seed')
+                f'{self.pretrain_size} px, batch {self.pretrain_batch}, G = 4 for the mixing '
+                f'methods, seeds {", ".join(map(str, self.pretrain_seeds))} for every method. '
+                f'Linear probe: {self.probe_iters} iterations on the frozen encoder of every '
+                f'run. Fine-tuning: {tuned}, from the encoders of pretraining seed(s) '
+                f'{", ".join(map(str, self.finetune_seeds))}')
 
 
 PRESETS = {
     'cpu': Preset(
         name='cpu', num_train=600, num_val=100, scene_size=64, pretrain_size=64,
-        # one 64-d attention head; the tiny MixedAE config starts each homologous layer's keys
-        # as copies of its queries (tied_qk_init): final hr_acc 0.56-0.61 over nine seeds,
-        # against 0.33-0.45 with MAE's independent initialisation (docs/method.md)
         arch=dict(patch_size=8, embed_dim=64, depth=4, num_heads=1),
         decoder=dict(decoder_embed_dim=32, depth=2, num_heads=4),
-        pretrain_epochs=20, pretrain_batch=16, pretrain_lr=1e-3,
+        pretrain_epochs=12, pretrain_batch=16, pretrain_lr=1e-3, pretrain_seeds=(0, 1, 2),
+        probe_iters=300, probe_batch=8, finetune_tasks=('ade20k',), finetune_seeds=(0,),
         finetune_iters=dict(ade20k=300, coco=300), finetune_batch=dict(ade20k=4, coco=2),
-        seeds=(0, 1), hr_seeds=(1, 2), amp=False, threads=2, deterministic=True,
-        workers=0, log_interval=37,
-        expected_s=dict(data=15, pretrain=60, convert=5, ade20k=40, coco=50, figures=10,
-                        report=5)),
+        hr_images=64, amp=False, device='cpu', threads=2, deterministic=True, workers=0,
+        log_interval=37,
+        expected_s=dict(data=10, pretrain=30, convert=1, probe=15, ade20k=42, coco=80, hr_acc=12,
+                        figures=20, report=5)),
     'gpu': Preset(
         name='gpu', num_train=4000, num_val=500, scene_size=64, pretrain_size=64,
         arch=dict(patch_size=8, embed_dim=384, depth=12, num_heads=6),
         decoder=dict(decoder_embed_dim=256, depth=4, num_heads=8),
-        pretrain_epochs=50, pretrain_batch=256, pretrain_lr=1.5e-4 * 10,
-        finetune_iters=dict(ade20k=400, coco=400), finetune_batch=dict(ade20k=16, coco=8),
-        seeds=(0, 1, 2), hr_seeds=(1, 2), amp=True, threads=4, deterministic=False,
-        workers=12, log_interval=15,
-        expected_s=dict(data=90, pretrain=150, convert=10, ade20k=45, coco=60, figures=15,
-                        report=5)),
+        pretrain_epochs=20, pretrain_batch=256, pretrain_lr=1.5e-4 * 10,
+        pretrain_seeds=(0, 1, 2), probe_iters=300, probe_batch=32,
+        finetune_tasks=('ade20k', 'coco'), finetune_seeds=(0,),
+        finetune_iters=dict(ade20k=300, coco=300), finetune_batch=dict(ade20k=16, coco=8),
+        hr_images=256, amp=True, device='cuda', threads=4, deterministic=False, workers=8,
+        log_interval=15,
+        expected_s=dict(data=60, pretrain=20, convert=2, probe=12, ade20k=30, coco=45, hr_acc=15,
+                        figures=15, report=5)),
 }
 
 

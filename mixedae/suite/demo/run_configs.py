@@ -14,8 +14,8 @@ from ..repo import Repo, set_data_root
 from .presets import PRETRAINS, Preset, out_indices
 
 #: run kind -> config name in :data:`~mixedae.suite.repo.CONFIGS`
-CONFIG_NAMES = dict(mae='mae-tiny', mixedae='mixedae-tiny', ade20k='ade20k-tiny',
-                    coco='coco_a-tiny')
+CONFIG_NAMES = dict(mae='mae-tiny', mixedae='mixedae-tiny', probe='ade20k_linear-tiny',
+                    ade20k='ade20k-tiny', coco='coco_a-tiny')
 
 
 def entry_of_type(entries: List[dict], type_name: str) -> dict:
@@ -38,8 +38,9 @@ def _set_schedule(cfg: Config, seed: int, deterministic: bool) -> None:
 
 def pretrain_config(repo: Repo, p: Preset, name: str, data: str, seed: int) -> Config:
     """The config of pretraining run ``name`` (a key of :data:`PRETRAINS`) at preset ``p``."""
-    kind, backbone = PRETRAINS[name]
+    kind, backbone, model = PRETRAINS[name]
     cfg = _load(repo, kind)
+    cfg.model.update(model)
     cfg.model.backbone.update(p.arch, img_size=p.pretrain_size, **backbone)
     cfg.model.decoder.update(p.decoder)
     loader = cfg.train_dataloader
@@ -55,14 +56,41 @@ def pretrain_config(repo: Repo, p: Preset, name: str, data: str, seed: int) -> C
     return cfg
 
 
+def _init_from(cfg: Config, backbone: Optional[str]) -> None:
+    """Start the transfer backbone from the converted encoder ``backbone`` (None: random)."""
+    if backbone:
+        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=backbone)
+
+
+def _set_iters(cfg: Config, iters: int, batch: int) -> None:
+    cfg.train_dataloader.batch_size = batch
+    cfg.train_cfg.update(max_iters=iters, val_interval=iters)
+    cfg.default_hooks.checkpoint.interval = max(iters // 3, 1)
+    cfg.default_hooks.logger.interval = max(iters // 10, 1)
+
+
+def probe_config(repo: Repo, p: Preset, data: str, seed: int, backbone: Optional[str]
+                 ) -> Config:
+    """The config of one linear probe: batch norm and a 1x1 classifier on the last block's
+    patch features of the frozen encoder ``backbone`` (None: random init)."""
+    cfg = _load(repo, 'probe')
+    d = p.arch['embed_dim']
+    cfg.model.backbone.update(p.arch, out_indices=[p.arch['depth'] - 1])
+    _init_from(cfg, backbone)
+    cfg.model.decode_head.update(in_channels=d, channels=d)
+    set_data_root(cfg, 'ade20k', f'{data}/ade')
+    _set_iters(cfg, p.probe_iters, p.probe_batch)
+    _set_schedule(cfg, seed, p.deterministic)
+    return cfg
+
+
 def finetune_config(repo: Repo, p: Preset, task: str, data: str, seed: int,
                     backbone: Optional[str]) -> Config:
     """The config of one fine-tuning run (``backbone`` None: random init)."""
     cfg = _load(repo, task)
     d = p.arch['embed_dim']
     cfg.model.backbone.update(p.arch, out_indices=out_indices(p.arch['depth']))
-    if backbone:
-        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=backbone)
+    _init_from(cfg, backbone)
     if task == 'ade20k':
         cfg.model.neck.embed_dim = d
         cfg.model.decode_head.in_channels = [d] * 4
@@ -72,10 +100,7 @@ def finetune_config(repo: Repo, p: Preset, task: str, data: str, seed: int,
         entry_of_type(cfg.model.neck, 'FPN').in_channels = [d] * 4
     set_data_root(cfg, task, f'{data}/ade' if task == 'ade20k' else f'{data}/coco/')
     iters = p.finetune_iters[task]
-    cfg.train_dataloader.batch_size = p.finetune_batch[task]
-    cfg.train_cfg.update(max_iters=iters, val_interval=iters)
-    cfg.default_hooks.checkpoint.interval = max(iters // 3, 1)
-    cfg.default_hooks.logger.interval = max(iters // 10, 1)
+    _set_iters(cfg, iters, p.finetune_batch[task])
     if task == 'coco':
         entry_of_type(cfg.param_scheduler, 'MultiStepLR').milestones = [int(iters * 0.75)]
     _set_schedule(cfg, seed, p.deterministic)

@@ -1,5 +1,5 @@
 """Running a list of stages in order: finished stages reused, each stage timed, an ETA from the
-preset's expected times scaled by the pace measured so far."""
+times measured so far (per kind of stage) and the preset's expected times for kinds not run yet."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import os
 import os.path as osp
 import time
 from dataclasses import dataclass
+import statistics
 from typing import Callable, Dict, List, Mapping, Sequence
 
 from mixedae.utils.io import atomic_write
@@ -33,9 +34,17 @@ def read_timings(path: str) -> Dict[str, float]:
         return json.load(f)
 
 
-def eta(stages: Sequence[Stage], expected_s: Mapping[str, float], pace: float) -> float:
-    """Seconds left for the stages not yet done: their expected times times ``pace``."""
-    return pace * sum(expected_s.get(s.kind, 0) for s in stages if not s.done())
+def eta(stages: Sequence[Stage], expected_s: Mapping[str, float],
+        measured: Mapping[str, Sequence[float]]) -> float:
+    """Seconds left for the stages not yet done (the report always runs): per stage, the mean
+    time of its kind measured in this run; for a kind not run yet, its expected time times the
+    pace so far (measured over expected, summed over the kinds run)."""
+    spent = sum(sum(t) for t in measured.values())
+    planned = sum(expected_s.get(kind, 0) * len(t) for kind, t in measured.items())
+    pace = spent / planned if planned else 1.0
+    return sum(statistics.fmean(measured[s.kind]) if measured.get(s.kind)
+               else pace * expected_s.get(s.kind, 0) for s in stages
+               if s.kind == 'report' or not s.done())
 
 
 def run_stages(stages: Sequence[Stage], expected_s: Mapping[str, float],
@@ -45,11 +54,10 @@ def run_stages(stages: Sequence[Stage], expected_s: Mapping[str, float],
     timings = read_timings(timings_file)
     os.makedirs(osp.dirname(timings_file), exist_ok=True)
     start = time.time()
-    spent_expected = spent_actual = 0.0
+    measured: Dict[str, List[float]] = {}
     for i, stage in enumerate(stages, 1):
-        pace = spent_actual / spent_expected if spent_expected else 1.0
         print(f'[{i}/{len(stages)}] {stage.name:<22} elapsed {fmt(time.time() - start)}, '
-              f'ETA {fmt(eta(stages[i - 1:], expected_s, pace))}', flush=True)
+              f'ETA {fmt(eta(stages[i - 1:], expected_s, measured))}', flush=True)
         if stage.done() and stage.kind != 'report':
             print('         reused (outputs exist)', flush=True)
             continue
@@ -60,8 +68,7 @@ def run_stages(stages: Sequence[Stage], expected_s: Mapping[str, float],
             timings[stage.name] = took
             with atomic_write(timings_file) as f:
                 json.dump(timings, f, indent=1)
-        spent_expected += expected_s.get(stage.kind, 0)
-        spent_actual += took
+        measured.setdefault(stage.kind, []).append(took)
         print(f'         done in {fmt(took)}', flush=True)
     print(f'demo finished in {fmt(time.time() - start)}')
     return timings

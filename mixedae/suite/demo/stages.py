@@ -1,6 +1,8 @@
-"""The demo's stages: generate data -> pretrain MAE, MixedAE and MixedAE without segment
-embeddings (same budget) -> convert -> fine-tune UperNet and Mask R-CNN (FPN protocol) from
-MAE, MixedAE and random init over several seeds -> evaluate -> figures -> report.
+"""The demo's stages: generate data -> pretrain every method of :data:`~.presets.PRETRAINS` over
+the preset's seeds (same budget) -> convert each encoder -> measure hr_acc of the untrained and
+pretrained encoders -> linear probe (frozen encoder) of every encoder and of random init ->
+fine-tune UperNet (and Mask R-CNN on the GPU preset) from the encoders of the fine-tuning seeds
+-> figures -> report.
 
 A stage whose outputs exist is reused; an interrupted training resumes from its checkpoint.
 Training runs ``tools/train.py`` in child processes on configs written to ``<out>/configs``,
@@ -16,10 +18,11 @@ from typing import Callable, List, Optional
 
 from mmengine.config import Config
 
+from mixedae.models.backbones.loading import convert_checkpoint
 from mixedae.utils.io import atomic_write
 from ..repo import Repo
-from .presets import METHODS, PRETRAINS, TASKS, Preset
-from .run_configs import finetune_config, pretrain_config
+from .presets import HOMOLOGOUS, PRETRAINS, TRANSFERS, Preset
+from .run_configs import finetune_config, pretrain_config, probe_config
 from .runner import child_env, stream
 from .schedule import Stage
 
@@ -75,33 +78,58 @@ class Demo:
         self.train(self.write_config(cfg, run), self.pretrain_dir(name, seed), run)
 
     def convert(self, name: str, seed: int) -> None:
-        self.tool('convert_checkpoint.py', self.pretrain_ckpt(name, seed),
-                  self.backbone(name, seed), '--src-format', 'mixedae',
-                  log=f'convert_{name}_s{seed}')
+        """The encoder of a pretraining checkpoint, as ``tools/convert_checkpoint.py`` writes
+        it (in-process: it is file I/O only)."""
+        os.makedirs(osp.dirname(self.backbone(name, seed)), exist_ok=True)
+        convert_checkpoint(self.pretrain_ckpt(name, seed), self.backbone(name, seed), 'mixedae')
 
-    def finetune(self, task: str, method: str, seed: int) -> None:
+    def transfer(self, task: str, method: str, seed: int) -> None:
+        """Train and evaluate one transfer run: ``probe`` (linear probe of the frozen encoder),
+        ``ade20k`` or ``coco`` (full fine-tuning) from the encoder of ``method``'s pretraining
+        seed ``seed`` (random init with seed ``seed`` for ``scratch``)."""
         run = f'{task}_{method}_s{seed}'
         wd = osp.join(self.out, run)
-        cfg = finetune_config(self.repo, self.p, task, self.data, seed,
-                              self.backbone(method, self.p.seeds[0]))
+        backbone = self.backbone(method, seed)
+        cfg = (probe_config(self.repo, self.p, self.data, seed, backbone) if task == 'probe'
+               else finetune_config(self.repo, self.p, task, self.data, seed, backbone))
         config = self.write_config(cfg, run)
-        ckpt = osp.join(wd, f'iter_{self.p.finetune_iters[task]}.pth')
+        iters = self.p.probe_iters if task == 'probe' else self.p.finetune_iters[task]
+        ckpt = osp.join(wd, f'iter_{iters}.pth')
         if not osp.exists(ckpt):
             self.train(config, wd, run)
         self.tool('test.py', config, ckpt, '--work-dir', wd, '--out-metrics',
                   self.metrics(task, method, seed), log=run)
 
+    def hr_acc_file(self, name: str) -> str:
+        return osp.join(self.out, 'hr_acc', f'{name}.json')
+
+    def measure_hr_acc(self, name: str) -> None:
+        """hr_acc on validation scenes of the untrained and the pretrained encoders of method
+        ``name`` (one of :data:`HOMOLOGOUS`), evaluated with ``name``'s config; with MixedAE's,
+        also the MAE and naive-mixing encoders (same mixing, segment embeddings zero)."""
+        seeds = self.p.pretrain_seeds
+        config = self.write_config(
+            pretrain_config(self.repo, self.p, name, self.data, seeds[0]), f'hr_acc_{name}')
+        others = ('mae', 'naivemix') if name == 'mixedae' else ()
+        args = [a for s in seeds for a in ('--init', f'init_s{s}={s}')]
+        args += [a for m in (name, *others) for s in seeds
+                 for a in ('--checkpoint', f'{m}_s{s}={self.pretrain_ckpt(m, s)}')]
+        self.tool('measure_hr_acc.py', config, '--image-dir', self.val_images(),
+                  '--num', str(self.p.hr_images), '--seed', '0', *args,
+                  '--out', self.hr_acc_file(name), log=f'hr_acc_{name}')
+
+    def val_images(self) -> str:
+        return osp.join(self.data, 'ade', 'images', 'validation')
+
     def figures(self) -> None:
-        seed = self.p.seeds[0]
+        seed = self.p.pretrain_seeds[0]
         config = self.write_config(
             pretrain_config(self.repo, self.p, 'mixedae', self.data, seed), 'figures')
-        images = osp.join(self.data, 'ade', 'images', 'validation')
-        common = ['--image-dir', images, '--tile', '96']
-        self.tool('visualize_attention.py', config,
-                  '--checkpoint', f'MAE={self.pretrain_ckpt("mae", seed)}',
-                  '--checkpoint', f'MixedAE={self.pretrain_ckpt("mixedae", seed)}',
-                  *common, '--num', '4', '--out', osp.join(self.out, 'attention.png'),
-                  log='figures')
+        common = ['--image-dir', self.val_images(), '--tile', '96']
+        shown = [a for m in ('mae', 'naivemix', 'mixedae', 'mixedae-tied')
+                 for a in ('--checkpoint', f'{m}={self.pretrain_ckpt(m, seed)}')]
+        self.tool('visualize_attention.py', config, *shown, *common, '--num', '4',
+                  '--out', osp.join(self.out, 'attention.png'), log='figures')
         self.tool('visualize_mixing.py', config,
                   '--checkpoint', self.pretrain_ckpt('mixedae', seed), *common,
                   '--out', osp.join(self.out, 'mixing.png'), log='figures')
@@ -113,28 +141,24 @@ class Demo:
 
     def stages(self, report: Callable[[], None]) -> List[Stage]:
         """Every stage in order; ``report`` writes the report (the last stage)."""
+        p = self.p
         stages = [Stage('generate data', 'data',
                         [osp.join(self.data, 'coco/annotations/instances_val2017.json')],
                         self.generate_data)]
-        pre = self.p.seeds[0]                       # each method is pretrained once
-        for name in PRETRAINS:
-            stages.append(Stage(f'pretrain {name} s{pre}', 'pretrain',
-                                [self.pretrain_ckpt(name, pre)],
-                                lambda n=name: self.pretrain(n, pre)))
-            if name in METHODS:
-                stages.append(Stage(f'convert {name} s{pre}', 'convert',
-                                    [self.backbone(name, pre)],
-                                    lambda n=name: self.convert(n, pre)))
-        for seed in self.p.hr_seeds:
-            stages.append(Stage(f'pretrain mixedae s{seed}', 'pretrain',
-                                [self.pretrain_ckpt('mixedae', seed)],
-                                lambda s=seed: self.pretrain('mixedae', s)))
-        for task in TASKS:
-            for method in METHODS:
-                for seed in self.p.seeds:
-                    stages.append(Stage(f'{task} {method} s{seed}', task,
-                                        [self.metrics(task, method, seed)],
-                                        lambda t=task, m=method, s=seed: self.finetune(t, m, s)))
+        for seed in p.pretrain_seeds:
+            for name in PRETRAINS:
+                stages += [Stage(f'pretrain {name} s{seed}', 'pretrain',
+                                 [self.pretrain_ckpt(name, seed)],
+                                 lambda n=name, s=seed: self.pretrain(n, s)),
+                           Stage(f'convert {name} s{seed}', 'convert',
+                                 [self.backbone(name, seed)],
+                                 lambda n=name, s=seed: self.convert(n, s))]
+        stages += [Stage(f'hr_acc {name}', 'hr_acc', [self.hr_acc_file(name)],
+                         lambda n=name: self.measure_hr_acc(n)) for name in HOMOLOGOUS]
+        runs = [('probe', m, s) for s in p.pretrain_seeds for m in TRANSFERS]
+        runs += [(t, m, s) for t in p.finetune_tasks for s in p.finetune_seeds for m in TRANSFERS]
+        stages += [Stage(f'{t} {m} s{s}', t, [self.metrics(t, m, s)],
+                         lambda t=t, m=m, s=s: self.transfer(t, m, s)) for t, m, s in runs]
         stages.append(Stage('figures', 'figures', [osp.join(self.out, 'attention.png'),
                                                    osp.join(self.out, 'mixing.png')],
                             self.figures))

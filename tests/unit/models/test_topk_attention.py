@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from support import ROOT
-from mixedae.models.layers.topk_attention import (Blocks, topk_attention,
+from mixedae.models.layers.topk_attention import (Blocks, homologous_precision, hr_acc_chance,
+                                                  keep_from_bits, topk_attention,
                                                   topk_attention_reference, topk_keep,
                                                   triton_backward, triton_forward)
 
@@ -21,9 +22,11 @@ needs_triton = pytest.mark.skipif(importlib.util.find_spec('triton') is None,
 TOLERANCES = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2.5e-2}
 
 
-def loop_topk_attention(q, k, v, topk, labels):
+def loop_topk_attention(q, k, v, topk, labels, num_prefix):
     """Top-K attention restated one query at a time in float64: sort the row's logits, keep every
-    key >= the K-th largest, softmax over the kept keys only, weighted sum of their values."""
+    key >= the K-th largest, softmax over the kept keys only, weighted sum of their values; and
+    hr_acc: over patch queries (index >= num_prefix), the kept patch keys other than the query
+    itself, the fraction with the query's label."""
     t_, h_, n, hd = q.shape
     rows, kept_pairs, same_pairs = [], 0, 0
     for t in range(t_):
@@ -36,20 +39,16 @@ def loop_topk_attention(q, k, v, topk, labels):
                 weights = [torch.exp(scores[j] - top) for j in kept]
                 total = sum(weights)
                 rows.append(sum(w / total * v[t, h, j] for w, j in zip(weights, kept)))
-                kept_pairs += len(kept)
-                same_pairs += sum(int(labels[t, i] == labels[t, j]) for j in kept)
+                if i >= num_prefix:
+                    counted = [j for j in kept if j >= num_prefix and j != i]
+                    kept_pairs += len(counted)
+                    same_pairs += sum(int(labels[t, i] == labels[t, j]) for j in counted)
     return torch.stack(rows).view(t_, h_, n, hd), same_pairs / kept_pairs
 
 
 def qkv(t, h, n, hd, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(t, h, n, hd, generator=g).to(dtype).requires_grad_() for _ in range(3)]
-
-
-def decode_mask(words, shape):
-    """(T*H) x N x W int32 words -> T x H x N x N bool keep mask (bit j of word w = key 32w+j)."""
-    bits = (words.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
-    return bits.flatten(-2)[..., :shape[2]].bool().view(*shape[:3], shape[2])
 
 
 def reference_keep(q, k, topk):
@@ -71,12 +70,118 @@ def test_topk_keep_keeps_ties():
     assert topk_keep(logits, 4).tolist()[1] == [True, True, True, True, True]  # -0.0 ties 0.0
 
 
+#: T = 1, H = 1: two class tokens (labels 0, 1), then six patches labelled 0 0 0 1 1 1; the
+#: class-token rows keep every key, patch query -> kept keys as below.
+HAND_LABELS = torch.tensor([[0, 1, 0, 0, 0, 1, 1, 1]])
+HAND_KEPT = {2: [2, 0, 3, 5], 3: [3, 4], 4: [6], 5: [5, 1], 6: [7], 7: [2]}
+
+
+def hand_keep():
+    keep = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    keep[0, 0, :2] = True
+    for query, keys in HAND_KEPT.items():
+        keep[0, 0, query, keys] = True
+    return keep
+
+
+def test_homologous_precision_counts_only_other_patch_keys():
+    """By hand: class-token rows are not counted whatever they keep; query 2 (label 0) keeps
+    itself, class token 0, patches 3 (0) and 5 (1): counts 3 and 5, one same; query 3 (0)
+    keeps itself and 4 (0): one of one; query 5 (1) keeps itself and class token 1: nothing
+    counted; queries 4, 6, 7 (0, 1, 1) keep 6, 7, 2 (1, 1, 0): one of three. hr_acc = 3 / 6
+    (counting every kept pair, own keys and class tokens included, would give 16 / 27)."""
+    precision = homologous_precision(hand_keep(), HAND_LABELS, num_prefix=2)
+    assert precision.dtype == torch.float32 and precision.dim() == 0
+    assert precision.item() == pytest.approx(3 / 6)
+    everything = (HAND_LABELS.unsqueeze(-1) == HAND_LABELS.unsqueeze(-2)) & hand_keep()[0]
+    assert (everything.sum() / hand_keep().sum()).item() == pytest.approx(16 / 27)
+    # num_prefix=0: the class tokens count as patches (rows 0, 1: 3 + 3 of 7 + 7 other keys);
+    # own keys are still left out
+    assert homologous_precision(hand_keep(), HAND_LABELS, num_prefix=0).item() == pytest.approx(
+        (6 + 2 + 1 + 0 + 1 + 1 + 0) / (14 + 3 + 1 + 1 + 1 + 1 + 1))
+    alone = torch.eye(8, dtype=torch.bool).view(1, 1, 8, 8)     # every query keeps only itself
+    assert torch.isnan(homologous_precision(alone, HAND_LABELS, num_prefix=2))
+
+
+@pytest.mark.parametrize('call,match', [
+    (dict(num_prefix=9), r'num_prefix=9 must be in \[0, N=8\]'),
+    (dict(num_prefix=-1), 'num_prefix=-1'),
+    (dict(labels=torch.zeros(1, 7, dtype=torch.long)), 'labels T x N'),
+    (dict(keep=torch.ones(1, 8, 8, dtype=torch.bool)), 'keep must be T x H x N x N'),
+])
+def test_homologous_precision_rejects_bad_input(call, match):
+    args = dict(keep=hand_keep(), labels=HAND_LABELS, num_prefix=2)
+    args.update(call)
+    with pytest.raises(ValueError, match=match):
+        homologous_precision(**args)
+
+
+def hand_qkv():
+    """q, k (1 x 1 x 8 x 16) whose logits q.k / 4 are 1 on the hand-built kept pairs and 0
+    elsewhere: with K = 1 each row keeps exactly its kept keys (all tied at the largest)."""
+    q = torch.zeros(1, 1, 8, 16)
+    q[0, 0, :, :8] = torch.eye(8)
+    k = torch.zeros(1, 1, 8, 16)
+    k[0, 0, :, :8] = 4 * hand_keep()[0, 0].T.float()              # q_i . k_j = 4 keep[i, j]
+    return q, k, torch.randn(1, 1, 8, 16)
+
+
+def test_reference_hr_acc_on_hand_built_logits():
+    q, k, v = hand_qkv()
+    assert torch.equal(reference_keep(q, k, 1), hand_keep())
+    _, precision = topk_attention_reference(q, k, v, 1, HAND_LABELS, num_prefix=2)
+    assert precision.item() == pytest.approx(3 / 6)
+
+
+@needs_triton
+def test_kernel_hr_acc_on_hand_built_logits():
+    q, k, v = hand_qkv()
+    _, _, words = triton_forward(q, k, v, 1)
+    assert torch.equal(keep_from_bits(words, 8).view(1, 1, 8, 8), hand_keep())
+    _, precision = topk_attention(q, k, v, 1, HAND_LABELS, impl='triton', num_prefix=2)
+    assert precision.item() == pytest.approx(3 / 6)
+
+
+def test_keep_from_bits_reads_bit_j_of_word_w_as_key_32w_plus_j():
+    words = torch.tensor([[[0b1011, 0], [0, -2 ** 31], [1, 1]]], dtype=torch.int32)  # 1 x 3 x 2
+    keep = keep_from_bits(words, 64)
+    assert keep.shape == (1, 3, 64)
+    assert keep[0, 0].nonzero().flatten().tolist() == [0, 1, 3]
+    assert keep[0, 1].nonzero().flatten().tolist() == [63]                         # sign bit
+    assert keep_from_bits(words, 40).shape == (1, 3, 40)
+    assert keep[0, 2].nonzero().flatten().tolist() == [0, 32]
+
+
+@pytest.mark.parametrize('n,g,chance', [(16, 4, 3 / 15), (196, 4, 48 / 195), (8, 1, 1.)])
+def test_hr_acc_chance(n, g, chance):
+    assert hr_acc_chance(n, g) == pytest.approx(chance)
+
+
+def test_hr_acc_chance_is_the_mean_over_random_selections():
+    """Keep random keys (K = 5 of N' = 4 + 16 tokens) with balanced labels: the statistic's
+    mean over many draws is (N/G - 1) / (N - 1)."""
+    g = torch.Generator().manual_seed(0)
+    t, h, n, groups = 64, 4, 16, 4
+    labels = torch.cat([torch.arange(groups).expand(t, groups),
+                        torch.rand(t, n, generator=g).argsort(1) % groups], dim=1)
+    keep = topk_keep(torch.rand(t, h, n + groups, n + groups, generator=g), 5)
+    assert homologous_precision(keep, labels, groups).item() == pytest.approx(
+        hr_acc_chance(n, groups), abs=0.02)
+
+
+@pytest.mark.parametrize('n,g', [(16, 3), (1, 1), (16, 0)])
+def test_hr_acc_chance_rejects_bad_input(n, g):
+    with pytest.raises(ValueError, match=f'N={n}, G={g}'):
+        hr_acc_chance(n, g)
+
+
 @pytest.mark.parametrize('topk', [1, 3, 9])
 def test_reference_matches_loop_restatement(topk):
     q, k, v = qkv(1, 2, 9, 4, torch.float64, seed=topk)
     labels = torch.tensor([[0, 0, 1, 1, 1, 2, 2, 0, 1]])
-    expected, expected_precision = loop_topk_attention(q, k, v, topk, labels)
-    out, precision = topk_attention_reference(q.float(), k.float(), v.float(), topk, labels)
+    expected, expected_precision = loop_topk_attention(q, k, v, topk, labels, num_prefix=2)
+    out, precision = topk_attention_reference(q.float(), k.float(), v.float(), topk, labels,
+                                              num_prefix=2)
     torch.testing.assert_close(out.double(), expected, atol=1e-6, rtol=1e-5)
     assert precision.dtype == torch.float32 and precision.dim() == 0
     assert not precision.requires_grad
@@ -115,14 +220,15 @@ CASES = [(torch.float32, 200, 64, 50), (torch.bfloat16, 200, 64, 50),
          (torch.float32, 300, 80, 75), (torch.float16, 68, 32, 68), (torch.float32, 20, 128, 7)]
 
 
-def check_kernel(q, k, v, topk, labels, grad, blocks=None):
-    """Kernel vs reference: output, precision, dq/dk/dv (kernel backward with ``blocks``), keep
-    bits and the kept / same-label counts."""
+def check_kernel(q, k, v, topk, labels, grad, blocks=None, num_prefix=0):
+    """Kernel vs reference: output, dq/dk/dv (kernel backward with ``blocks``), keep bits and,
+    given labels, hr_acc."""
     dtype = q.dtype
     t, h, n, _ = q.shape
-    ref_out, ref_precision = topk_attention_reference(q, k, v, topk, labels)
+    ref_out, ref_precision = topk_attention_reference(q, k, v, topk, labels,
+                                                      num_prefix=num_prefix)
     with torch.no_grad():
-        out, lse, words, kept, same = triton_forward(q, k, v, topk, labels, blocks)
+        out, lse, words = triton_forward(q, k, v, topk, blocks)
         got = triton_backward(q, k, v, out, grad, lse, words, blocks)
     assert out.dtype == dtype and out.shape == q.shape
     assert_close(out, ref_out, dtype)
@@ -130,12 +236,12 @@ def check_kernel(q, k, v, topk, labels, grad, blocks=None):
         assert g.dtype == dtype, name
         assert_close(g, w, dtype)
     keep = reference_keep(q, k, topk)
-    assert torch.equal(decode_mask(words, q.shape), keep)
+    assert torch.equal(keep_from_bits(words, n).view(t, h, n, n), keep)
     if labels is not None:
-        same_ref = keep & (labels[:, None, :, None] == labels[:, None, None, :])
-        assert torch.equal(kept.view(t, h, n), keep.sum(-1).int())
-        assert torch.equal(same.view(t, h, n), same_ref.sum(-1).int())
-        assert (same.sum() / kept.sum()).item() == pytest.approx(ref_precision.item(), abs=1e-6)
+        with torch.no_grad():
+            _, precision = topk_attention(q, k, v, topk, labels, impl='triton',
+                                          num_prefix=num_prefix)
+        assert torch.equal(precision, ref_precision)
     return keep
 
 
@@ -153,7 +259,7 @@ def test_kernel_matches_reference(dtype, n, hd, topk):
     labels = torch.randint(0, 4, (1, n), generator=torch.Generator().manual_seed(n))
     grad = upstream_grad(1, 2, n, hd, dtype)
     assert not grad.is_contiguous()
-    keep = check_kernel(q, k, v, topk, labels, grad)
+    keep = check_kernel(q, k, v, topk, labels, grad, num_prefix=4)
     assert (keep.sum(-1) == topk).all()                # no ties in random data: exactly K kept
 
 
@@ -162,11 +268,11 @@ def test_topk_attention_autograd_runs_the_kernel():
     """The public function (custom op + registered autograd) agrees with the reference."""
     q, k, v = qkv(2, 2, 37, 16, torch.float32, seed=5)
     labels = torch.randint(0, 3, (2, 37), generator=torch.Generator().manual_seed(5))
-    out, precision = topk_attention(q, k, v, 6, labels, impl='triton')
-    ref_out, ref_precision = topk_attention_reference(q, k, v, 6, labels)
+    out, precision = topk_attention(q, k, v, 6, labels, impl='triton', num_prefix=3)
+    ref_out, ref_precision = topk_attention_reference(q, k, v, 6, labels, num_prefix=3)
     assert_close(out, ref_out, torch.float32)
     assert precision.dtype == torch.float32 and not precision.requires_grad
-    assert precision.item() == pytest.approx(ref_precision.item(), abs=1e-6)
+    assert torch.equal(precision, ref_precision)
     grad = upstream_grad(2, 2, 37, 16, torch.float32)
     for got, want in zip(torch.autograd.grad(out, (q, k, v), grad),
                          torch.autograd.grad(ref_out, (q, k, v), grad)):
@@ -179,17 +285,17 @@ def test_custom_ops_pass_opcheck_and_compile_into_one_graph():
     torch.compile(fullgraph=True) traces topk_attention's forward and backward."""
     q, k, v = qkv(1, 2, 20, 16, torch.float32, seed=6)
     labels = torch.randint(0, 3, (1, 20), generator=torch.Generator().manual_seed(6))
-    torch.library.opcheck(torch.ops.mixedae.topk_attention_fwd, (q, k, v, 5, labels))
+    torch.library.opcheck(torch.ops.mixedae.topk_attention_fwd, (q, k, v, 5))
     with torch.no_grad():                                 # the backward has no backward
-        out, lse, words, _, _ = triton_forward(q, k, v, 5, None)
+        out, lse, words = triton_forward(q, k, v, 5)
         torch.library.opcheck(torch.ops.mixedae.topk_attention_bwd,
                               (q, k, v, out, torch.randn_like(out), lse, words))
-    compiled = torch.compile(lambda *a: topk_attention(*a, impl='triton'), fullgraph=True,
-                             backend='aot_eager')
+    compiled = torch.compile(lambda *a: topk_attention(*a, impl='triton', num_prefix=2),
+                             fullgraph=True, backend='aot_eager')
     got, precision = compiled(q, k, v, 5, labels)
-    ref_out, ref_precision = topk_attention_reference(q, k, v, 5, labels)
+    ref_out, ref_precision = topk_attention_reference(q, k, v, 5, labels, num_prefix=2)
     assert_close(got, ref_out, torch.float32)
-    assert precision.item() == pytest.approx(ref_precision.item(), abs=1e-6)
+    assert torch.equal(precision, ref_precision)
     grad = torch.randn_like(got)
     for g, w in zip(torch.autograd.grad(got, (q, k, v), grad),
                     torch.autograd.grad(ref_out, (q, k, v), grad)):
@@ -305,13 +411,15 @@ def test_triton_refuses_unsupported_inputs(shape, dtype, kwargs, match):
 def test_bad_launch_shapes_raise(blocks, match):
     q = torch.randn(1, 1, 20, 16)
     with pytest.raises(ValueError, match=match):
-        triton_forward(q, q, q, 2, None, blocks)
+        triton_forward(q, q, q, 2, blocks)
 
 
 @pytest.mark.parametrize('args,match', [
     (dict(topk=0), r'topk=0 must be in \[1, N=20\]'),
     (dict(topk=21), r'topk=21'),
     (dict(labels=torch.zeros(2, 19, dtype=torch.long)), 'labels must be T x N'),
+    (dict(labels=torch.zeros(2, 20, dtype=torch.long), num_prefix=21),
+     r'num_prefix=21 must be in \[0, N=20\]'),
     (dict(impl='fast'), "impl='fast'"),
     (dict(v=torch.randn(2, 2, 20, 16, dtype=torch.float16)), 'share a dtype'),
 ])
@@ -339,7 +447,7 @@ n, hd = 200, 64
 b = ta.default_blocks(n, hd)
 common = dict(BLOCK_D=hd, PRECISION='tf32', UPCAST=False)
 for kernel, consts, num_warps in [
-        (ta._fwd_kernel, dict(HAS_LABELS=True, BLOCK_M=b.fwd_m, BLOCK_N=ta.padded_keys(n),
+        (ta._fwd_kernel, dict(BLOCK_M=b.fwd_m, BLOCK_N=ta.padded_keys(n),
                               **common), b.fwd_m // 16),
         (ta._bwd_kernel, dict(ATOMIC=False, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, **common),
          b.bwd_warps),
@@ -353,7 +461,7 @@ for kernel, consts, num_warps in [
             sig[name] = '*bf16'
         elif name in ('LSE', 'DELTA', 'DQP'):
             sig[name] = '*fp32'
-        elif name in ('MASK', 'LAB', 'KEPT', 'SAME'):
+        elif name == 'MASK':
             sig[name] = '*i32'
         else:
             sig[name] = 'fp32' if name == 'scale' else 'i32'

@@ -13,15 +13,18 @@ from mmengine.registry import DefaultScope
 
 from support import ROOT
 from mixedae.datasets.synthetic import render_scene, write_dataset
-from mixedae.suite.demo.presets import METHODS, PRESETS, out_indices
+from mixedae.suite.demo.presets import HOMOLOGOUS, PRESETS, PRETRAINS, TRANSFERS, out_indices
+from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG
+from mixedae.suite.demo.hr_tables import amp_line
 from mixedae.suite.demo.report import publish_report, seed_values, write_report
-from mixedae.suite.demo.run_configs import entry_of_type, finetune_config, pretrain_config
+from mixedae.suite.demo.run_configs import (entry_of_type, finetune_config, pretrain_config,
+                                            probe_config)
 from mixedae.suite.demo.runner import progress_line
 from mixedae.suite.demo.schedule import Stage, eta, read_timings, run_stages
 from mixedae.suite.demo.stages import Demo
 from mixedae.suite.repo import Repo
-from mixedae.suite.stats import (compare, comparison_sentence, format_spread, mean_std,
-                                 read_scalars, steady_time_per_iter)
+from mixedae.suite.stats import (bootstrap_interval, compare, format_difference, format_spread,
+                                 mean_std, read_scalars, steady_time_per_iter)
 
 REPO = Repo(ROOT)
 
@@ -60,12 +63,30 @@ def test_mean_std_and_comparison():
     assert mean_std([4.0]) == (4.0, 0.0)
     assert format_spread([1.0, 2.0, 3.0]) == '2.00 ± 1.00 (1.00, 2.00, 3.00)'
     assert format_spread([0.25, 0.5], digits=3) == '0.375 ± 0.177 (0.250, 0.500)'
-    assert compare([5.0, 5.2], [3.0, 3.4]) == pytest.approx(
-        dict(diff=1.9, spread=np.std([3.0, 3.4], ddof=1), exceeds=1.0))
-    assert compare([3.1, 3.9], [3.0, 3.4])['exceeds'] == 0.0
-    line = comparison_sentence('mIoU', 'MixedAE', [3.1, 3.9], 'MAE', [3.0, 3.4])
-    assert line == ('mIoU: MixedAE - MAE = +0.30 over 2 / 2 seeds; spread (larger std) 0.57: '
-                    'within the spread: no difference can be claimed.')
+    # separated groups: every resampled difference lies in [1.8, 2.2]; the interval excludes 0
+    c = compare([5.0, 5.1, 5.2], [3.0, 3.1, 3.2])
+    assert c['diff'] == pytest.approx(2.0) and c['real'] == 1.0
+    assert 1.8 <= c['low'] < 2.0 < c['high'] <= 2.2
+    assert format_difference([5.0, 5.1, 5.2], [3.0, 3.1, 3.2]).startswith('**+2.00 [+1.')
+    # overlapping groups: the interval holds zero, nothing is called real
+    c = compare([1.0, 3.0, 5.0], [2.0, 3.0, 4.0])
+    assert c['low'] < 0 < c['high'] and c['real'] == 0.0
+    assert not format_difference([1.0, 3.0, 5.0], [2.0, 3.0, 4.0]).startswith('**')
+    # one run in a group: no interval, said so
+    assert compare([5.0], [3.0, 3.4]) == dict(diff=pytest.approx(1.8), low=None, high=None,
+                                              real=0.0)
+    assert format_difference([5.0], [3.0, 3.4]) == '+1.80 (n = 1: no interval)'
+
+
+def test_bootstrap_interval_is_the_percentile_interval_of_resampled_means():
+    # a = (0, 1) resampled: mean 0, 0.5 or 1 with probability 1/4, 1/2, 1/4; b is constant
+    low, high = bootstrap_interval([0.0, 1.0], [0.0, 0.0])
+    assert (low, high) == (0.0, 1.0)
+    assert bootstrap_interval([0.0, 1.0], [0.0, 0.0], level=0.4) == (0.5, 0.5)
+    assert bootstrap_interval([1.0, 2.5, 2.0], [0.5, 1.0]) == bootstrap_interval(
+        [1.0, 2.5, 2.0], [0.5, 1.0])                        # fixed seed: reproducible
+    with pytest.raises(ValueError, match='>= 2 values per group, got 1 and 2'):
+        bootstrap_interval([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
         mean_std([])
 
@@ -112,7 +133,7 @@ def _roundtrip(cfg, tmp_path, name):
 def test_preset_pretraining_configs_build_and_run(preset, tmp_path):
     from mixedae.registry import MODELS
     p = PRESETS[preset]
-    for key in ('mae', 'mixedae'):
+    for key in PRETRAINS:
         cfg = _roundtrip(pretrain_config(REPO, p, key, str(tmp_path), seed=3), tmp_path, key)
         assert cfg.model.backbone.img_size == p.pretrain_size
         assert cfg.model.backbone.embed_dim == p.arch['embed_dim']
@@ -129,7 +150,16 @@ def test_preset_pretraining_configs_build_and_run(preset, tmp_path):
         s = p.pretrain_size
         losses = model.loss(torch.randn(4, 3, s, s))
         assert torch.isfinite(losses['loss_rec'])
-        assert ('hr_acc' in losses) == (key == 'mixedae')
+        assert ('hr_acc' in losses) == (key in HOMOLOGOUS)
+        assert ('loss_hc' in losses) == (key in HOMOLOGOUS)
+        # one knob between neighbours: MixedAE starts from MAE's initialisation, only the
+        # variant ties q and k; naive mixing has neither top-K nor segment embeddings
+        b = cfg.model.backbone
+        assert b.get('tied_qk_init', False) == (key == 'mixedae-tied')
+        assert (b.group_size == 1) == (key == 'mae')         # no mixing: no segments
+        if key != 'mae':
+            assert b.use_segment_embed == (key in ('mixedae', 'mixedae-tied'))
+            assert (b.attn_mode == 'vanilla') == (key == 'naivemix')
 
 
 @pytest.mark.parametrize('preset', sorted(PRESETS))
@@ -148,6 +178,21 @@ def test_preset_finetuning_configs_build_and_run(preset, tmp_path):
     with torch.no_grad():
         logits = seg(torch.randn(1, 3, 64, 64), mode='tensor')
     assert logits.shape[:2] == (1, ade.model.decode_head.num_classes)
+
+    probe = _roundtrip(probe_config(REPO, p, str(tmp_path), 2, 'e.pth'), tmp_path, 'p')
+    assert probe.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='e.pth')
+    assert probe.model.backbone.frozen is True and probe.model.neck is None
+    assert list(probe.model.backbone.out_indices) == [p.arch['depth'] - 1]
+    assert probe.model.decode_head.in_channels == probe.model.decode_head.channels == d
+    assert probe.train_cfg.max_iters == p.probe_iters and probe.randomness.seed == 2
+    assert probe.train_dataloader.batch_size == p.probe_batch
+    assert probe.val_dataloader.dataset.data_root == f'{tmp_path}/ade'
+    probe.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        linear = SEG.build(probe.model).eval()
+    with torch.no_grad():
+        logits = linear(torch.randn(1, 3, 64, 64), mode='tensor')
+    assert logits.shape[:2] == (1, probe.model.decode_head.num_classes)
 
     coco = _roundtrip(finetune_config(REPO, p, 'coco', str(tmp_path), 1, 'b.pth'), tmp_path, 'c')
     assert coco.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='b.pth')
@@ -184,55 +229,82 @@ def test_scenes_carry_their_own_identity():
     assert accuracy > 0.8                               # chance: 63 / 511 ~ 0.12
 
 
-def _fake_run(demo, values):
-    """Metrics of every (task, method, seed), scalars of the pretraining runs, figures."""
+def _fake_run(demo, values, hr):
+    """Metrics of every (task, method, seed), scalars of the pretraining runs (``hr``: the last
+    logged hr_acc of the homologous ones), the hr_acc files, figures."""
     for (task, method, seed), metrics in values.items():
         path = demo.metrics(task, method, seed)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, 'w') as f:
             json.dump(metrics, f)
-    runs = (('mae', 0, None), ('mixedae', 0, 0.45), ('mixedae-noseg', 0, 0.3),
-            ('mixedae', 1, 0.35), ('mixedae', 2, 0.4))
-    for name, seed, hr in runs:
-        recs = [dict(loss=1.0 / s, time=0.05 if name == 'mae' else 0.06, step=37 * s,
-                     **({'hr_acc': hr * s / 3, 'loss_hc': 0.3 / s} if hr else {}))
-                for s in (1, 2, 3)]
-        write_lines(os.path.join(demo.pretrain_dir(name, seed), '2026/vis_data/scalars.json'),
-                    recs)
+    for name in PRETRAINS:
+        for seed in demo.p.pretrain_seeds:
+            last = hr.get(name, [None] * 3)[seed]
+            recs = [dict(loss=1.0 / s, loss_rec=0.9 / s, time=0.05 if name == 'mae' else 0.06,
+                         step=37 * s, **({'hr_acc': last * s / 3, 'loss_hc': 0.3 / s}
+                                         if last is not None else {})) for s in (1, 2, 3)]
+            write_lines(os.path.join(demo.pretrain_dir(name, seed),
+                                     '2026/vis_data/scalars.json'), recs)
+    for name in HOMOLOGOUS:
+        measured = {'_chance': 15 / 63}
+        for seed in demo.p.pretrain_seeds:
+            measured[f'init_s{seed}'] = dict(hr_acc=0.20 + seed / 100)
+            measured[f'{name}_s{seed}'] = dict(hr_acc=0.40 + seed / 100)
+            if name == 'mixedae':
+                measured[f'mae_s{seed}'] = dict(hr_acc=0.3)
+                measured[f'naivemix_s{seed}'] = dict(hr_acc=0.25)
+        os.makedirs(os.path.dirname(demo.hr_acc_file(name)), exist_ok=True)
+        with open(demo.hr_acc_file(name), 'w') as f:
+            json.dump(measured, f)
     import cv2
     for fig in ('attention', 'mixing'):
         cv2.imwrite(os.path.join(demo.out, f'{fig}.png'), np.zeros((8, 8, 3), np.uint8))
 
 
-def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
+def _rows(md: str, heading: str) -> dict:
+    """First cell -> table line, in the first table after ``heading``."""
+    section = md.split(heading + '\n', 1)[1].split('\n## ', 1)[0]
+    table = section.split('\n\n| ', 1)[1].split('\n\n', 1)[0]
+    return {line.split(' | ')[0].lstrip('| '): line for line in ('| ' + table).splitlines()}
+
+
+def test_report_shows_probe_intervals_hr_acc_references_and_figures(tmp_path):
     demo = Demo(REPO, str(tmp_path / 'out'), str(tmp_path / 'data'), PRESETS['cpu'])
     os.makedirs(demo.out)
     values = {}
-    for seed, (mae, mix) in enumerate([(90.0, 91.0), (90.5, 91.4)]):
-        values[('ade20k', 'mae', seed)] = {'mIoU': mae}
-        values[('ade20k', 'mixedae', seed)] = {'mIoU': mix}
-        values[('coco', 'mae', seed)] = {'coco/bbox_mAP': 0.15 + seed / 100,
-                                         'coco/segm_mAP': 0.1}
-        values[('coco', 'mixedae', seed)] = {'coco/bbox_mAP': 0.14 + seed / 50,
-                                             'coco/segm_mAP': 0.11}
-    values[('ade20k', 'scratch', 0)] = {'mIoU': 85.0}       # seed 1 of scratch missing
-    _fake_run(demo, values)
-    write_report(demo, seed_values(demo), {'pretrain mae s0': 50.0, 'pretrain mixedae s0': 61.0})
+    for seed in (0, 1, 2):
+        values[('probe', 'mae', seed)] = {'mIoU': 40.0 + seed}
+        values[('probe', 'mixedae', seed)] = {'mIoU': 50.0 + seed}      # clearly above
+        values[('probe', 'naivemix', seed)] = {'mIoU': [39.0, 42.0, 41.0][seed]}  # overlaps
+        values[('probe', 'scratch', seed)] = {'mIoU': 20.0 + seed}
+    values[('ade20k', 'mae', 0)] = {'mIoU': 60.0}
+    values[('ade20k', 'scratch', 0)] = {'mIoU': 61.5}
+    _fake_run(demo, values, hr={'mixedae': [0.45, 0.35, 0.40]})
+    timings = {'pretrain mae s0': 50.0, 'pretrain mixedae s0': 61.0}
+    write_report(demo, seed_values(demo), timings)
     md = open(os.path.join(demo.out, 'report.md')).read()
-    assert '| MAE | 90.25 ± 0.35 (90.00, 90.50) |' in md
-    assert '| random init | 85.00 ± 0.00 (85.00) | missing | missing |' in md
-    assert ('ADE20K mIoU: MixedAE - MAE = +0.95 over 2 / 2 seeds; spread (larger std) 0.35: '
-            'larger than the spread.') in md
-    assert 'COCO box AP: MixedAE - MAE = ' in md and 'within the spread' in md
-    assert md.count('(demo scale, preset `cpu`, 2 seeds (0, 1); MAE and MixedAE are '
-                    'pretrained once (seed 0)') == 3
-    # pretraining table: last hr_acc, steady time per iteration and its ratio, wall time
-    assert '| MixedAE | 20 | 111 | 0.450 | 0.100 | 60 | 1.20 | 61 |' in md
-    assert '| MAE | 20 | 111 | – | – | 50 | 1.00 | 50 |' in md
-    assert '| MixedAE, seed 2 | 20 | 111 | 0.400 | 0.100 | 60 | 1.20 | n/a |' in md
-    assert ('Final hr_acc of MixedAE over pretraining seeds 0, 1, 2: 0.400 ± 0.050 '
-            '(0.450, 0.350, 0.400); chance 0.25.') in md
-    assert 'one measurement' in md
+    rows = _rows(md, '## Transfer')
+    # the probe first: mean ± std (values), then differences with their bootstrap intervals
+    assert rows['MAE'] == ('| MAE | 41.00 ± 1.00 (40.00, 41.00, 42.00) | – | **+20.00 [+18.67, '
+                           '+21.33]** | 60.00 ± 0.00 (60.00) |')
+    assert '| **+10.00 [+' in rows['MixedAE']            # interval excludes 0: called real
+    naive = rows['naive mixing'].split(' | ')
+    assert naive[2].startswith('-0.33 [') and not naive[2].startswith('**')
+    assert rows['MixedAE, tied q/k start (variant)'].startswith(
+        '| MixedAE, tied q/k start (variant) | missing |')
+    # fine-tuning beside it, one seed: no interval claimed
+    assert rows['random init'].endswith('| 61.50 ± 0.00 (61.50) |')
+    # hr_acc: untrained, pretrained, the difference, the logged value, the other encoders, chance
+    assert [_rows(md, '## Homologous recognition')['MixedAE']] == ['| MixedAE | 0.210 ± 0.010 (0.200, 0.210, 0.220) | 0.410 ± 0.010 '
+                       '(0.400, 0.410, 0.420) | **+0.200 [+0.187, +0.213]** | 0.400 ± 0.050 '
+                       '(0.450, 0.350, 0.400) |']
+    assert "| MAE (in MixedAE's mixing) | – | 0.300 ± 0.000 (0.300, 0.300, 0.300) |" in md
+    assert '| chance | 0.238 | 0.238 |' in md and 'Chance (keys drawn at random): 0.238' in md
+    # the pretraining table: every run, logged finals, ratio to MAE of the same seed, wall time
+    assert '| MixedAE | 0 | 111 | 0.300 | 0.450 | 60 | 1.20 | 61 |' in md
+    assert '| MAE | 0 | 111 | 0.300 | – | 50 | 1.00 | 50 |' in md
+    assert '| naive mixing | 2 | 111 | 0.300 | – | 60 | 1.20 | n/a |' in md
+    assert 'fp32 (no autocast)' in md and 'What it cannot show' in md
     for fig in ('curves.png', 'report.png', 'attention.png', 'mixing.png'):
         assert f']({fig})' in md
         assert os.path.getsize(os.path.join(demo.out, fig)) > 0
@@ -241,10 +313,18 @@ def test_report_shows_seeds_spread_scale_and_figures(tmp_path):
     assert publish_report(demo.out, str(docs)) == str(docs / 'demo_report.md')
     text = (docs / 'demo_report.md').read_text()
     assert '](demo_curves.png)' in text and '](curves.png)' not in text
-    assert '## Transfer results' in text
     assert sorted(os.listdir(docs)) == [
         'demo_attention.png', 'demo_curves.png', 'demo_mixing.png', 'demo_report.md',
         'demo_report.png']
+
+
+def test_report_says_what_autocast_the_runs_logged(tmp_path):
+    demo = Demo(REPO, str(tmp_path / 'out'), str(tmp_path / 'data'), PRESETS['gpu'])
+    assert amp_line(demo) == 'autocast requested (--amp) but no run logged its state'
+    os.makedirs(os.path.dirname(demo.log('pretrain_mae_s0')))
+    with open(demo.log('pretrain_mae_s0'), 'w') as f:
+        f.write(f'12/06 - mmengine - INFO - {AUTOCAST_LOG} bfloat16 autocast on cuda\n')
+    assert amp_line(demo) == "measured in the runs' first step: bfloat16 autocast on cuda"
 
 
 def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkeypatch):
@@ -253,9 +333,12 @@ def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkey
     calls = []
     monkeypatch.setattr(demo, 'tool', lambda name, *args, log: calls.append((name, args)))
     demo.pretrain('mixedae-noseg', 0)
-    demo.finetune('coco', 'mae', 1)
+    demo.transfer('coco', 'mae', 1)
+    demo.transfer('probe', 'naivemix', 2)
+    demo.measure_hr_acc('mixedae')
     demo.figures()
-    assert [name for name, _ in calls] == ['train.py', 'train.py', 'test.py',
+    assert [name for name, _ in calls] == ['train.py', 'train.py', 'test.py', 'train.py',
+                                           'test.py', 'measure_hr_acc.py',
                                            'visualize_attention.py', 'visualize_mixing.py']
     for name, args in calls:
         assert '--cfg-options' not in args, name
@@ -265,8 +348,24 @@ def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkey
     noseg = Config.fromfile(calls[0][1][0])
     assert noseg.model.backbone.use_segment_embed is False
     coco = Config.fromfile(calls[1][1][0])
-    assert coco.model.backbone.init_cfg.checkpoint == demo.backbone('mae', 0)
+    assert coco.model.backbone.init_cfg.checkpoint == demo.backbone('mae', 1)
     assert coco.randomness.seed == 1 and config.model.backbone.embed_dim == 64
+    probe = Config.fromfile(calls[3][1][0])
+    assert probe.model.backbone.init_cfg.checkpoint == demo.backbone('naivemix', 2)
+    assert probe.model.backbone.frozen and probe.randomness.seed == 2
+    assert calls[4][1][2:] == ('--work-dir', os.path.join(demo.out, 'probe_naivemix_s2'),
+                               '--out-metrics', demo.metrics('probe', 'naivemix', 2))
+    # hr_acc: every seed's untrained encoder, and the pretrained MixedAE, MAE and naive-mixing
+    # encoders of every seed, in MixedAE's config
+    hr = calls[5][1]
+    seeds = demo.p.pretrain_seeds
+    assert [hr[i + 1] for i, a in enumerate(hr) if a == '--init'] == [
+        f'init_s{s}={s}' for s in seeds]
+    assert [hr[i + 1] for i, a in enumerate(hr) if a == '--checkpoint'] == [
+        f'{m}_s{s}={demo.pretrain_ckpt(m, s)}' for m in ('mixedae', 'mae', 'naivemix')
+        for s in seeds]
+    assert Config.fromfile(hr[0]).model.backbone.tied_qk_init is False
+    assert hr[hr.index('--out') + 1] == demo.hr_acc_file('mixedae')
 
 
 def test_schedule_reuses_finished_stages_and_records_timings(tmp_path, capsys):
@@ -286,35 +385,54 @@ def test_schedule_reuses_finished_stages_and_records_timings(tmp_path, capsys):
     assert set(timings) == {'b'} and read_timings(timings_file) == timings
     printed = capsys.readouterr().out
     assert '[1/3] a' in printed and 'reused (outputs exist)' in printed
-    # ETA: expected seconds of the stages not yet done, times the measured pace
-    assert eta(stages, {'pretrain': 60, 'report': 5}, pace=2.0) == 0.0
+    # ETA: nothing measured yet -> the expected seconds of the stages not yet done
+    stages.append(stage('c', 'probe', False))
+    expected = {'pretrain': 60, 'probe': 15, 'report': 5}
+    assert eta(stages, expected, {}) == 5 + 15
     (tmp_path / 'b.out').unlink()
-    assert eta(stages, {'pretrain': 60, 'report': 5}, pace=2.0) == 120.0
+    assert eta(stages, expected, {}) == 60 + 5 + 15
+    # a kind measured in this run counts its mean time; the others their expected time times
+    # the pace so far (here 200 s spent where 120 s were expected)
+    measured = {'pretrain': [90.0, 110.0]}
+    assert eta(stages, expected, measured) == pytest.approx(100 + (5 + 15) * 200 / 120)
 
 
 def test_stage_list_covers_every_method_task_and_seed(tmp_path):
-    demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['gpu'])
+    p = PRESETS['gpu']
+    demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), p)
     names = [s.name for s in demo.stages(report=lambda: None)]
     assert [n for n in names if n.startswith('pretrain')] == [
-        'pretrain mae s0', 'pretrain mixedae s0', 'pretrain mixedae-noseg s0',
-        'pretrain mixedae s1', 'pretrain mixedae s2']
-    assert [n for n in names if n.startswith('convert')] == ['convert mae s0',
-                                                             'convert mixedae s0']
+        f'pretrain {m} s{s}' for s in p.pretrain_seeds for m in PRETRAINS]
+    assert len(p.pretrain_seeds) >= 3 and len(PRETRAINS) == 5
+    assert [n for n in names if n.startswith('convert')] == [
+        f'convert {m} s{s}' for s in p.pretrain_seeds for m in PRETRAINS]
+    assert [n for n in names if n.startswith('hr_acc')] == [f'hr_acc {m}' for m in HOMOLOGOUS]
+    probes = [n for n in names if n.startswith('probe')]
+    assert probes == [f'probe {m} s{s}' for s in p.pretrain_seeds for m in TRANSFERS]
     tuned = [n for n in names if n.startswith(('ade20k', 'coco'))]
-    assert len(tuned) == len(set(tuned)) == 2 * len(METHODS) * 3
+    assert tuned == [f'{t} {m} s{s}' for t in ('ade20k', 'coco') for s in p.finetune_seeds
+                     for m in TRANSFERS]
     assert names[-2:] == ['figures', 'report']
     assert demo.backbone('mae', 0).endswith('backbones/mae_s0.pth')
     assert demo.backbone('scratch', 0) is None
-    # the stages run what their names say: pretraining and conversion with the first seed
+    # every pretraining ends before the stages that read it
+    assert max(names.index(f'convert {m} s{s}') for s in p.pretrain_seeds
+               for m in PRETRAINS) < names.index('hr_acc mixedae') < names.index(probes[0])
+    # the stages run what their names say
     calls = []
     demo.pretrain = lambda name, seed: calls.append(('pretrain', name, seed))
-    demo.convert = lambda name, seed: calls.append(('convert', name, seed))
+    demo.transfer = lambda task, name, seed: calls.append((task, name, seed))
     for stage in demo.stages(report=lambda: None):
-        if stage.kind in ('pretrain', 'convert'):
+        if stage.kind in ('pretrain', 'probe', 'coco'):
             stage.run()
-    assert calls == [('pretrain', 'mae', 0), ('convert', 'mae', 0), ('pretrain', 'mixedae', 0),
-                     ('convert', 'mixedae', 0), ('pretrain', 'mixedae-noseg', 0),
-                     ('pretrain', 'mixedae', 1), ('pretrain', 'mixedae', 2)]
+    assert calls[:2] == [('pretrain', 'mae', 0), ('pretrain', 'naivemix', 0)]
+    assert ('probe', 'scratch', 2) in calls and ('coco', 'mixedae-tied', 0) in calls
+    assert ('coco', 'mae', 1) not in calls and len(calls) == 15 + 18 + 6
+    # the CPU preset fine-tunes on ADE20K only, from the first pretraining seed
+    cpu = [s.name for s in Demo(REPO, str(tmp_path / 'c'), str(tmp_path / 'd'),
+                                PRESETS['cpu']).stages(report=lambda: None)]
+    assert [n for n in cpu if n.startswith(('ade20k', 'coco'))] == [
+        f'ade20k {m} s0' for m in TRANSFERS]
 
 
 @pytest.mark.slow

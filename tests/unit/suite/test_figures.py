@@ -1,5 +1,6 @@
 """The attention and mixing figures (mixedae.suite.figures), and their tools' one-line errors."""
 import os
+import statistics
 import subprocess
 import sys
 
@@ -11,10 +12,12 @@ import torch
 from support import ROOT
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.models.backbones.loading import extract_backbone
-from mixedae.suite.figures import (CheckpointKindError, attention_figure, build_pretrain_model,
-                                   cls_attention_maps, list_images, load_images,
-                                   load_pretrain_weights, mixing_figure, normalization_of,
+from mixedae.suite.figures import (MIXING_ROWS, CheckpointKindError, attention_figure,
+                                   build_pretrain_model, cls_attention_maps, list_images,
+                                   load_images, load_pretrain_weights, mixing_figure,
+                                   normalization_of, text_tile, text_width,
                                    vit_from_pretrain_config)
+from mixedae.suite.plots import seeds_figure
 
 TINY_PRE = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
 
@@ -71,7 +74,17 @@ def test_mixing_figure_rows(images, pretrain_ckpt):
     mean, std = normalization_of(TINY_PRE)
     imgs = load_images(list_images(images, 4), (32, 32))
     png = mixing_figure(model, imgs, mean, std, tile=64)
-    assert png.shape == (14 + 3 * 64 + 4 * 4, 5 * 64 + 6 * 4, 3)
+    left = text_width('reconstruction') + 4                      # the row label strip
+    assert png.shape == (14 + 3 * 64 + 4 * 4, left + 5 * 64 + 6 * 4, 3)
+    # each row is labelled on the left, and the labels are the ones the docstring names
+    assert MIXING_ROWS == ('input', 'visible', 'reconstruction')
+    for i, text in enumerate(MIXING_ROWS):
+        y = 18 + i * 68
+        np.testing.assert_array_equal(png[y:y + 64, :left], text_tile(text, left, 64))
+        assert (png[y:y + 64, :left] < 128).any()                 # ink, not a blank strip
+    assert (text_tile('input', left, 64) != text_tile('visible', left, 64)).any()
+    np.testing.assert_array_equal(png[:14, left + 4:left + 68], text_tile('mixed input', 64, 14))
+    png = png[:, left:]                                           # the tiles, as without labels
     blank = png[14 + 4 + 64 + 4:14 + 4 + 2 * 64 + 4, 4:4 + 64]    # row 2, column 1: empty
     assert (blank == 255).all()
     # row 1 shows the source images undone from normalisation (up to rounding)
@@ -85,6 +98,12 @@ def test_mixing_figure_rows(images, pretrain_ckpt):
             cell = mixed[8 * i:8 * i + 8, 8 * j:8 * j + 8]
             assert min(np.abs(cell - im[8 * i:8 * i + 8, 8 * j:8 * j + 8].astype(int)).max()
                        for im in imgs) <= 1
+
+
+def test_text_tile_cuts_what_does_not_fit():
+    assert text_width('reconstruction') > text_width('input') > 0
+    narrow = text_tile('reconstruction', text_width('recon') + 2, 14)
+    np.testing.assert_array_equal(narrow, text_tile('recon', text_width('recon') + 2, 14))
 
 
 def test_mixing_refuses_converted_backbone_in_one_line(backbone_ckpt, images, tmp_path):
@@ -125,3 +144,27 @@ def test_load_images_centre_crops_instead_of_stretching(tmp_path):
     assert (out == (0, 0, 255)).all()          # RGB blue only: the bands are cropped away
     tall = load_images([str(tmp_path / 'wide.png')], (8, 32))[0]   # wider target: full width
     assert (tall[:, :6] == (255, 0, 0)).all() and (tall[:, 10:22] == (0, 0, 255)).all()
+
+
+def test_seed_bars_one_panel_per_family_labels_clear_of_error_bars():
+    values = {'ADE20K mIoU': {'MAE': [50.0, 56.0], 'MixedAE': [55.0, 57.0]},
+              'COCO box AP': {'MAE': [3.0, 3.4], 'MixedAE': [2.0, 4.4]},
+              'COCO mask AP': {'MAE': [1.0, 1.4, 4.0], 'MixedAE': []}}
+    fig = seeds_figure(values, 'demo')
+    fig.canvas.draw()
+    ade, coco = fig.axes
+    assert [t.get_text() for t in ade.get_xticklabels()] == ['ADE20K mIoU']
+    assert [t.get_text() for t in coco.get_xticklabels()] == [
+        'COCO box AP', 'COCO mask AP\n(missing: MixedAE)']
+    assert coco.get_ylim()[1] < 10 < ade.get_ylim()[1]         # COCO AP readable on its own axis
+    renderer = fig.canvas.get_renderer()
+    for ax, metrics in ((ade, ['ADE20K mIoU']), (coco, ['COCO box AP', 'COCO mask AP'])):
+        bars = [(metric, seeds) for metric in metrics for seeds in values[metric].values()
+                if seeds]
+        assert [t.get_text() for t in ax.texts] == [f'{statistics.fmean(s):.1f}' for _, s in bars]
+        frame = ax.get_window_extent(renderer)
+        for label, (_, seeds) in zip(ax.texts, bars):
+            box = label.get_window_extent(renderer)
+            mean, std = statistics.fmean(seeds), statistics.stdev(seeds)
+            top = ax.transData.transform((0, max(mean + std, *seeds)))[1]   # error bar or dot
+            assert top < box.y0 and box.y1 <= frame.y1                     # clear, and inside

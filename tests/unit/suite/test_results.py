@@ -77,13 +77,20 @@ def test_bars_share_one_geometry_and_show_missing_runs():
     assert [bar_x(0, i, 3) for i in range(3)] == pytest.approx([-0.8 / 3, 0.0, 0.8 / 3])
     assert bar_x(2, 0, 1) == 2.0
     rows = [{'method': 'a', 'ADE20K mIoU': '40.00', 'COCO box AP': MISSING},
-            {'method': 'b', 'ADE20K mIoU': '41.00'}]       # b's COCO runs are not in the matrix
-    assert bar_layout(rows) == [(0, bar_x(0, 0, 2), 40.0), (0, bar_x(1, 0, 2), None),
-                                (1, bar_x(0, 1, 2), 41.0)]
-    texts = [t.get_text() for t in bar_figure(rows).axes[0].texts]
-    assert texts == ['40.00', MISSING, '41.00']          # value labels and the missing run
+            {'method': 'b', 'ADE20K mIoU': '41.00', 'COCO mask AP': '3.00'}]   # b: no box run
+    assert bar_layout(rows) == [(0, 'ADE20K mIoU', bar_x(0, 0, 2), 40.0),
+                                (0, 'COCO box AP', bar_x(0, 0, 2), None),
+                                (1, 'ADE20K mIoU', bar_x(0, 1, 2), 41.0),
+                                (1, 'COCO mask AP', bar_x(1, 1, 2), 3.0)]
+    fig = bar_figure(rows)
+    ade, coco = fig.axes                       # one panel per metric family, own y axes
+    assert [t.get_text() for t in ade.get_xticklabels()] == ['ADE20K mIoU']
+    assert [t.get_text() for t in coco.get_xticklabels()] == ['COCO box AP', 'COCO mask AP']
+    assert [t.get_text() for t in ade.texts] == ['40.00', '41.00']
+    assert [t.get_text() for t in coco.texts] == [MISSING, '3.00']
+    assert ade.get_ylim()[1] > 41 and 3 < coco.get_ylim()[1] < 5   # COCO on its own scale
     empty = bar_figure([{'method': 'a', 'ADE20K mIoU': MISSING}])
-    assert 'no results yet: every run is missing' in [t.get_text() for t in empty.axes[0].texts]
+    assert 'no results yet: every run is missing' in [t.get_text() for t in empty.texts]
 
 
 def test_bad_matrix_names_the_entry(tmp_path):

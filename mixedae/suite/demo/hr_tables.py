@@ -1,0 +1,101 @@
+"""The demo report's pretraining and hr_acc tables, and the autocast state its runs logged."""
+from __future__ import annotations
+
+import json
+import os.path as osp
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG
+from ..stats import format_difference, format_spread, read_scalars, steady_time_per_iter
+from ..tables import markdown_table
+from .presets import HOMOLOGOUS, NAMES, PRETRAINS
+from .stages import Demo
+
+PRETRAIN_HEADER = ['run', 'seed', 'iterations', 'final loss_rec', 'final hr_acc (logged)',
+                   'ms / iter', 'ms / iter vs MAE', 'wall time (s)']
+HR_HEADER = ['encoder', 'untrained (step 0)', 'pretrained', 'pretrained − untrained',
+             'logged at the last record']
+
+
+def _label(name: str, seed: int) -> str:
+    return f'{NAMES[name]}, seed {seed}'
+
+
+def pretrain_table(demo: Demo, timings: Mapping[str, float]
+                   ) -> Tuple[str, Dict[str, List[dict]]]:
+    """The pretraining table (markdown) and the logged records of each run, by label."""
+    p = demo.p
+    runs = [(name, s) for s in p.pretrain_seeds for name in PRETRAINS]
+    records = {_label(n, s): read_scalars(demo.pretrain_dir(n, s)) for n, s in runs}
+    rows = []
+    for name, seed in runs:
+        recs = records[_label(name, seed)]
+        final = recs[-1] if recs else {}
+        t = steady_time_per_iter(recs)
+        mae = steady_time_per_iter(records[_label('mae', seed)])
+        wall = timings.get(f'pretrain {name} s{seed}')
+        rows.append(dict(zip(PRETRAIN_HEADER, [
+            NAMES[name], str(seed), str(final.get('step', '–')),
+            f'{final["loss_rec"]:.3f}' if 'loss_rec' in final else '–',
+            f'{final["hr_acc"]:.3f}' if 'hr_acc' in final else '–',
+            f'{t * 1000:.0f}' if t else 'n/a', f'{t / mae:.2f}' if t and mae else 'n/a',
+            f'{wall:.0f}' if wall else 'n/a'])))
+    return markdown_table(rows, PRETRAIN_HEADER), records
+
+
+def _read(path: str) -> Optional[dict]:
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _spread(values: List[float]) -> str:
+    return format_spread(values, digits=3) if values else 'missing'
+
+
+def hr_acc_table(demo: Demo, records: Mapping[str, List[dict]]) -> Tuple[str, float]:
+    """The hr_acc table over pretraining seeds (markdown) and chance. Rows: each method with
+    top-K layers, measured untrained and pretrained with its own config; MAE's and naive
+    mixing's pretrained encoders measured with MixedAE's."""
+    seeds = demo.p.pretrain_seeds
+    measured = {name: _read(demo.hr_acc_file(name)) or {} for name in HOMOLOGOUS}
+    chance = next((m['_chance'] for m in measured.values() if '_chance' in m), float('nan'))
+
+    def values(name: str, label: str) -> List[float]:
+        return [measured[name][f'{label}_s{s}']['hr_acc'] for s in seeds
+                if f'{label}_s{s}' in measured[name]]
+
+    rows = []
+    for name in HOMOLOGOUS:
+        init, final = values(name, 'init'), values(name, name)
+        logged = [records[_label(name, s)][-1]['hr_acc'] for s in seeds
+                  if records[_label(name, s)] and 'hr_acc' in records[_label(name, s)][-1]]
+        rows.append(dict(zip(HR_HEADER, [
+            NAMES[name], _spread(init), _spread(final),
+            format_difference(final, init, digits=3) if init and final else '–',
+            _spread(logged)])))
+    for other in ('mae', 'naivemix'):
+        rows.append({HR_HEADER[0]: f'{NAMES[other]} (in MixedAE\'s mixing)',
+                     HR_HEADER[2]: _spread(values('mixedae', other))})
+    rows.append({HR_HEADER[0]: 'chance', HR_HEADER[1]: f'{chance:.3f}',
+                 HR_HEADER[2]: f'{chance:.3f}'})
+    return markdown_table(rows, HR_HEADER), chance
+
+
+def amp_line(demo: Demo) -> str:
+    """What the pretraining runs trained in, as their logs say (``AUTOCAST_LOG``), not as the
+    preset intends; 'fp32 (no autocast)' for a preset without ``--amp``."""
+    if not demo.p.amp:
+        return 'fp32 (no autocast)'
+    found = set()
+    for name in PRETRAINS:
+        for seed in demo.p.pretrain_seeds:
+            path = demo.log(f'pretrain_{name}_s{seed}')
+            if osp.isfile(path):
+                with open(path) as f:
+                    found |= {line.split(AUTOCAST_LOG, 1)[1].strip() for line in f
+                              if AUTOCAST_LOG in line}
+    if not found:
+        return 'autocast requested (--amp) but no run logged its state'
+    return 'measured in the runs\' first step: ' + '; '.join(sorted(found))

@@ -1,0 +1,124 @@
+"""Homologous recognition of MixedAE encoders on fixed mixed sequences
+(``tools/measure_hr_acc.py``): the same images and the same mixing assignment for every set of
+weights, so trained and untrained encoders are compared on equal terms.
+
+``hr_acc`` is :func:`~mixedae.models.layers.topk_attention.homologous_precision`: among the
+patch keys other than its own that a patch query of a top-K layer keeps, the fraction from the
+query's image; the encoder's value is the mean over its top-K layers, as MixedAE logs it.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from mixedae.models import MixedAE
+from mixedae.models.layers.topk_attention import hr_acc_chance
+from mixedae.models.utils.mixing import sample_assignment
+from mixedae.utils.checkpoint import load_checkpoint_file, state_dict_of
+from .figures import CheckpointKindError, build_pretrain_model, list_images, load_images, normalize
+
+#: backbone parameters a checkpoint may lack; they are set to zero (a MAE encoder, G = 1, has
+#: no segment embeddings: zero ones add nothing to its tokens).
+ZEROABLE = ('segment_embed',)
+
+
+@torch.no_grad()
+def layer_hr_acc(model: MixedAE, images: torch.Tensor, assign: torch.Tensor) -> List[float]:
+    """hr_acc of each top-K layer of ``model``'s encoder, in eval mode, on images B x 3 x H x W
+    (normalised) mixed as ``assign`` T x N says (compose mode: sequence t mixes images
+    t*G .. t*G+G-1)."""
+    model.eval()
+    model.set_hr_acc(True)
+    _, ctx = model.backbone.encode_mixed(images, assign, torch.arange(len(assign)))
+    if not ctx.precisions:
+        raise ValueError('the encoder has no top-K (homologous) layers: attn_mode must be topk')
+    return [p.item() for p in ctx.precisions]
+
+
+def load_encoder(model: MixedAE, checkpoint: str) -> List[str]:
+    """Load the ``backbone.*`` weights of a pretraining checkpoint into ``model.backbone``.
+
+    Returns the backbone parameters the checkpoint lacks, which are set to zero: only those
+    of ``ZEROABLE`` may be missing (``['segment_embed']`` for a MAE checkpoint). Raises
+    CheckpointKindError for a file without backbone weights, other missing or unexpected keys,
+    or shapes of another architecture.
+    """
+    sd = state_dict_of(load_checkpoint_file(checkpoint), checkpoint)
+    weights = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+    if not weights:
+        raise CheckpointKindError(f'{checkpoint} has no backbone.* weights: this needs a '
+                                  'pretraining checkpoint (work_dirs/<run>/epoch_N.pth)')
+    try:
+        missing, unexpected = model.backbone.load_state_dict(weights, strict=False)
+    except RuntimeError as err:
+        raise CheckpointKindError(f'{checkpoint} does not fit the config\'s encoder: {err}')
+    refused = [k for k in missing if k not in ZEROABLE]
+    if refused or unexpected:
+        raise CheckpointKindError(f'{checkpoint} does not fit the config\'s encoder: missing '
+                                  f'{refused}, unexpected {unexpected}')
+    params = dict(model.backbone.named_parameters())
+    with torch.no_grad():
+        for name in missing:
+            params[name].zero_()
+    return list(missing)
+
+
+def probe_images(model: MixedAE, image_dir: str, num: int, mean: Sequence[float],
+                 std: Sequence[float]) -> torch.Tensor:
+    """The first ``num`` images of ``image_dir`` (sorted names), centre-cropped and resized to
+    the encoder's image size and normalised: num x 3 x H x W."""
+    paths = list_images(image_dir, num)
+    if len(paths) < num:
+        raise ValueError(f'{image_dir} holds {len(paths)} images, fewer than --num {num}')
+    size = tuple(model.backbone.patch_embed.img_size)
+    return normalize(load_images(paths, size), mean, std)
+
+
+def measure_hr_acc(config: str, image_dir: str, num: int = 64, seed: int = 0,
+                   checkpoints: Sequence[Tuple[str, str]] = (),
+                   inits: Sequence[Tuple[str, int]] = ()) -> Dict:
+    """hr_acc of each labelled encoder on the same ``num`` images and mixing assignment.
+
+    config: a MixedAE pretraining config (G, K, top-K layers, image size, initialisation);
+    checkpoints: (label, pretraining checkpoint) pairs (MixedAE, or MAE with zero segment
+    embeddings); inits: (label, seed of an untrained model of the config) pairs; labels are
+    unique. seed: the mixing assignment's. Returns {label: {"hr_acc", "per_layer", "source"[, "missing_zeroed"]},
+    "_chance", "_config", "_num", "_seed"}.
+    """
+    labels = [label for label, _ in [*checkpoints, *inits]]
+    if not labels:
+        raise ValueError('nothing to measure: give at least one checkpoint or init seed')
+    bad = sorted({label for label in labels
+                  if not label or label.startswith('_') or labels.count(label) > 1})
+    if bad:
+        raise ValueError(f'labels must be unique, non-empty and not start with "_": {bad}')
+    torch.manual_seed(0)
+    model, cfg = build_pretrain_model(config)
+    g, n = model.group_size, model.num_patches
+    if g < 2:
+        raise ValueError(f'{config}: group_size is {g}; hr_acc needs mixing (G >= 2)')
+    if num < g or num % g:
+        raise ValueError(f'--num {num} must be a positive multiple of G = {g}')
+    pre = cfg.model.data_preprocessor
+    images = probe_images(model, image_dir, num, pre['mean'], pre['std'])
+    assign = sample_assignment(num // g, n, g, generator=torch.Generator().manual_seed(seed))
+    result: Dict = {}
+    for label, path in checkpoints:
+        torch.manual_seed(0)
+        model, _ = build_pretrain_model(config)
+        zeroed = load_encoder(model, path)
+        result[label] = dict(_summary(layer_hr_acc(model, images, assign)),
+                             source=f'checkpoint {path}', missing_zeroed=zeroed)
+    for label, init_seed in inits:
+        torch.manual_seed(init_seed)
+        model, _ = build_pretrain_model(config)
+        result[label] = dict(_summary(layer_hr_acc(model, images, assign)),
+                             source=f'init seed {init_seed}')
+    result.update(_chance=hr_acc_chance(n, g), _config=config, _num=num, _seed=seed)
+    return result
+
+
+def _summary(per_layer: List[float]) -> Dict:
+    """hr_acc (mean over the top-K layers, as MixedAE logs it) and the per-layer values."""
+    return dict(hr_acc=torch.tensor(per_layer).mean().item(), per_layer=per_layer)
