@@ -103,9 +103,11 @@ def ann(i, **kw):
 def test_a_valid_coco_tree_passes(tmp_path, capsys):
     edge = ann(2, bbox=[0, 0, 21, 11], segmentation=[[-1, -1, 21, -1, 21, 11]])   # 1 px slack
     rle = ann(3, segmentation=dict(size=[10, 20], counts=[0, 200]))
-    root = coco_tree(str(tmp_path), [ann(1), edge, rle])
+    thin = ann(4, bbox=[2, 2, 1, 1], segmentation=[[1, 1, 2, 1, 2, 2, 1, 2]])  # 1 px, 4 points
+    root = coco_tree(str(tmp_path), [ann(1), edge, rle, thin])
+    assert check_coco(root) == [] and capsys.readouterr().out == ''
     assert check_coco(root, verbose=True) == []
-    assert capsys.readouterr().out == ('train2017: 1 images, 3 annotations, 2 categories\n'
+    assert capsys.readouterr().out == ('train2017: 1 images, 4 annotations, 2 categories\n'
                                        'val2017: 1 images, 0 annotations, 2 categories\n')
     assert CHECKS == dict(ade20k=check_ade20k, coco=check_coco)
 
@@ -142,6 +144,28 @@ def test_each_bad_annotation_is_named(tmp_path, bad, problem):
         f'{root}/annotations/instances_train2017.json: annotation 5: {problem}')
 
 
+def test_every_bad_annotation_is_listed_and_a_missing_box_is_empty(tmp_path):
+    no_box = ann(7)
+    del no_box['bbox']
+    root = coco_tree(str(tmp_path), [ann(5, image_id=9), ann(6, category_id=8), no_box])
+    where = f'{root}/annotations/instances_train2017.json: annotation'
+    assert check_coco(root) == [f'{where} 5: unknown image_id 9',
+                                f'{where} 6: unknown category_id 8',
+                                f'{where} 7: bbox [0, 0, 0, 0] empty or outside the image']
+
+
+def test_coco_image_sizes_are_the_stored_ones(tmp_path):
+    """A JPEG with an EXIF rotation is listed with its stored size (as COCO's tools read it),
+    not the size after rotation."""
+    from PIL import Image
+    root = coco_tree(str(tmp_path), [ann(1)])
+    exif = Image.Exif()
+    exif[0x0112] = 6                                           # orientation: rotate 90 degrees
+    for split in ('train2017', 'val2017'):
+        Image.new('RGB', (20, 10)).save(f'{root}/{split}/a.jpg', exif=exif)
+    assert check_coco(root) == []
+
+
 def test_coco_files_images_and_categories(tmp_path):
     root = coco_tree(str(tmp_path / 'a'), [ann(1)], categories=({'id': 1}, {'id': 1}),
                      images=[dict(id=1, file_name='a.jpg', height=10, width=20),
@@ -160,7 +184,9 @@ def test_coco_files_images_and_categories(tmp_path):
     assert problems[0] == f"{ann_file}: missing keys ['annotations', 'categories']"
     assert f'{root}/val2017/a.jpg: unreadable image' in problems
     os.remove(ann_file)
-    assert check_coco(root)[0].startswith(f'{ann_file}: cannot read ([Errno 2]')
+    problems = check_coco(root)
+    assert problems[0].startswith(f'{ann_file}: cannot read ([Errno 2]')
+    assert f'{root}/val2017/a.jpg: unreadable image' in problems[1:]     # val still checked
     with open(ann_file, 'w') as f:
         f.write('{')
     assert check_coco(root)[0].startswith(f'{ann_file}: cannot read (Expecting')
