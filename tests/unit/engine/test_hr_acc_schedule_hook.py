@@ -79,6 +79,43 @@ def test_the_window_counts_only_when_hr_acc_is_smoothed():
     assert not any(hook.needs_hr_acc(no_logger, i) for i in range(7))
 
 
+def test_the_window_and_last_batch_follow_the_processor_and_logger():
+    hook = HrAccScheduleHook()
+    anchored = fake_runner(window_size=2, mean_pattern=r'^hr_acc$')   # smooths hr_acc only
+    assert [hook.needs_hr_acc(anchored, i) for i in range(7)] == [
+        False, True, True, False, True, True, False]
+    last = fake_runner(window_size=2)
+    last.hooks = [LoggerHook(interval=3, ignore_last=False)]      # logs after batch 6 too
+    assert [hook.needs_hr_acc(last, i) for i in range(7)] == [
+        False, False, True, False, False, True, True]
+
+
+class Switch(torch.nn.Module):
+    """Records what the hook tells the model."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def set_hr_acc(self, enabled):
+        self.calls.append(enabled)
+
+
+def test_before_train_iter_switches_the_model_and_unwraps_ddp():
+    from mmengine.model import MMDistributedDataParallel
+    hook, runner = HrAccScheduleHook(), fake_runner(window_size=2)
+    runner.model = Switch()
+    for i in range(7):
+        hook.before_train_iter(runner, i)
+    assert runner.model.calls == [False, False, True, False, False, True, False]
+    wrapped = MMDistributedDataParallel.__new__(MMDistributedDataParallel)
+    torch.nn.Module.__init__(wrapped)
+    wrapped.module = Switch()
+    runner.model = wrapped
+    hook.before_train_iter(runner, 2)
+    assert wrapped.module.calls == [True]
+
+
 def train_logs(work_dir, images, schedule: bool):
     """Two epochs of 8 batches of 4 images, a log after every 3rd batch, smoothing window 2:
     (the logged records, which iterations computed hr_acc)."""

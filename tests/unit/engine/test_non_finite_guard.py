@@ -116,6 +116,35 @@ def test_the_gradient_norm_is_checked_only_when_clipping(clip, stops):
     step(NonFiniteGuardHook(), runner(clip=True), loss=1.)           # no norm logged yet: fine
 
 
+def test_every_bad_term_and_at_most_five_weights_are_named():
+    hook, run = NonFiniteGuardHook(max_bad_steps=1), runner()
+    step(hook, run, loss_a=NAN, loss_b=1., loss_c=-INF)
+    assert run.logger.lines[-1][1].startswith(
+        'non-finite values at iteration 7 (epoch 1): loss_a=nan, loss_c=-inf; tolerated')
+    run.model = nn.Sequential(*[nn.Linear(1, 1, bias=False) for _ in range(7)])
+    with torch.no_grad():
+        for p in run.model.parameters():
+            p.fill_(NAN)
+    with pytest.raises(NonFiniteError, match=r'7 parameter\(s\), e\.g\. 0\.weight, 1\.weight, '
+                                             r'2\.weight, 3\.weight, 4\.weight\. Stopping'):
+        step(NonFiniteGuardHook(), run, loss=1.)
+
+
+def test_a_ddp_wrapped_model_and_a_wrapper_without_clipping_settings():
+    from mmengine.model import MMDistributedDataParallel
+    run = runner(grad_norm=NAN)
+    run.optim_wrapper = SimpleNamespace()                  # no clip_grad_kwargs at all
+    wrapped = MMDistributedDataParallel.__new__(MMDistributedDataParallel)
+    nn.Module.__init__(wrapped)
+    wrapped.module = run.model
+    run.model = wrapped
+    step(NonFiniteGuardHook(), run, loss=1.)
+    with torch.no_grad():
+        wrapped.module.bias[0] = NAN
+    with pytest.raises(NonFiniteError, match=r'1 parameter\(s\), e\.g\. bias\.'):
+        step(NonFiniteGuardHook(), run, loss=1.)
+
+
 def test_a_run_without_outputs_checks_the_weights():
     run = runner()
     with torch.no_grad():

@@ -61,6 +61,23 @@ def test_load_from_leaves_the_streams_alone():
     hook.before_save_checkpoint(None, checkpoint)
     hook.after_load_checkpoint(SimpleNamespace(_resume=False), checkpoint)
     assert hook._pending is None
+    hook.after_load_checkpoint(SimpleNamespace(), checkpoint)     # a runner without _resume
+    assert hook._pending is None
+
+
+def test_nothing_is_saved_or_restored_before_it_was_captured():
+    hook = RNGStateHook()
+    checkpoint = {}
+    hook.before_save_checkpoint(None, checkpoint)
+    assert checkpoint == {}
+    state = get_rng_state()
+    expected = draw()
+    set_rng_state(state)
+    hook.after_val(None)                       # no validation started: the streams stay
+    hook.before_val(None)
+    hook.after_val(None)
+    hook.after_val(None)                       # restored once only
+    assert draw() == expected
 
 
 def test_old_checkpoint_resumes_with_a_warning(tmp_path):
@@ -70,8 +87,11 @@ def test_old_checkpoint_resumes_with_a_warning(tmp_path):
     hook.after_load_checkpoint(SimpleNamespace(_resume=True), {'state_dict': {}})
     hook.after_load_checkpoint(SimpleNamespace(_resume=True), {'rng_state': [{}, {}]})
     log = log_file.read_text()
-    assert 'holds no RNG state' in log and 'not bit-exact' in log
-    assert 'RNG states of 2 ranks, this run has 1' in log
+    assert (' - WARNING - the resumed checkpoint holds no RNG state (saved without '
+            'RNGStateHook): the run continues, but not bit-exactly as an uninterrupted one\n'
+            in log)
+    assert (' - WARNING - the resumed checkpoint holds RNG states of 2 ranks, this run has 1: '
+            'RNG states not restored, the run will not be bit-exact\n' in log)
     assert hook._pending is None
 
 
