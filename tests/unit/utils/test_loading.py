@@ -8,6 +8,8 @@
 - MMEngine ``load_from`` and ``resume`` (``Runner.load_checkpoint``, ``strict=False``): a warning
   listing the keys; the run goes on with those tensors at their initial value.
 """
+import re
+
 import pytest
 import torch
 import torch.nn as nn
@@ -17,7 +19,8 @@ from torch.utils.data import Dataset
 
 from mixedae.models import ViT
 from mixedae.utils.checkpoint import CheckpointError
-from mixedae.models.backbones.loading import describe_keys, extract_backbone, key_coverage
+from mixedae.models.backbones.loading import (_architecture, _summarize_keys, adapt_state_dict,
+                                              describe_keys, extract_backbone, key_coverage)
 from support import TINY
 
 
@@ -212,3 +215,26 @@ def test_describe_keys_shows_the_first_keys(count, first, text):
     assert describe_keys(keys, first) == text
     if first == 5:
         assert describe_keys(keys) == text
+
+
+@pytest.mark.parametrize('with_cls_token,rows', [(True, 3 * 3 + 3), (False, 3 * 3)])
+def test_beit_tables_of_another_window_are_resampled_and_odd_ones_refused(with_cls_token, rows):
+    model = ViT(**TINY, use_rel_pos_bias=True, with_cls_token=with_cls_token,
+                use_abs_pos_embed=False)
+    key = 'blocks.1.attn.relative_position_bias_table'
+    sd, notes = adapt_state_dict(model, {key: torch.zeros(rows, 4)}, 'b.pth')      # 2 x 2 window
+    assert sd[key].shape == model.state_dict()[key].shape
+    assert notes == [f'resampled {key} from grid (2, 2) to (4, 4)']
+    assert adapt_state_dict(model, {key: torch.zeros_like(sd[key])}, 'b.pth')[1] == []
+    with pytest.raises(CheckpointError, match=re.escape(
+            f'b.pth: {key} has {rows + 1} rows, not a square-window table')):
+        adapt_state_dict(model, {key: torch.zeros(rows + 1, 4)}, 'b.pth')
+
+
+def test_architecture_and_key_summaries():
+    sd = {'patch_embed.proj.weight': torch.zeros(48, 3, 4, 8), 'blocks.0.a': torch.zeros(1),
+          'blocks.2.a': torch.zeros(1)}
+    assert _architecture(sd) == 'embed_dim 48, patch 4x8, depth 2'
+    assert _architecture({'blocks.0.a': torch.zeros(1)}) == 'depth 1'
+    assert _summarize_keys(['blocks.0.ls1.gamma', 'pos_embed', 'blocks.11.ls1.gamma',
+                            'cls_token']) == 'blocks.{0,11}.ls1.gamma, pos_embed, cls_token'
