@@ -1,5 +1,5 @@
 """NonFiniteGuardHook units, one check at a time (a stand-in runner: only the attributes the
-hook reads). Toy training runs that trip the guard are in tests/integration/test_failure_modes.py."""
+hook reads). Toy training runs that trip the guard: tests/integration/test_failure_modes.py."""
 import itertools
 from types import SimpleNamespace
 
