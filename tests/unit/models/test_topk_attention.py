@@ -101,6 +101,7 @@ def test_homologous_precision_counts_only_other_patch_keys():
         (6 + 2 + 1 + 0 + 1 + 1 + 0) / (14 + 3 + 1 + 1 + 1 + 1 + 1))
     alone = torch.eye(8, dtype=torch.bool).view(1, 1, 8, 8)     # every query keeps only itself
     assert torch.isnan(homologous_precision(alone, HAND_LABELS, num_prefix=2))
+    assert torch.isnan(homologous_precision(hand_keep(), HAND_LABELS, num_prefix=8))  # no patch
 
 
 @pytest.mark.parametrize('call,match', [
@@ -108,6 +109,7 @@ def test_homologous_precision_counts_only_other_patch_keys():
     (dict(num_prefix=-1), 'num_prefix=-1'),
     (dict(labels=torch.zeros(1, 7, dtype=torch.long)), 'labels T x N'),
     (dict(keep=torch.ones(1, 8, 8, dtype=torch.bool)), 'keep must be T x H x N x N'),
+    (dict(keep=torch.ones(1, 1, 7, 8, dtype=torch.bool)), 'keep must be T x H x N x N'),
 ])
 def test_homologous_precision_rejects_bad_input(call, match):
     args = dict(keep=hand_keep(), labels=HAND_LABELS, num_prefix=2)
@@ -152,7 +154,8 @@ def test_keep_from_bits_reads_bit_j_of_word_w_as_key_32w_plus_j():
     assert keep[0, 2].nonzero().flatten().tolist() == [0, 32]
 
 
-@pytest.mark.parametrize('n,g,chance', [(16, 4, 3 / 15), (196, 4, 48 / 195), (8, 1, 1.)])
+@pytest.mark.parametrize('n,g,chance', [(16, 4, 3 / 15), (196, 4, 48 / 195), (8, 1, 1.),
+                                         (2, 2, 0.), (2, 1, 1.)])
 def test_hr_acc_chance(n, g, chance):
     assert hr_acc_chance(n, g) == pytest.approx(chance)
 
