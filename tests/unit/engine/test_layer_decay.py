@@ -149,3 +149,26 @@ def test_param_groups_are_plain_dicts_the_compiled_step_can_trace():
     fails on in the optimizer step (--compile); the constructor hands back plain dicts."""
     wrapper = build(Toy())
     assert all(type(group) is dict for group in wrapper.optimizer.param_groups)
+
+
+def groups_of(wrapper):
+    return [(g['group_name'], g['lr'], g['weight_decay'], len(g['params']))
+            for g in wrapper.optimizer.param_groups]
+
+
+def test_a_ddp_wrapped_model_gets_the_groups_of_the_model():
+    from mmengine.model import MMDistributedDataParallel
+    model = Toy()
+    wrapped = MMDistributedDataParallel.__new__(MMDistributedDataParallel)
+    nn.Module.__init__(wrapped)
+    wrapped.module = model
+    assert groups_of(build(wrapped)) == groups_of(build(model))
+
+
+def test_an_optimizer_without_lr_gets_zero_lr_groups():
+    cfg = dict(type='OptimWrapper', optimizer=dict(type='SGD', weight_decay=0.05),
+               constructor='mixedae.LayerDecayOptimWrapperConstructor',
+               paramwise_cfg=dict(layer_decay_rate=0.5))
+    groups = build_optim_wrapper(Toy(), cfg).optimizer.param_groups
+    assert len(groups) > 2 and all(g['lr'] == 0. for g in groups)
+    assert {g['lr_scale'] for g in groups} == {0.125, 0.25, 0.5, 1.0}

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mixedae.models.layers.pos_embed import (num_relative_entries, resize_pos_embed,
-                                            resize_rel_pos_table)
+                                            resize_rel_pos_1d, resize_rel_pos_table)
 from mixedae.models.layers.rel_pos import beit_rel_pos_bias
 
 
@@ -83,3 +83,25 @@ def test_relative_entries_by_hand():
     # offsets (2h - 1) x (2w - 1), plus cls->token, token->cls and cls->cls with a class token
     assert num_relative_entries((2, 3), False) == 15
     assert num_relative_entries((2, 3), True) == 18
+
+
+def test_non_square_rel_pos_table_keeps_corners_centre_and_class_rows():
+    """A (2, 3) window's table resampled to (3, 4): offset grid 3 x 5 -> 5 x 7, its corners and
+    centre (zero offset) unchanged, the three class-token rows copied, the dtype kept."""
+    table = torch.randn(3 * 5 + 3, 2, dtype=torch.float64)
+    out = resize_rel_pos_table(table, (2, 3), (3, 4), with_cls_token=True)
+    assert out.shape == (5 * 7 + 3, 2) and out.dtype == torch.float64
+    assert torch.equal(out[-3:], table[-3:])
+    src, dst = table[:15].T.reshape(2, 3, 5), out[:35].T.reshape(2, 5, 7)
+    rows, cols = [0, 0, -1, -1], [0, -1, 0, -1]
+    torch.testing.assert_close(dst[:, rows, cols], src[:, rows, cols])
+    torch.testing.assert_close(dst[:, 2, 3], src[:, 1, 2])
+    with pytest.raises(ValueError, match=r'table has 7 rows, expected 18 for grid \(2, 3\)'):
+        resize_rel_pos_table(torch.zeros(7, 2), (2, 3), (3, 4), with_cls_token=True)
+
+
+def test_rel_pos_1d_keeps_the_dtype():
+    table = torch.randn(7, 3, dtype=torch.float64)
+    out = resize_rel_pos_1d(table, 13)
+    assert out.shape == (13, 3) and out.dtype == torch.float64
+    assert resize_rel_pos_1d(table, 7) is table

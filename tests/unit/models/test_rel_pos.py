@@ -277,3 +277,8 @@ def test_cls_attention_maps_include_the_beit_bias():
     expected = logits.softmax(-1)[:, :, 0, 1:].mean(1).reshape(2, 4, 4)
     with torch.no_grad():
         torch.testing.assert_close(cls_attention_maps(vit, x), expected, **TOL)
+
+
+def test_toeplitz_names_the_rows_it_got():
+    with pytest.raises(ValueError, match=r'^a relative table for 3 positions needs 5 rows, got 4$'):
+        toeplitz_1d(torch.zeros(4, 3), 3)
