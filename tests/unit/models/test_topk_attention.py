@@ -13,7 +13,9 @@ from support import ROOT
 from mixedae.models.layers.topk_attention import (Blocks, homologous_precision, hr_acc_chance,
                                                   keep_from_bits, topk_attention,
                                                   topk_attention_reference, topk_keep,
-                                                  triton_backward, triton_forward)
+                                                  triton_backward, triton_forward,
+                                                  triton_unsupported)
+from mixedae.models.layers import topk_attention as topk_module
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec('triton') is None,
                                   reason='triton is not installed (CPU-only torch)')
@@ -432,6 +434,49 @@ def test_bad_arguments_raise(args, match):
     call.update(args)
     with pytest.raises(ValueError, match=match):
         topk_attention(**call)
+
+
+@needs_triton
+@pytest.mark.parametrize('shape', [(1, 1, 512, 16), (1, 1, 20, 128), (1, 1, 20, 16)],
+                         ids=['N-512', 'hd-128', 'hd-16'])
+def test_the_kernel_takes_the_boundary_shapes(shape):
+    assert triton_unsupported(torch.zeros(shape)) is None
+
+
+@needs_triton
+def test_why_the_kernel_cannot_run(monkeypatch):
+    q = torch.zeros(1, 1, 20, 16)
+    monkeypatch.setattr(topk_module, 'INTERPRETED', False)
+    assert triton_unsupported(q) == ('cpu tensors need the interpreter: TRITON_INTERPRET=1 '
+                                     'before triton is imported')
+    monkeypatch.setattr(topk_module, 'triton', None)
+    assert triton_unsupported(q) == 'triton is not importable'
+
+
+@needs_triton
+@pytest.mark.parametrize('impl,dtype,kernel', [
+    ('triton', torch.float32, True), ('auto', torch.float32, False),
+    ('auto', torch.float16, False), ('reference', torch.float32, False)])
+def test_dispatch_runs_the_kernel_only_when_asked_or_on_cuda(monkeypatch, impl, dtype, kernel):
+    """On CPU tensors 'auto' runs the reference even for fp16 (the kernel needs CUDA there);
+    'triton' runs the kernel."""
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return triton_forward(*args, **kwargs)
+    monkeypatch.setattr(topk_module, 'triton_forward', spy)
+    q, k, v = qkv(1, 2, 20, 16, dtype)
+    with torch.no_grad():
+        topk_attention(q, k, v, 3, impl=impl)
+    assert calls == ([q.shape] if kernel else [])
+
+
+@needs_triton
+def test_the_kernel_path_checks_labels_before_running():
+    q = torch.randn(2, 2, 20, 16)
+    with pytest.raises(ValueError, match=r'^labels must be T x N = \(2, 20\), got \(2, 19\)$'):
+        topk_attention(q, q, q, 3, torch.zeros(2, 19, dtype=torch.long), impl='triton')
 
 
 #: compiles both kernels (and the atomic-dQ backward) for an H100 (sm_90, bf16, ViT-B at G=4:
