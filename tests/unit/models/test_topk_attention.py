@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from support import ROOT
-from mixedae.models.layers.topk_attention import (Blocks, homologous_precision, hr_acc_chance,
-                                                  keep_from_bits, topk_attention,
-                                                  topk_attention_reference, topk_keep,
-                                                  triton_backward, triton_forward,
+from mixedae.models.layers.topk_attention import (Blocks, default_blocks, homologous_precision,
+                                                  hr_acc_chance, keep_from_bits,
+                                                  topk_attention, topk_attention_reference,
+                                                  topk_keep, triton_backward, triton_forward,
                                                   triton_unsupported)
 from mixedae.models.layers import topk_attention as topk_module
 
@@ -434,6 +434,18 @@ def test_bad_arguments_raise(args, match):
     call.update(args)
     with pytest.raises(ValueError, match=match):
         topk_attention(**call)
+
+
+@pytest.mark.parametrize('n,hd,blocks', [
+    (200, 64, Blocks(fwd_m=64, bwd_m=32, bwd_n=64, bwd_warps=4)),   # ViT-B at G = 4
+    (256, 65, Blocks(fwd_m=64, bwd_m=32, bwd_n=64, bwd_warps=8)),
+    (257, 128, Blocks(fwd_m=32, bwd_m=32, bwd_n=64, bwd_warps=8)),  # 512 padded keys
+    (20, 16, Blocks(fwd_m=64, bwd_m=32, bwd_n=32, bwd_warps=4)),    # 32 padded keys
+])
+def test_default_blocks_are_the_documented_choice(n, hd, blocks):
+    """64-row forward blocks up to 256 padded keys, 32 rows at 512; FlashAttention-2's 32 x 64
+    backward tile (keys capped by the padded count), 4 warps up to head dim 64, else 8."""
+    assert default_blocks(n, hd) == blocks
 
 
 @needs_triton
