@@ -5,7 +5,8 @@ from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 
 import mixedae  # noqa: F401
-from mixedae.engine.optimizers.layer_decay_constructor import format_param_groups
+from mixedae.engine.optimizers.layer_decay_constructor import (
+    LayerDecayOptimWrapperConstructor, format_param_groups)
 from mixedae.models import ViT
 from support import TINY
 
@@ -163,6 +164,14 @@ def test_a_ddp_wrapped_model_gets_the_groups_of_the_model():
     nn.Module.__init__(wrapped)
     wrapped.module = model
     assert groups_of(build(wrapped)) == groups_of(build(model))
+    direct = LayerDecayOptimWrapperConstructor(
+        dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05)),
+        dict(layer_decay_rate=0.5))
+    from_wrapper, from_model = [], []          # add_params called directly, not by MMEngine
+    direct.add_params(from_wrapper, wrapped)
+    direct.add_params(from_model, model)
+    assert [(g['group_name'], len(g['params'])) for g in from_wrapper] == [
+        (g['group_name'], len(g['params'])) for g in from_model]
 
 
 def test_an_optimizer_without_lr_gets_zero_lr_groups():

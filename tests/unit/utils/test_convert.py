@@ -88,6 +88,7 @@ def test_ibot_release_teacher_and_student(tmp_path, key):
     teacher, student = source_vit(), source_vit()
     torch.save(ibot_release(teacher, student), tmp_path / 'ibot.pth')
     run(tmp_path / 'ibot.pth', tmp_path / 'out.pth', 'ibot', key)
+    assert torch.load(tmp_path / 'out.pth')['meta']['key'] == key
     expected_model = student if key == 'student' else teacher
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0],
@@ -97,7 +98,9 @@ def test_ibot_release_teacher_and_student(tmp_path, key):
 def test_mixedae_pretraining_checkpoint(tmp_path):
     encoder = ViT(**TINY).eval()
     torch.save(mixedae_pretrain(encoder), tmp_path / 'pre.pth')
-    assert run(tmp_path / 'pre.pth', tmp_path / 'out.pth', 'mixedae')
+    assert run(tmp_path / 'pre.pth', tmp_path / 'out.pth', 'mixedae') == (
+        len(encoder.state_dict()), ['decoder.decoder_embed.weight', 'decoder.mask_token',
+                                    'contrast_head.proj.weight', 'segment_embed'])
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], encoder(x)[0])
 

@@ -19,8 +19,10 @@ from torch.utils.data import Dataset
 
 from mixedae.models import ViT
 from mixedae.utils.checkpoint import CheckpointError
-from mixedae.models.backbones.loading import (_architecture, _summarize_keys, adapt_state_dict,
-                                              describe_keys, extract_backbone, key_coverage)
+from mixedae.models.backbones.loading import (_architecture, _summarize_keys,
+                                              adapt_state_dict, check_architecture,
+                                              describe_keys, extract_backbone, key_coverage,
+                                              load_pretrained)
 from support import TINY
 
 
@@ -238,3 +240,64 @@ def test_architecture_and_key_summaries():
     assert _architecture({'blocks.0.a': torch.zeros(1)}) == 'depth 1'
     assert _summarize_keys(['blocks.0.ls1.gamma', 'pos_embed', 'blocks.11.ls1.gamma',
                             'cls_token']) == 'blocks.{0,11}.ls1.gamma, pos_embed, cls_token'
+
+
+def pos_embed(tokens):
+    return {'pos_embed': torch.zeros(1, tokens, 32)}
+
+
+def test_adapt_state_dict_notes_each_change():
+    no_abs = ViT(**TINY, use_abs_pos_embed=False)
+    sd, notes = adapt_state_dict(no_abs, dict(pos_embed(17), x=1), 's.pth')
+    assert (sd, notes) == (dict(x=1), ['dropped pos_embed (use_abs_pos_embed=False)'])
+    no_cls = ViT(**TINY, with_cls_token=False, final_norm=False)
+    sd, notes = adapt_state_dict(no_cls, dict(pos_embed(1 + 4), cls_token=torch.zeros(1, 1, 32),
+                                              **{'norm.weight': torch.ones(32)}), 's.pth')
+    assert notes == ['dropped the class-token entry of pos_embed',
+                     'resampled pos_embed from grid (2, 2) to (4, 4)',
+                     'dropped the final norm (final_norm=False)',
+                     'dropped cls_token (with_cls_token=False)']
+    assert set(sd) == {'pos_embed'} and sd['pos_embed'].shape == (1, 16, 32)
+    assert adapt_state_dict(ViT(**TINY), pos_embed(17), 's.pth')[1] == []    # same grid
+    with pytest.raises(CheckpointError, match=re.escape(
+            's.pth: pos_embed has no class-token entry but the model uses a class token')):
+        adapt_state_dict(ViT(**TINY), pos_embed(16), 's.pth')
+    with pytest.raises(CheckpointError, match=re.escape(
+            's.pth: pos_embed with 15 entries is not a square grid')):
+        adapt_state_dict(ViT(**TINY), pos_embed(15), 's.pth')
+
+
+def test_load_pretrained_with_a_prefix_and_its_report(tmp_path):
+    from mmengine.logging import MMLogger
+    log_file = tmp_path / 'log.txt'
+    MMLogger.get_instance(f'loading:{log_file}', log_file=str(log_file))
+    sd = source_state()
+    path = tmp_path / 'seg.pth'
+    torch.save(dict(state_dict={**{f'backbone.{k}': v for k, v in sd.items()
+                                   if k != 'pos_embed'},
+                                'backbone.pos_embed': torch.zeros(1, 5, 32),
+                                'decode_head.w': torch.zeros(1)}), path)
+    model = ViT(**TINY, init_values=0.1)
+    load_pretrained(model, str(path), prefix='backbone.')
+    assert torch.equal(model.blocks[1].attn.qkv.weight, sd['blocks.1.attn.qkv.weight'])
+    assert (f'mixedae.ViT: loaded {len(sd)} tensors from {path}; resampled pos_embed from grid '
+            '(2, 2) to (4, 4); 4 tensors kept at their initial value (absent from the '
+            'checkpoint, expected): blocks.{0,1}.ls1.gamma, blocks.{0,1}.ls2.gamma\n'
+            in log_file.read_text())
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"{path}: no keys start with prefix 'neck.'")):
+        load_pretrained(model, str(path), prefix='neck.')
+    torch.save([1], tmp_path / 'list.pth')
+    with pytest.raises(CheckpointError, match=f'^{tmp_path}/list.pth: a checkpoint is a dict'):
+        load_pretrained(model, str(tmp_path / 'list.pth'))
+
+
+def test_check_architecture_accepts_a_file_without_blocks_and_names_both_sizes():
+    own = ViT(**TINY).state_dict()
+    check_architecture(own, {'cls_token': torch.zeros(1, 1, 32)}, 's.pth')      # no blocks
+    with pytest.raises(CheckpointError) as err:
+        check_architecture(own, {'blocks.0.a': 1, 'blocks.1.a': 1, 'blocks.2.a': 1}, 's.pth')
+    assert str(err.value) == (
+        's.pth does not match the config: the checkpoint has 3 blocks, the model 2. The '
+        'checkpoint is a ViT with depth 3, the config builds embed_dim 32, patch 8x8, depth 2; '
+        'use the config made for this checkpoint (e.g. a tiny config for the demo checkpoints).')
