@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from mixedae.models.layers.pos_embed import (num_relative_entries, resize_pos_embed,
-                                            resize_rel_pos_1d, resize_rel_pos_table)
+                                            resize_rel_pos_1d, resize_rel_pos_table,
+                                            sincos_2d_pos_embed)
 from mixedae.models.layers.rel_pos import beit_rel_pos_bias
 
 
@@ -105,3 +106,24 @@ def test_rel_pos_1d_keeps_the_dtype():
     out = resize_rel_pos_1d(table, 13)
     assert out.shape == (13, 3) and out.dtype == torch.float64
     assert resize_rel_pos_1d(table, 7) is table
+
+
+def test_non_square_pos_embed_is_resampled_from_its_own_grid():
+    """A 2 x 3 grid (and a class token) to 4 x 6: the class entry is kept, each row of the
+    result interpolates the source's rows (a column-constant source stays column-constant)."""
+    rows = torch.arange(2.).view(1, 2, 1, 1).expand(1, 2, 3, 8).reshape(1, 6, 8)
+    src = torch.cat([torch.full((1, 1, 8), 7.), rows], dim=1)
+    out = resize_pos_embed(src, (2, 3), (4, 6), num_prefix_tokens=1)
+    assert out.shape == (1, 1 + 24, 8) and torch.equal(out[:, :1], src[:, :1])
+    grid = out[0, 1:].view(4, 6, 8)
+    assert torch.allclose(grid, grid[:, :1])                # constant along each row
+    assert grid[0, 0, 0] < grid[-1, 0, 0]                   # and increasing down the rows
+    with pytest.raises(ValueError, match=r'^pos_embed has 5 entries, expected 7 for grid '
+                                         r'\(2, 3\) with 1 prefix tokens$'):
+        resize_pos_embed(torch.zeros(1, 5, 8), (2, 3), (4, 6), num_prefix_tokens=1)
+
+
+def test_sincos_needs_a_dim_divisible_by_4():
+    with pytest.raises(ValueError, match=r'^sin-cos position embedding needs dim % 4 == 0, '
+                                         r'got 6$'):
+        sincos_2d_pos_embed(6, (2, 2))
