@@ -287,6 +287,10 @@ def test_load_pretrained_with_a_prefix_and_its_report(tmp_path):
     with pytest.raises(CheckpointError, match=re.escape(
             f"{path}: no keys start with prefix 'neck.'")):
         load_pretrained(model, str(path), prefix='neck.')
+    torch.save(dict(state_dict=dict(sd, pos_embed=torch.zeros(1, 15, 32))), path)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f'{path}: pos_embed with 15 entries is not a square grid')):
+        load_pretrained(model, str(path))
     torch.save([1], tmp_path / 'list.pth')
     with pytest.raises(CheckpointError, match=f'^{tmp_path}/list.pth: a checkpoint is a dict'):
         load_pretrained(model, str(tmp_path / 'list.pth'))
