@@ -485,6 +485,18 @@ def test_dispatch_runs_the_kernel_only_when_asked_or_on_cuda(monkeypatch, impl, 
 
 
 @needs_triton
+def test_kernel_reads_q_k_v_without_unit_stride_on_the_head_dim():
+    """Every second channel of a wider tensor (stride 2 on hd): copied before the kernel, which
+    assumes unit stride there."""
+    g = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(1, 2, 20, 32, generator=g)[..., ::2] for _ in range(3))
+    assert q.stride(-1) == 2
+    with torch.no_grad():
+        out, _ = topk_attention(q, k, v, 4, impl='triton')
+    assert_close(out, topk_attention_reference(q, k, v, 4)[0], torch.float32)
+
+
+@needs_triton
 def test_the_kernel_path_checks_labels_before_running():
     q = torch.randn(2, 2, 20, 16)
     with pytest.raises(ValueError, match=r'^labels must be T x N = \(2, 20\), got \(2, 19\)$'):
