@@ -484,13 +484,23 @@ def test_dispatch_runs_the_kernel_only_when_asked_or_on_cuda(monkeypatch, impl, 
     assert calls == ([q.shape] if kernel else [])
 
 
+def strided(layout, g):
+    """A 1 x 2 x 20 x 16 tensor whose head dim does not have unit stride: every second channel
+    of a wider tensor, the keys innermost, or the heads innermost."""
+    if layout == 'every-second-channel':
+        return torch.randn(1, 2, 20, 32, generator=g)[..., ::2]
+    if layout == 'keys-innermost':
+        return torch.randn(1, 2, 16, 20, generator=g).transpose(-1, -2)
+    return torch.randn(1, 20, 16, 2, generator=g).permute(0, 3, 1, 2)        # heads innermost
+
+
 @needs_triton
-def test_kernel_reads_q_k_v_without_unit_stride_on_the_head_dim():
-    """Every second channel of a wider tensor (stride 2 on hd): copied before the kernel, which
-    assumes unit stride there."""
+@pytest.mark.parametrize('layout', ['every-second-channel', 'keys-innermost', 'heads-innermost'])
+def test_kernel_reads_q_k_v_without_unit_stride_on_the_head_dim(layout):
+    """Copied before the kernel, which assumes unit stride on the head dim (and only there)."""
     g = torch.Generator().manual_seed(9)
-    q, k, v = (torch.randn(1, 2, 20, 32, generator=g)[..., ::2] for _ in range(3))
-    assert q.stride(-1) == 2
+    q, k, v = (strided(layout, g) for _ in range(3))
+    assert q.shape == (1, 2, 20, 16) and q.stride(-1) != 1
     with torch.no_grad():
         out, _ = topk_attention(q, k, v, 4, impl='triton')
     assert_close(out, topk_attention_reference(q, k, v, 4)[0], torch.float32)
