@@ -419,6 +419,19 @@ def test_bad_launch_shapes_raise(blocks, match):
         triton_forward(q, q, q, 2, blocks)
 
 
+def test_reference_checks_labels_keeps_the_dtype_and_applies_dropout_p():
+    q = torch.randn(1, 2, 20, 16)
+    with pytest.raises(ValueError, match=r'^labels must be T x N = \(1, 20\), got \(1, 19\)$'):
+        topk_attention_reference(q, q, q, 3, torch.zeros(1, 19, dtype=torch.long))
+    half = q.to(torch.bfloat16)
+    assert topk_attention_reference(half, half, half, 3)[0].dtype == torch.bfloat16
+    # K = 1 and v = 1: each output is 1 / (1 - p) where the kept weight survives dropout, else 0
+    torch.manual_seed(0)
+    out, _ = topk_attention_reference(q, q, torch.ones_like(q), 1, dropout_p=0.1)
+    values = out.unique()
+    assert len(values) == 2 and values[0] == 0 and values[1].item() == pytest.approx(1 / 0.9)
+
+
 @pytest.mark.parametrize('args,match', [
     (dict(topk=0), r'topk=0 must be in \[1, N=20\]'),
     (dict(topk=21), r'topk=21'),
@@ -426,6 +439,9 @@ def test_bad_launch_shapes_raise(blocks, match):
     (dict(labels=torch.zeros(2, 20, dtype=torch.long), num_prefix=21),
      r'num_prefix=21 must be in \[0, N=20\]'),
     (dict(impl='fast'), "impl='fast'"),
+    (dict(k=torch.randn(2, 2, 21, 16)), 'q, k, v must all be T x H x N x hd'),
+    (dict(q=torch.randn(2, 20, 16), k=torch.randn(2, 20, 16), v=torch.randn(2, 20, 16)),
+     'q, k, v must all be T x H x N x hd'),
     (dict(v=torch.randn(2, 2, 20, 16, dtype=torch.float16)), 'share a dtype'),
 ])
 def test_bad_arguments_raise(args, match):
