@@ -439,7 +439,9 @@ def test_reference_checks_labels_keeps_the_dtype_and_applies_dropout_p():
     (dict(labels=torch.zeros(2, 20, dtype=torch.long), num_prefix=21),
      r'num_prefix=21 must be in \[0, N=20\]'),
     (dict(impl='fast'), "impl='fast'"),
-    (dict(k=torch.randn(2, 2, 21, 16)), 'q, k, v must all be T x H x N x hd'),
+    (dict(k=torch.randn(2, 2, 21, 16)),
+     r'^q, k, v must all be T x H x N x hd, got \(2, 2, 20, 16\), \(2, 2, 21, 16\), '
+     r'\(2, 2, 20, 16\)$'),
     (dict(q=torch.randn(2, 20, 16), k=torch.randn(2, 20, 16), v=torch.randn(2, 20, 16)),
      'q, k, v must all be T x H x N x hd'),
     (dict(v=torch.randn(2, 2, 20, 16, dtype=torch.float16)), 'share a dtype'),
