@@ -11,24 +11,37 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 
-def read_scalars(work_dir: str) -> List[dict]:
-    """Training records of MMEngine's ``<work_dir>/<timestamp>/vis_data/scalars.json`` files,
-    oldest run first, one per logged step (a resumed run's record replaces an earlier one of
-    the same step); records without a ``loss`` (validation) are left out."""
-    files = sorted(glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    by_step: Dict[int, dict] = {}
-    for path in files:
+def _records(work_dir: str) -> List[dict]:
+    """Every record of MMEngine's ``<work_dir>/<timestamp>/vis_data/scalars.json`` files, oldest
+    run first."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(work_dir, '*', 'vis_data', 'scalars.json'))):
         with open(path) as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    records.append(json.loads(line))
                 except json.JSONDecodeError as err:
                     raise ValueError(f'{path}:{line_no}: not a JSON record ({err})') from err
-                if 'loss' in record and 'step' in record:
-                    by_step[int(record['step'])] = record
+    return records
+
+
+def read_scalars(work_dir: str) -> List[dict]:
+    """Training records of MMEngine's ``<work_dir>/<timestamp>/vis_data/scalars.json`` files,
+    oldest run first, one per logged step (a resumed run's record replaces an earlier one of
+    the same step); records without a ``loss`` (validation) are left out."""
+    by_step = {int(r['step']): r for r in _records(work_dir) if 'loss' in r and 'step' in r}
     return [by_step[s] for s in sorted(by_step)]
+
+
+def read_validation(work_dir: str, step: int) -> Optional[Dict[str, float]]:
+    """The metrics of the validation logged at ``step`` (the latest such record; timing fields
+    left out), or None when there is none."""
+    found = [r for r in _records(work_dir) if 'loss' not in r and r.get('step') == step]
+    if not found:
+        return None
+    return {k: v for k, v in found[-1].items() if k not in ('step', 'time', 'data_time')}
 
 
 def curve(records: Sequence[dict], key: str) -> Tuple[List[int], List[float]]:

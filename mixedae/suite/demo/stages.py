@@ -11,6 +11,7 @@ numbers on the same machine.
 """
 from __future__ import annotations
 
+import json
 import os
 import os.path as osp
 import sys
@@ -21,6 +22,7 @@ from mmengine.config import Config
 from mixedae.models.backbones.loading import convert_checkpoint
 from mixedae.utils.io import atomic_write
 from ..repo import Repo
+from ..stats import read_validation
 from .presets import HOMOLOGOUS, PRETRAINS, TRANSFERS, Preset
 from .run_configs import finetune_config, pretrain_config, probe_config
 from .runner import child_env, stream
@@ -84,21 +86,24 @@ class Demo:
         convert_checkpoint(self.pretrain_ckpt(name, seed), self.backbone(name, seed), 'mixedae')
 
     def transfer(self, task: str, method: str, seed: int) -> None:
-        """Train and evaluate one transfer run: ``probe`` (linear probe of the frozen encoder),
-        ``ade20k`` or ``coco`` (full fine-tuning) from the encoder of ``method``'s pretraining
-        seed ``seed`` (random init with seed ``seed`` for ``scratch``)."""
+        """Train one transfer run, ``probe`` (linear probe of the frozen encoder), ``ade20k`` or
+        ``coco`` (full fine-tuning), from the encoder of ``method``'s pretraining seed ``seed``
+        (random init with seed ``seed`` for ``scratch``); its metrics are the validation at
+        the last iteration (the config's test split is its val split)."""
         run = f'{task}_{method}_s{seed}'
         wd = osp.join(self.out, run)
         backbone = self.backbone(method, seed)
         cfg = (probe_config(self.repo, self.p, self.data, seed, backbone) if task == 'probe'
                else finetune_config(self.repo, self.p, task, self.data, seed, backbone))
-        config = self.write_config(cfg, run)
-        iters = self.p.probe_iters if task == 'probe' else self.p.finetune_iters[task]
-        ckpt = osp.join(wd, f'iter_{iters}.pth')
-        if not osp.exists(ckpt):
-            self.train(config, wd, run)
-        self.tool('test.py', config, ckpt, '--work-dir', wd, '--out-metrics',
-                  self.metrics(task, method, seed), log=run)
+        iters = cfg.train_cfg.max_iters
+        if read_validation(wd, iters) is None:
+            self.train(self.write_config(cfg, run), wd, run)
+        metrics = read_validation(wd, iters)
+        if metrics is None:
+            raise RuntimeError(f'{run}: no validation logged at iteration {iters} in {wd}')
+        os.makedirs(osp.dirname(self.metrics(task, method, seed)), exist_ok=True)
+        with atomic_write(self.metrics(task, method, seed)) as f:
+            json.dump(metrics, f, indent=2)
 
     def hr_acc_file(self, name: str) -> str:
         return osp.join(self.out, 'hr_acc', f'{name}.json')

@@ -24,7 +24,8 @@ from mixedae.suite.demo.schedule import Stage, eta, read_timings, run_stages
 from mixedae.suite.demo.stages import Demo
 from mixedae.suite.repo import Repo
 from mixedae.suite.stats import (bootstrap_interval, compare, format_difference, format_spread,
-                                 mean_std, read_scalars, steady_time_per_iter)
+                                 mean_std, read_scalars, read_validation,
+                                 steady_time_per_iter)
 
 REPO = Repo(ROOT)
 
@@ -48,6 +49,15 @@ def test_read_scalars_merges_resumed_runs_and_skips_validation(tmp_path):
                                                          (40, 0.6)]
     assert steady_time_per_iter(records) == 0.6          # median of 0.5, 8.0, 0.6
     assert steady_time_per_iter(records[:1]) is None
+
+
+def test_read_validation_takes_the_latest_record_of_a_step(tmp_path):
+    write_lines(str(tmp_path / '20260101_000000/vis_data/scalars.json'),
+                [dict(loss=1.0, step=10), dict(mIoU=20.0, time=0.1, data_time=0.0, step=10)])
+    write_lines(str(tmp_path / '20260101_010000/vis_data/scalars.json'),   # a rerun's
+                [dict(loss=0.5, step=10), dict(mIoU=21.0, aAcc=60.0, time=0.2, step=10)])
+    assert read_validation(str(tmp_path), 10) == dict(mIoU=21.0, aAcc=60.0)
+    assert read_validation(str(tmp_path), 5) is None
 
 
 def test_read_scalars_names_bad_file(tmp_path):
@@ -331,15 +341,30 @@ def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkey
     """Each child runs a config file the demo wrote; no option addresses a list by position."""
     demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['cpu'])
     calls = []
-    monkeypatch.setattr(demo, 'tool', lambda name, *args, log: calls.append((name, args)))
+
+    def tool(name, *args, log):
+        calls.append((name, args))
+        cfg = Config.fromfile(args[0])
+        if name == 'train.py' and 'max_iters' in cfg.train_cfg:   # a transfer run validates
+            write_lines(os.path.join(args[args.index('--work-dir') + 1],
+                                     '2026/vis_data/scalars.json'),
+                        [dict(loss=1.0, step=cfg.train_cfg.max_iters),
+                         dict(mIoU=12.5, aAcc=50.0, time=0.1, step=cfg.train_cfg.max_iters)])
+
+    monkeypatch.setattr(demo, 'tool', tool)
     demo.pretrain('mixedae-noseg', 0)
     demo.transfer('coco', 'mae', 1)
     demo.transfer('probe', 'naivemix', 2)
     demo.measure_hr_acc('mixedae')
     demo.figures()
-    assert [name for name, _ in calls] == ['train.py', 'train.py', 'test.py', 'train.py',
-                                           'test.py', 'measure_hr_acc.py',
-                                           'visualize_attention.py', 'visualize_mixing.py']
+    assert [name for name, _ in calls] == ['train.py', 'train.py', 'train.py',
+                                           'measure_hr_acc.py', 'visualize_attention.py',
+                                           'visualize_mixing.py']
+    # a transfer run's metrics: its validation at the last iteration, timing left out
+    with open(demo.metrics('probe', 'naivemix', 2)) as f:
+        assert json.load(f) == dict(mIoU=12.5, aAcc=50.0)
+    demo.transfer('probe', 'naivemix', 2)                 # validated already: not retrained
+    assert len(calls) == 6
     for name, args in calls:
         assert '--cfg-options' not in args, name
         assert not any(re.search(r'\.\d+\.', a) for a in args if '=' in a), args
@@ -350,14 +375,12 @@ def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkey
     coco = Config.fromfile(calls[1][1][0])
     assert coco.model.backbone.init_cfg.checkpoint == demo.backbone('mae', 1)
     assert coco.randomness.seed == 1 and config.model.backbone.embed_dim == 64
-    probe = Config.fromfile(calls[3][1][0])
+    probe = Config.fromfile(calls[2][1][0])
     assert probe.model.backbone.init_cfg.checkpoint == demo.backbone('naivemix', 2)
     assert probe.model.backbone.frozen and probe.randomness.seed == 2
-    assert calls[4][1][2:] == ('--work-dir', os.path.join(demo.out, 'probe_naivemix_s2'),
-                               '--out-metrics', demo.metrics('probe', 'naivemix', 2))
     # hr_acc: every seed's untrained encoder, and the pretrained MixedAE, MAE and naive-mixing
     # encoders of every seed, in MixedAE's config
-    hr = calls[5][1]
+    hr = calls[3][1]
     seeds = demo.p.pretrain_seeds
     assert [hr[i + 1] for i, a in enumerate(hr) if a == '--init'] == [
         f'init_s{s}={s}' for s in seeds]
