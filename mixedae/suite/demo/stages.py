@@ -1,11 +1,6 @@
-"""The demo's stages: generate data -> pretrain every method of :data:`~.presets.PRETRAINS` over
-the preset's seeds (same budget) -> convert each encoder -> measure hr_acc of the untrained and
-pretrained encoders -> linear probe (frozen encoder) of every encoder and of random init ->
-fine-tune UperNet (and Mask R-CNN on the GPU preset) from the encoders of the fine-tuning seeds
--> figures -> report.
+"""What each stage of the demo does (their order: :mod:`.plan`), with the paths they share.
 
-A stage whose outputs exist is reused; an interrupted training resumes from its checkpoint.
-Training runs ``tools/train.py`` in child processes on configs written to ``<out>/configs``,
+An interrupted training resumes from its checkpoint. Training runs ``tools/train.py`` in child processes on configs written to ``<out>/configs``,
 with fixed threads, seeded data and (on CPU) deterministic algorithms: reruns give the same
 numbers on the same machine.
 """
@@ -15,7 +10,7 @@ import json
 import os
 import os.path as osp
 import sys
-from typing import Callable, List, Optional
+from typing import Optional
 
 from mmengine.config import Config
 
@@ -23,10 +18,9 @@ from mixedae.models.backbones.loading import convert_checkpoint
 from mixedae.utils.io import atomic_write
 from ..repo import Repo
 from ..stats import read_validation
-from .presets import HOMOLOGOUS, PRETRAINS, TRANSFERS, Preset
+from .presets import Preset
 from .run_configs import finetune_config, pretrain_config, probe_config
 from .runner import child_env, stream
-from .schedule import Stage
 
 
 class Demo:
@@ -143,29 +137,3 @@ class Demo:
         self.tool('make_synthetic_data.py', self.data, '--num-train', str(self.p.num_train),
                   '--num-val', str(self.p.num_val), '--size', str(self.p.scene_size),
                   '--seed', '0', log='data')
-
-    def stages(self, report: Callable[[], None]) -> List[Stage]:
-        """Every stage in order; ``report`` writes the report (the last stage)."""
-        p = self.p
-        stages = [Stage('generate data', 'data',
-                        [osp.join(self.data, 'coco/annotations/instances_val2017.json')],
-                        self.generate_data)]
-        for seed in p.pretrain_seeds:
-            for name in PRETRAINS:
-                stages += [Stage(f'pretrain {name} s{seed}', 'pretrain',
-                                 [self.pretrain_ckpt(name, seed)],
-                                 lambda n=name, s=seed: self.pretrain(n, s)),
-                           Stage(f'convert {name} s{seed}', 'convert',
-                                 [self.backbone(name, seed)],
-                                 lambda n=name, s=seed: self.convert(n, s))]
-        stages += [Stage(f'hr_acc {name}', 'hr_acc', [self.hr_acc_file(name)],
-                         lambda n=name: self.measure_hr_acc(n)) for name in HOMOLOGOUS]
-        runs = [('probe', m, s) for s in p.pretrain_seeds for m in TRANSFERS]
-        runs += [(t, m, s) for t in p.finetune_tasks for s in p.finetune_seeds for m in TRANSFERS]
-        stages += [Stage(f'{t} {m} s{s}', t, [self.metrics(t, m, s)],
-                         lambda t=t, m=m, s=s: self.transfer(t, m, s)) for t, m, s in runs]
-        stages.append(Stage('figures', 'figures', [osp.join(self.out, 'attention.png'),
-                                                   osp.join(self.out, 'mixing.png')],
-                            self.figures))
-        stages.append(Stage('report', 'report', [osp.join(self.out, 'report.md')], report))
-        return stages

@@ -16,6 +16,7 @@ from mixedae.datasets.synthetic import render_scene, write_dataset
 from mixedae.suite.demo.presets import HOMOLOGOUS, PRESETS, PRETRAINS, TRANSFERS, out_indices
 from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG
 from mixedae.suite.demo.hr_tables import amp_line
+from mixedae.suite.demo.plan import plan
 from mixedae.suite.demo.report import publish_report, seed_values, write_report
 from mixedae.suite.demo.run_configs import (entry_of_type, finetune_config, pretrain_config,
                                             probe_config)
@@ -423,7 +424,7 @@ def test_schedule_reuses_finished_stages_and_records_timings(tmp_path, capsys):
 def test_stage_list_covers_every_method_task_and_seed(tmp_path):
     p = PRESETS['gpu']
     demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), p)
-    names = [s.name for s in demo.stages(report=lambda: None)]
+    names = [s.name for s in plan(demo, report=lambda: None)]
     assert [n for n in names if n.startswith('pretrain')] == [
         f'pretrain {m} s{s}' for s in p.pretrain_seeds for m in PRETRAINS]
     assert len(p.pretrain_seeds) >= 3 and len(PRETRAINS) == 5
@@ -445,15 +446,15 @@ def test_stage_list_covers_every_method_task_and_seed(tmp_path):
     calls = []
     demo.pretrain = lambda name, seed: calls.append(('pretrain', name, seed))
     demo.transfer = lambda task, name, seed: calls.append((task, name, seed))
-    for stage in demo.stages(report=lambda: None):
+    for stage in plan(demo, report=lambda: None):
         if stage.kind in ('pretrain', 'probe', 'coco'):
             stage.run()
     assert calls[:2] == [('pretrain', 'mae', 0), ('pretrain', 'naivemix', 0)]
     assert ('probe', 'scratch', 2) in calls and ('coco', 'mixedae-tied', 0) in calls
     assert ('coco', 'mae', 1) not in calls and len(calls) == 15 + 18 + 6
     # the CPU preset fine-tunes on ADE20K only, from the first pretraining seed
-    cpu = [s.name for s in Demo(REPO, str(tmp_path / 'c'), str(tmp_path / 'd'),
-                                PRESETS['cpu']).stages(report=lambda: None)]
+    cpu = [s.name for s in plan(Demo(REPO, str(tmp_path / 'c'), str(tmp_path / 'd'),
+                                     PRESETS['cpu']), report=lambda: None)]
     assert [n for n in cpu if n.startswith(('ade20k', 'coco'))] == [
         f'ade20k {m} s0' for m in TRANSFERS]
 
