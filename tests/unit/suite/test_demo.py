@@ -24,7 +24,7 @@ from mixedae.suite.demo.runner import progress_line
 from mixedae.suite.demo.schedule import Stage, eta, read_timings, run_stages
 from mixedae.suite.demo.stages import Demo
 from mixedae.suite.repo import Repo
-from mixedae.suite.stats import (bootstrap_interval, compare, format_difference, format_spread,
+from mixedae.suite.stats import (compare, difference_interval, format_difference, format_spread,
                                  mean_std, read_scalars, read_validation,
                                  steady_time_per_iter)
 
@@ -74,11 +74,10 @@ def test_mean_std_and_comparison():
     assert mean_std([4.0]) == (4.0, 0.0)
     assert format_spread([1.0, 2.0, 3.0]) == '2.00 ± 1.00 (1.00, 2.00, 3.00)'
     assert format_spread([0.25, 0.5], digits=3) == '0.375 ± 0.177 (0.250, 0.500)'
-    # separated groups: every resampled difference lies in [1.8, 2.2]; the interval excludes 0
+    # separated groups: the interval excludes 0
     c = compare([5.0, 5.1, 5.2], [3.0, 3.1, 3.2])
     assert c['diff'] == pytest.approx(2.0) and c['real'] == 1.0
-    assert 1.8 <= c['low'] < 2.0 < c['high'] <= 2.2
-    assert format_difference([5.0, 5.1, 5.2], [3.0, 3.1, 3.2]).startswith('**+2.00 [+1.')
+    assert format_difference([5.0, 5.1, 5.2], [3.0, 3.1, 3.2]) == '**+2.00 [+1.77, +2.23]**'
     # overlapping groups: the interval holds zero, nothing is called real
     c = compare([1.0, 3.0, 5.0], [2.0, 3.0, 4.0])
     assert c['low'] < 0 < c['high'] and c['real'] == 0.0
@@ -89,17 +88,22 @@ def test_mean_std_and_comparison():
     assert format_difference([5.0], [3.0, 3.4]) == '+1.80 (n = 1: no interval)'
 
 
-def test_bootstrap_interval_is_the_percentile_interval_of_resampled_means():
-    # a = (0, 1) resampled: mean 0, 0.5 or 1 with probability 1/4, 1/2, 1/4; b is constant
-    low, high = bootstrap_interval([0.0, 1.0], [0.0, 0.0])
-    assert (low, high) == (0.0, 1.0)
-    assert bootstrap_interval([0.0, 1.0], [0.0, 0.0], level=0.4) == (0.5, 0.5)
-    assert bootstrap_interval([1.0, 2.5, 2.0], [0.5, 1.0]) == bootstrap_interval(
-        [1.0, 2.5, 2.0], [0.5, 1.0])                        # fixed seed: reproducible
+def test_difference_interval_is_welchs_t_interval():
+    # by hand: equal variances 0.01, n = 3 each -> se = sqrt(2 * 0.01 / 3), Welch df = 4,
+    # t(0.975, 4) = 2.7764451
+    half = 2.7764451 * (2 * 0.01 / 3) ** 0.5
+    low, high = difference_interval([5.0, 5.1, 5.2], [3.0, 3.1, 3.2])
+    assert (low, high) == pytest.approx((2.0 - half, 2.0 + half), abs=1e-6)
+    # unequal variances and sizes: df from the Welch-Satterthwaite formula
+    a, b = [1.0, 2.5, 2.0, 1.5], [0.5, 1.0]
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 2
+    df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 1)
+    from scipy.stats import t
+    half = t.ppf(0.975, df) * (va + vb) ** 0.5
+    assert difference_interval(a, b) == pytest.approx((1.0 - half, 1.0 + half))
+    assert difference_interval([2.0, 2.0], [1.0, 1.0]) == (1.0, 1.0)   # no spread at all
     with pytest.raises(ValueError, match='>= 2 values per group, got 1 and 2'):
-        bootstrap_interval([1.0], [1.0, 2.0])
-    with pytest.raises(ValueError):
-        mean_std([])
+        difference_interval([1.0], [1.0, 2.0])
 
 
 def test_progress_line_condenses_mmengine_lines():
@@ -296,8 +300,8 @@ def test_report_shows_probe_intervals_hr_acc_references_and_figures(tmp_path):
     md = open(os.path.join(demo.out, 'report.md')).read()
     rows = _rows(md, '## Transfer')
     # the probe first: mean ± std (values), then differences with their bootstrap intervals
-    assert rows['MAE'] == ('| MAE | 41.00 ± 1.00 (40.00, 41.00, 42.00) | – | **+20.00 [+18.67, '
-                           '+21.33]** | 60.00 ± 0.00 (60.00) |')
+    assert rows['MAE'] == ('| MAE | 41.00 ± 1.00 (40.00, 41.00, 42.00) | – | **+20.00 [+17.73, '
+                           '+22.27]** | 60.00 ± 0.00 (60.00) |')
     assert '| **+10.00 [+' in rows['MixedAE']            # interval excludes 0: called real
     naive = rows['naive mixing'].split(' | ')
     assert naive[2].startswith('-0.33 [') and not naive[2].startswith('**')
@@ -307,7 +311,7 @@ def test_report_shows_probe_intervals_hr_acc_references_and_figures(tmp_path):
     assert rows['random init'].endswith('| 61.50 ± 0.00 (61.50) |')
     # hr_acc: untrained, pretrained, the difference, the logged value, the other encoders, chance
     assert [_rows(md, '## Homologous recognition')['MixedAE']] == ['| MixedAE | 0.210 ± 0.010 (0.200, 0.210, 0.220) | 0.410 ± 0.010 '
-                       '(0.400, 0.410, 0.420) | **+0.200 [+0.187, +0.213]** | 0.400 ± 0.050 '
+                       '(0.400, 0.410, 0.420) | **+0.200 [+0.177, +0.223]** | 0.400 ± 0.050 '
                        '(0.450, 0.350, 0.400) |']
     assert "| MAE (in MixedAE's mixing) | – | 0.300 ± 0.000 (0.300, 0.300, 0.300) |" in md
     assert '| chance | 0.238 | 0.238 |' in md and 'Chance (keys drawn at random): 0.238' in md
