@@ -3,14 +3,14 @@
 
     python tools/convert_checkpoint.py IN OUT --src-format {mixedae,mae,ibot,timm,mmseg} [--key teacher]
 
-The output loads with ``--cfg-options model.backbone.init_cfg.checkpoint=OUT`` (together with
-``model.backbone.init_cfg.type=Pretrained`` where the config has no init_cfg).
+The output loads with ``tools/train.py CONFIG --load-backbone OUT``.
 """
 import argparse
 import sys
 
 from mixedae.utils.checkpoint import CheckpointError
 from mixedae.models.backbones.loading import FORMATS, convert_checkpoint
+from mixedae.utils.cli import run_tool
 
 
 def parse_args(argv=None):
@@ -41,4 +41,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

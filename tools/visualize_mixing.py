@@ -10,12 +10,12 @@ checkpoint must be a pretraining checkpoint (encoder and decoder); without one t
 randomly initialised. Non-square images are centre-cropped, not stretched.
 """
 import argparse
-import sys
 
 from mmengine.config import DictAction
 
 from mixedae.suite.figures import (CheckpointKindError, build_pretrain_model, list_images,
                                    load_images, load_pretrain_weights, mixing_figure, save_png)
+from mixedae.utils.cli import run_tool
 
 
 def parse_args(argv=None):
@@ -55,4 +55,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

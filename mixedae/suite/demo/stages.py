@@ -16,6 +16,7 @@ from typing import Callable, List, Optional
 
 from mmengine.config import Config
 
+from mixedae.datasets.synthetic import MANIFEST, matches_manifest
 from mixedae.utils.io import atomic_write
 from ..repo import Repo
 from .presets import METHODS, PRETRAINS, TASKS, Preset
@@ -109,13 +110,17 @@ class Demo:
     def generate_data(self) -> None:
         self.tool('make_synthetic_data.py', self.data, '--num-train', str(self.p.num_train),
                   '--num-val', str(self.p.num_val), '--size', str(self.p.scene_size),
-                  '--seed', '0', log='data')
+                  '--seed', '0', '--replace', log='data')
+
+    def data_current(self) -> bool:
+        """Whether the data folder holds exactly the preset's data set (its manifest)."""
+        size = (self.p.scene_size, self.p.scene_size)
+        return matches_manifest(self.data, self.p.num_train, self.p.num_val, size, seed=0)
 
     def stages(self, report: Callable[[], None]) -> List[Stage]:
         """Every stage in order; ``report`` writes the report (the last stage)."""
-        stages = [Stage('generate data', 'data',
-                        [osp.join(self.data, 'coco/annotations/instances_val2017.json')],
-                        self.generate_data)]
+        stages = [Stage('generate data', 'data', [osp.join(self.data, MANIFEST)],
+                        self.generate_data, self.data_current)]
         pre = self.p.seeds[0]                       # each method is pretrained once
         for name in PRETRAINS:
             stages.append(Stage(f'pretrain {name} s{pre}', 'pretrain',
