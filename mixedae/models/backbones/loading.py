@@ -35,7 +35,7 @@ import torch
 from mmengine.logging import print_log
 
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
-from mixedae.utils.errors import MissingInputError
+from mixedae.utils.errors import InvalidInputError, MissingInputError
 from mixedae.utils.io import atomic_write
 from ..layers.pos_embed import (Grid, num_relative_entries, resize_pos_embed, resize_rel_pos_1d,
                                 resize_rel_pos_table)
@@ -218,9 +218,9 @@ def convert_checkpoint(src: str, dst: str, src_format: str, key: Optional[str] =
     ``{'state_dict': ..., 'meta': ...}`` to ``dst`` atomically (a kill leaves the old output or
     none). Returns the number of tensors kept and the names dropped."""
     if os.path.abspath(src) == os.path.abspath(dst):
-        raise ValueError(f'output {dst} would overwrite the input')
+        raise InvalidInputError(f'output {dst} would overwrite the input')
     if key is not None and src_format != 'ibot':
-        raise ValueError('--key is only meaningful with --src-format ibot')
+        raise InvalidInputError('--key is only meaningful with --src-format ibot')
     backbone, dropped = extract_backbone(load_checkpoint_file(src), src_format, src, key)
     with atomic_write(dst, 'wb') as f:
         torch.save(dict(state_dict=backbone, meta=dict(src_format=src_format,
