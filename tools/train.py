@@ -67,7 +67,8 @@ def build_config(args) -> Config:
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise InvalidInputError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+            raise InvalidInputError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the '
+                                    'config')
         cfg.auto_scale_lr.enable = True
     if args.compile:
         cfg.compile = True

@@ -16,7 +16,8 @@ from mixedae.utils.errors import OutputExistsError
 from mixedae.utils.launch import check_inputs_exist
 from support import REPO, ROOT, data_root_options, load_tool
 
-ADE_CFG = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
+ADE_CFG = os.path.join(ROOT,
+                       'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
 
 
 def count(root, folder):
