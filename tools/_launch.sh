@@ -55,6 +55,14 @@ positive_int() {
   fi
 }
 
+# config_exists PATH: exits with a message unless PATH is a file, before torchrun or srun start.
+config_exists() {
+  if [[ ! -f $1 ]]; then
+    echo "error: config file not found: $1" >&2
+    exit 2
+  fi
+}
+
 # Only run the launch when executed; dist_*.sh and slurm_*.sh source this file for the helpers.
 [[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 

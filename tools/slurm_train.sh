@@ -15,6 +15,7 @@ PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
 shift 3
+config_exists "$CONFIG"
 WORK_DIR_ARGS=()
 if [[ $# -gt 0 && $1 != --* ]]; then WORK_DIR_ARGS=(--work-dir "$1"); shift; fi
 exec "$(dirname "$0")/_launch.sh" slurm "$PARTITION" "$JOB_NAME" train.py "$CONFIG" \

@@ -2,8 +2,8 @@
 """Train with a config: MixedAE/MAE pretraining, ADE20K segmentation or COCO detection.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype DTYPE]]
-                          [--auto-scale-lr] [--compile] [--allow-partial] [--cfg-options k=v ...]
-                          [--launcher none|pytorch|slurm]
+                          [--auto-scale-lr] [--compile] [--allow-partial] [--load-backbone CKPT]
+                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 
 The config decides the task; one script serves all three. Multi-GPU: tools/dist_train.sh.
 Every data root, annotation file and checkpoint the config names is checked before the model
@@ -15,12 +15,13 @@ attention kernel is a torch custom op, which torch.compile traces without a grap
 """
 import argparse
 import os.path as osp
-import sys
 
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mixedae.engine.optimizers.amp_optim_wrapper import AMP_DTYPES, configure_amp
+from mixedae.utils.cli import run_tool
+from mixedae.utils.errors import InvalidInputError, MissingInputError
 from mixedae.utils.launch import (add_launch_args, check_inputs_exist, close_distributed,
                                   init_cpu_distributed, load_config, parse_launch_args,
                                   require_full_checkpoint)
@@ -42,6 +43,10 @@ def parse_args(argv=None):
                         'bfloat16); float16 needs a GPU and uses dynamic loss scaling')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale lr by the actual total batch / auto_scale_lr.base_batch_size')
+    parser.add_argument('--load-backbone', metavar='CKPT',
+                        help='start the backbone from CKPT (a backbone checkpoint from '
+                        'tools/convert_checkpoint.py): model.backbone.init_cfg = '
+                        "dict(type='Pretrained', checkpoint=CKPT)")
     parser.add_argument('--compile', action='store_true',
                         help="torch.compile the training step (MMEngine's compile=True); the "
                         'first iterations are slow while it compiles')
@@ -58,15 +63,28 @@ def build_config(args) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         if not osp.isfile(args.resume):
-            raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
+            raise MissingInputError(f'--resume checkpoint not found: {args.resume}')
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+            raise InvalidInputError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the '
+                                    'config')
         cfg.auto_scale_lr.enable = True
     if args.compile:
         cfg.compile = True
+    if args.load_backbone:
+        load_backbone(cfg, args.load_backbone)
     return cfg
+
+
+def load_backbone(cfg: Config, checkpoint: str) -> None:
+    """Set ``model.backbone.init_cfg`` to load ``checkpoint`` (a converted backbone file)."""
+    if not osp.isfile(checkpoint):
+        raise MissingInputError(f'--load-backbone: checkpoint file not found: {checkpoint}')
+    if not isinstance(cfg.get('model', {}).get('backbone'), dict):
+        raise InvalidInputError(f'--load-backbone: {cfg.filename} has no model.backbone to '
+                                'load it into')
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
 
 
 def main(argv=None) -> int:
@@ -82,4 +100,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

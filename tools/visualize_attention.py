@@ -10,12 +10,12 @@ per checkpoint (mean over heads), as in the paper's Figure 5. Non-square images 
 centre-cropped to the input size, not stretched; --image-dir skips the --out file.
 """
 import argparse
-import sys
 
 from mmengine.config import DictAction
 
 from mixedae.suite.figures import (attention_figure, list_images, load_images,
                                    normalization_of, save_png, vit_from_pretrain_config)
+from mixedae.utils.cli import run_tool
 
 
 def parse_args(argv=None):
@@ -52,4 +52,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -52,21 +52,43 @@ def test_launch_helper_usage():
         assert out.returncode == 2 and 'usage: tools/_launch.sh' in out.stderr, args
 
 
-def test_bad_gpu_count_is_named():
-    out = launch('dist_train.sh', 'cfg.py', 'eight')
+@pytest.fixture
+def cfg(tmp_path):
+    """An existing config path (the launchers check it before starting anything)."""
+    path = tmp_path / 'cfg.py'
+    path.write_text('')
+    return str(path)
+
+
+def test_missing_config_fails_before_torchrun_or_srun(tmp_path):
+    env = dict(PYTHON=fake_python(tmp_path), PATH=f'{tmp_path}:{os.environ["PATH"]}')
+    (tmp_path / 'srun').write_text('#!/usr/bin/env bash\necho srun ran\n')
+    (tmp_path / 'srun').chmod(0o755)
+    for script, args in [('dist_train.sh', ['no/such.py', '2']),
+                         ('dist_test.sh', ['no/such.py', 'ckpt.pth', '2']),
+                         ('slurm_train.sh', ['part', 'job', 'no/such.py']),
+                         ('slurm_test.sh', ['part', 'job', 'no/such.py', 'ckpt.pth'])]:
+        out = launch(script, *args, env=env)
+        assert out.returncode == 2, (script, out.stderr)
+        assert out.stderr == 'error: config file not found: no/such.py\n', script
+        assert out.stdout == '', script                   # neither torchrun nor srun ran
+
+
+def test_bad_gpu_count_is_named(cfg):
+    out = launch('dist_train.sh', cfg, 'eight')
     assert out.returncode == 2 and "GPUS must be a positive integer, got 'eight'" in out.stderr
-    out = launch('dist_train.sh', 'cfg.py', '2', env=dict(NODE_RANK='first'))
+    out = launch('dist_train.sh', cfg, '2', env=dict(NODE_RANK='first'))
     assert out.returncode == 2 and "NODE_RANK must be an integer, got 'first'" in out.stderr
 
 
-def test_slurm_without_srun_says_so(tmp_path):
+def test_slurm_without_srun_says_so(tmp_path, cfg):
     # a PATH with bash but no srun
     (tmp_path / 'bin').mkdir()
     for tool in ('bash', 'dirname'):
         os.symlink(subprocess.check_output(['which', tool], text=True).strip(),
                    tmp_path / 'bin' / tool)
-    for script, args in [('slurm_train.sh', ['part', 'job', 'cfg.py']),
-                         ('slurm_test.sh', ['part', 'job', 'cfg.py', 'ckpt.pth'])]:
+    for script, args in [('slurm_train.sh', ['part', 'job', cfg]),
+                         ('slurm_test.sh', ['part', 'job', cfg, 'ckpt.pth'])]:
         out = launch(script, *args, env=dict(PATH=str(tmp_path / 'bin')))
         assert out.returncode == 127
         assert 'srun not found' in out.stderr and 'dist_train.sh' in out.stderr
@@ -81,34 +103,34 @@ def fake_python(tmp_path):
     return str(fake)
 
 
-def test_torchrun_arguments(tmp_path):
+def test_torchrun_arguments(tmp_path, cfg):
     env = dict(PYTHON=fake_python(tmp_path), NNODES='2', NODE_RANK='1', MASTER_ADDR='10.0.0.1',
                PORT='29511')
-    out = launch('dist_train.sh', 'cfg.py', '4', '--amp', env=env)
+    out = launch('dist_train.sh', cfg, '4', '--amp', env=env)
     assert out.returncode == 0, out.stderr
     args = out.stdout.splitlines()
     assert args == ['-m', 'torch.distributed.run', '--nnodes=2', '--node_rank=1',
                     '--master_addr=10.0.0.1', '--master_port=29511', '--nproc_per_node=4',
-                    os.path.join(ROOT, 'tools', 'train.py'), 'cfg.py', '--amp',
+                    os.path.join(ROOT, 'tools', 'train.py'), cfg, '--amp',
                     '--launcher', 'pytorch']
-    out = launch('dist_test.sh', 'cfg.py', 'ckpt.pth', '2', env=dict(PYTHON=env['PYTHON']))
+    out = launch('dist_test.sh', cfg, 'ckpt.pth', '2', env=dict(PYTHON=env['PYTHON']))
     args = out.stdout.splitlines()
     assert args[2:7] == ['--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1',
                          '--master_port=29500', '--nproc_per_node=2']
-    assert args[7:] == [os.path.join(ROOT, 'tools', 'test.py'), 'cfg.py', 'ckpt.pth',
+    assert args[7:] == [os.path.join(ROOT, 'tools', 'test.py'), cfg, 'ckpt.pth',
                         '--launcher', 'pytorch']
 
 
-def test_slurm_arguments(tmp_path):
+def test_slurm_arguments(tmp_path, cfg):
     (tmp_path / 'srun').write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
     (tmp_path / 'srun').chmod(0o755)
     py = fake_python(tmp_path)
     env = dict(PATH=f'{tmp_path}:{os.environ["PATH"]}', PYTHON=py, GPUS='16',
                GPUS_PER_NODE='8', CPUS_PER_TASK='4', SRUN_ARGS='--time=1:00:00')
-    out = launch('slurm_train.sh', 'part', 'job', 'cfg.py', 'work', '--amp', env=env)
+    out = launch('slurm_train.sh', 'part', 'job', cfg, 'work', '--amp', env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         '-p', 'part', '--job-name=job', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
         '--cpus-per-task=4', '--kill-on-bad-exit=1', '--time=1:00:00', py, '-u',
-        os.path.join(ROOT, 'tools', 'train.py'), 'cfg.py', '--work-dir', 'work', '--amp',
+        os.path.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir', 'work', '--amp',
         '--launcher', 'slurm']

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os.path as osp
 from typing import Callable, List
 
+from mixedae.datasets.synthetic import MANIFEST
 from .presets import HOMOLOGOUS, PRETRAINS, TRANSFERS
 from .schedule import Stage
 from .stages import Demo
@@ -17,9 +18,8 @@ from .stages import Demo
 def plan(demo: Demo, report: Callable[[], None]) -> List[Stage]:
     """Every stage of ``demo`` in order; ``report`` writes the report (the last stage)."""
     p = demo.p
-    stages = [Stage('generate data', 'data',
-                    [osp.join(demo.data, 'coco/annotations/instances_val2017.json')],
-                    demo.generate_data)]
+    stages = [Stage('generate data', 'data', [osp.join(demo.data, MANIFEST)],
+                    demo.generate_data, demo.data_current)]
     for seed in p.pretrain_seeds:
         for name in PRETRAINS:
             stages += [Stage(f'pretrain {name} s{seed}', 'pretrain',

@@ -16,14 +16,15 @@ from .runner import fmt
 
 @dataclass
 class Stage:
-    """One step of the demo: done when all its ``outputs`` exist."""
+    """One step of the demo: done when all its ``outputs`` exist and ``current()`` holds."""
     name: str
     kind: str                       # key of Preset.expected_s
     outputs: List[str]
     run: Callable[[], None]
+    current: Callable[[], bool] = lambda: True
 
     def done(self) -> bool:
-        return all(osp.exists(p) for p in self.outputs)
+        return all(osp.exists(p) for p in self.outputs) and self.current()
 
 
 def read_timings(path: str) -> Dict[str, float]:

@@ -14,6 +14,7 @@ from typing import Optional
 
 from mmengine.config import Config
 
+from mixedae.datasets.synthetic import matches_manifest
 from mixedae.models.backbones.loading import convert_checkpoint
 from mixedae.utils.io import atomic_write
 from ..repo import Repo
@@ -136,4 +137,9 @@ class Demo:
     def generate_data(self) -> None:
         self.tool('make_synthetic_data.py', self.data, '--num-train', str(self.p.num_train),
                   '--num-val', str(self.p.num_val), '--size', str(self.p.scene_size),
-                  '--seed', '0', log='data')
+                  '--seed', '0', '--replace', log='data')
+
+    def data_current(self) -> bool:
+        """Whether the data folder holds exactly the preset's data set (its manifest)."""
+        size = (self.p.scene_size, self.p.scene_size)
+        return matches_manifest(self.data, self.p.num_train, self.p.num_val, size, seed=0)
