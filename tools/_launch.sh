@@ -79,20 +79,21 @@ case "$MODE" in
       [[ -z ${!var:-} ]] || [[ ${!var} =~ ^[0-9]+$ ]] || {
         echo "error: $var must be an integer, got '${!var}'" >&2; exit 2; }
     done
-    # Preemption: SIGTERM or SIGUSR1 to this script reaches every rank as SIGUSR1 (each saves
-    # and exits 75, see tools/train.py); torchrun ignores SIGUSR1, whose default action would
-    # kill it and orphan the ranks. After forwarding, a failed torchrun exits 75 here.
+    # Preemption: SIGTERM or SIGUSR1 sent to this script is passed on to every rank (train.py
+    # saves and exits 75); torchrun ignores SIGUSR1, whose default action would kill it and
+    # orphan the ranks. A training whose torchrun fails after that exits 75 here.
     ( trap '' USR1; exec "$PY" -m torch.distributed.run \
         --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
         --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
         --nproc_per_node="$GPUS" "$HERE/$TOOL" "$@" --launcher pytorch ) &
     RUN=$!
     FORWARDED=0
-    forward() { FORWARDED=1; pkill -USR1 -P "$RUN" || :; }   # no rank left: nothing to stop
-    trap forward TERM USR1
+    forward() { FORWARDED=1; pkill "-$1" -P "$RUN" || :; }   # no rank left: nothing to stop
+    trap 'forward TERM' TERM
+    trap 'forward USR1' USR1
     while kill -0 "$RUN" 2>/dev/null; do wait "$RUN" || :; done   # a trapped signal ends `wait`
     wait "$RUN" && STATUS=0 || STATUS=$?
-    if [[ $FORWARDED == 1 && $STATUS != 0 ]]; then STATUS=75; fi
+    if [[ $TOOL == train.py && $FORWARDED == 1 && $STATUS != 0 ]]; then STATUS=75; fi
     exit "$STATUS" ;;
   slurm)
     usage_or_die 3 "$LAUNCH_USAGE" "$SLURM_ENV" -- "$@"

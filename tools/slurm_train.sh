@@ -14,8 +14,9 @@ Trains CONFIG on GPUS GPUs of a Slurm cluster (srun, one task per GPU). Run it o
   train.py args, e.g. --amp, --resume, --cfg-options KEY=VALUE
 Preemption: Slurm's SIGTERM (preemption) or SIGUSR1 (sent SIGNAL_LEAD seconds before the time
 limit) makes every task finish its iteration, save a checkpoint and exit 75. Submitted with
-sbatch --requeue and REQUEUE=1, the job then requeues itself, and a requeued job (or one
-Slurm requeued after preempting it) resumes from the work dir's last checkpoint." \
+sbatch --requeue --wrap 'tools/slurm_train.sh ...' and REQUEUE=1, the job then requeues itself,
+and a requeued job (or one Slurm requeued after preempting it) resumes from the work dir's last
+checkpoint." \
     "$SLURM_ENV" -- "$@"
 PARTITION=$1
 JOB_NAME=$2

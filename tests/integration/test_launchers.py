@@ -15,7 +15,7 @@ LAUNCHERS = {  # script: (minimum arguments, arguments it names in its usage)
     'slurm_test.sh': (4, ['PARTITION', 'JOB_NAME', 'CONFIG', 'CHECKPOINT']),
 }
 TORCHRUN_VARS = ['CUDA_VISIBLE_DEVICES', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'PORT']
-SLURM_VARS = ['GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS']
+SLURM_VARS = ['GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS', 'SIGNAL_LEAD', 'REQUEUE']
 
 
 def launch(script, *args, env=None):
@@ -158,7 +158,7 @@ def test_slurm_requeue_on_preemption(tmp_path):
 
 
 def test_torchrun_launcher_forwards_preemption_signals_to_the_ranks(tmp_path):
-    """A stand-in torchrun with one Python rank: the rank records SIGUSR1 and exits 75;
+    """A stand-in torchrun with one Python rank: the rank records the signal and exits 75;
     torchrun, like the real one, reports a failed rank with status 1."""
     ready, got = tmp_path / 'ready', tmp_path / 'got'
     rank = (f"import pathlib, signal, sys, time\n"
@@ -166,6 +166,7 @@ def test_torchrun_launcher_forwards_preemption_signals_to_the_ranks(tmp_path):
             f"    pathlib.Path({str(got)!r}).write_text(signal.Signals(signum).name)\n"
             f"    sys.exit(75)\n"
             f"signal.signal(signal.SIGUSR1, stop)\n"
+            f"signal.signal(signal.SIGTERM, stop)\n"
             f"pathlib.Path({str(ready)!r}).touch()\n"
             f"while True:\n    time.sleep(0.05)\n")
     (tmp_path / 'rank.py').write_text(rank)
@@ -183,5 +184,5 @@ def test_torchrun_launcher_forwards_preemption_signals_to_the_ranks(tmp_path):
             time.sleep(0.05)
         proc.send_signal(sig)
         assert proc.wait(timeout=30) == 75, (sig, proc.stderr.read())
-        assert got.read_text() == 'SIGUSR1'
+        assert got.read_text() == sig.name
         got.unlink()
