@@ -120,8 +120,10 @@ def test_slurm_arguments(tmp_path):
 
 def fake_slurm(tmp_path, srun_status=0):
     """srun printing its arguments and exiting ``srun_status``; scontrol recording its own."""
-    (tmp_path / 'srun').write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$@"\nexit {srun_status}\n')
-    (tmp_path / 'scontrol').write_text(f'#!/usr/bin/env bash\necho "$@" > {tmp_path}/scontrol.args\n')
+    (tmp_path / 'srun').write_text(
+        f'#!/usr/bin/env bash\nprintf "%s\\n" "$@"\nexit {srun_status}\n')
+    (tmp_path / 'scontrol').write_text(
+        f'#!/usr/bin/env bash\necho "$@" > {tmp_path}/scontrol.args\n')
     for tool in ('srun', 'scontrol'):
         (tmp_path / tool).chmod(0o755)
     return dict(PATH=f'{tmp_path}:{os.environ["PATH"]}', PYTHON=fake_python(tmp_path))
@@ -134,7 +136,8 @@ def test_slurm_signal_lead_and_automatic_resume(tmp_path):
     out = launch('slurm_train.sh', 'p', 'j', 'cfg.py', env={**env, 'SIGNAL_LEAD': '0'})
     assert out.returncode == 0 and '--signal' not in out.stdout
     out = launch('slurm_train.sh', 'p', 'j', 'cfg.py', env={**env, 'SIGNAL_LEAD': 'soon'})
-    assert out.returncode == 2 and "SIGNAL_LEAD must be a number of seconds, got 'soon'" in out.stderr
+    assert out.returncode == 2
+    assert "SIGNAL_LEAD must be a number of seconds, got 'soon'" in out.stderr
     out = launch('slurm_train.sh', 'p', 'j', 'cfg.py', 'w', '--amp',
                  env={**env, 'SLURM_RESTART_COUNT': '2'})
     assert out.stdout.splitlines()[-7:] == ['cfg.py', '--work-dir', 'w', '--resume', '--amp',
