@@ -12,6 +12,9 @@ The full-scale configs train in bf16 autocast; --amp switches a fp32 config (or 
 dtype) through mixedae.AmpOptimWrapper. Without a GPU, --amp means bf16 autocast on CPU.
 --compile runs the training step under torch.compile (MMEngine's ``compile=True``); the top-K
 attention kernel is a torch custom op, which torch.compile traces without a graph break.
+SIGTERM or SIGUSR1 (Slurm's preemption and time-limit warnings) make the run finish its
+iteration, save a checkpoint and exit with status 75; the same command plus --resume continues
+it bit-exactly (docs/usage.md, "Preemption").
 """
 import argparse
 import os.path as osp
@@ -19,12 +22,13 @@ import os.path as osp
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from mixedae.engine.hooks.preemption_hook import EXIT_PREEMPTED, Preempted
 from mixedae.engine.optimizers.amp_optim_wrapper import AMP_DTYPES, configure_amp
 from mixedae.utils.cli import run_tool
 from mixedae.utils.errors import InvalidInputError, MissingInputError
-from mixedae.utils.launch import (add_launch_args, check_inputs_exist, close_distributed,
-                                  init_cpu_distributed, load_config, parse_launch_args,
-                                  require_full_checkpoint)
+from mixedae.utils.launch import (add_launch_args, add_preemption, check_inputs_exist,
+                                  close_distributed, init_cpu_distributed, load_config,
+                                  parse_launch_args, require_full_checkpoint)
 
 
 def parse_args(argv=None):
@@ -92,11 +96,17 @@ def main(argv=None) -> int:
     cfg = build_config(args)
     check_inputs_exist(cfg, 'train')
     require_full_checkpoint(cfg, args.allow_partial)
+    add_preemption(cfg)
     init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner.train()
+        status = 0
+    except Preempted as stop:
+        print(stop, file=sys.stderr, flush=True)
+        status = EXIT_PREEMPTED
     close_distributed()
-    return 0
+    return status
 
 
 if __name__ == '__main__':

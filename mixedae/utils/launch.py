@@ -211,3 +211,23 @@ def require_full_checkpoint(cfg: Config, allow_partial: bool) -> None:
     (``allow_partial``: it is loaded with a warning listing the mismatched keys)."""
     cfg.custom_hooks = [*cfg.get('custom_hooks', []),
                         dict(type='mixedae.StrictLoadHook', allow_partial=allow_partial)]
+
+
+def add_preemption(cfg: Config) -> None:
+    """Save crash-safely and stop cleanly on SIGTERM / SIGUSR1 (``tools/train.py``).
+
+    The config's ``default_hooks.checkpoint`` (MMEngine's ``CheckpointHook``, with its
+    arguments) becomes ``mixedae.AtomicCheckpointHook`` and ``mixedae.PreemptionHook`` is
+    added to ``custom_hooks``.
+    """
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if checkpoint is None:
+        raise ValueError('default_hooks.checkpoint is missing from the config: preemption-safe '
+                         'training saves through it')
+    if checkpoint.get('type') not in ('CheckpointHook', 'mmengine.CheckpointHook',
+                                      'mixedae.AtomicCheckpointHook'):
+        raise ValueError(f"default_hooks.checkpoint.type is {checkpoint.get('type')!r}; "
+                         "preemption-safe training needs MMEngine's 'CheckpointHook' (replaced "
+                         "by 'mixedae.AtomicCheckpointHook')")
+    checkpoint['type'] = 'mixedae.AtomicCheckpointHook'
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='mixedae.PreemptionHook')]

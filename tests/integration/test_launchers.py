@@ -1,6 +1,9 @@
 """The shell launchers explain themselves and pass the right arguments on (no GPU, no Slurm)."""
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -12,7 +15,7 @@ LAUNCHERS = {  # script: (minimum arguments, arguments it names in its usage)
     'slurm_test.sh': (4, ['PARTITION', 'JOB_NAME', 'CONFIG', 'CHECKPOINT']),
 }
 TORCHRUN_VARS = ['CUDA_VISIBLE_DEVICES', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'PORT']
-SLURM_VARS = ['GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS']
+SLURM_VARS = ['GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS', 'SIGNAL_LEAD', 'REQUEUE']
 
 
 def launch(script, *args, env=None):
@@ -131,6 +134,79 @@ def test_slurm_arguments(tmp_path, cfg):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         '-p', 'part', '--job-name=job', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
-        '--cpus-per-task=4', '--kill-on-bad-exit=1', '--time=1:00:00', py, '-u',
-        os.path.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir', 'work', '--amp',
+        '--cpus-per-task=4', '--kill-on-bad-exit=1', '--signal=USR1@120', '--time=1:00:00',
+        py, '-u', os.path.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir', 'work', '--amp',
         '--launcher', 'slurm']
+
+
+def fake_slurm(tmp_path, srun_status=0):
+    """srun printing its arguments and exiting ``srun_status``; scontrol recording its own."""
+    (tmp_path / 'srun').write_text(
+        f'#!/usr/bin/env bash\nprintf "%s\\n" "$@"\nexit {srun_status}\n')
+    (tmp_path / 'scontrol').write_text(
+        f'#!/usr/bin/env bash\necho "$@" > {tmp_path}/scontrol.args\n')
+    for tool in ('srun', 'scontrol'):
+        (tmp_path / tool).chmod(0o755)
+    return dict(PATH=f'{tmp_path}:{os.environ["PATH"]}', PYTHON=fake_python(tmp_path))
+
+
+def test_slurm_signal_lead_and_automatic_resume(tmp_path, cfg):
+    env = fake_slurm(tmp_path)
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SIGNAL_LEAD': '300'})
+    assert '--signal=USR1@300' in out.stdout.splitlines()
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SIGNAL_LEAD': '0'})
+    assert out.returncode == 0 and '--signal' not in out.stdout
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SIGNAL_LEAD': 'soon'})
+    assert out.returncode == 2
+    assert "SIGNAL_LEAD must be a number of seconds, got 'soon'" in out.stderr
+    out = launch('slurm_train.sh', 'p', 'j', cfg, 'w', '--amp',
+                 env={**env, 'SLURM_RESTART_COUNT': '2'})
+    assert out.stdout.splitlines()[-7:] == [cfg, '--work-dir', 'w', '--resume', '--amp',
+                                            '--launcher', 'slurm']
+    out = launch('slurm_train.sh', 'p', 'j', cfg, '--resume', 'x.pth',
+                 env={**env, 'SLURM_RESTART_COUNT': '2'})
+    assert out.stdout.splitlines().count('--resume') == 1
+
+
+def test_slurm_requeue_on_preemption(tmp_path, cfg):
+    env = {**fake_slurm(tmp_path, srun_status=75), 'REQUEUE': '1'}
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env=env)
+    assert out.returncode == 2 and 'REQUEUE=1 requeues the sbatch job' in out.stderr
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SLURM_JOB_ID': '4242'})
+    assert out.returncode == 75 and 'requeueing Slurm job 4242' in out.stderr
+    assert (tmp_path / 'scontrol.args').read_text() == 'requeue 4242\n'
+    (tmp_path / 'scontrol.args').unlink()
+    ok = {**fake_slurm(tmp_path, srun_status=0), 'REQUEUE': '1', 'SLURM_JOB_ID': '4242'}
+    assert launch('slurm_train.sh', 'p', 'j', cfg, env=ok).returncode == 0
+    assert not (tmp_path / 'scontrol.args').exists()
+
+
+def test_torchrun_launcher_forwards_preemption_signals_to_the_ranks(tmp_path, cfg):
+    """A stand-in torchrun with one Python rank: the rank records the signal and exits 75;
+    torchrun, like the real one, reports a failed rank with status 1."""
+    ready, got = tmp_path / 'ready', tmp_path / 'got'
+    rank = (f"import pathlib, signal, sys, time\n"
+            f"def stop(signum, frame):\n"
+            f"    pathlib.Path({str(got)!r}).write_text(signal.Signals(signum).name)\n"
+            f"    sys.exit(75)\n"
+            f"signal.signal(signal.SIGUSR1, stop)\n"
+            f"signal.signal(signal.SIGTERM, stop)\n"
+            f"pathlib.Path({str(ready)!r}).touch()\n"
+            f"while True:\n    time.sleep(0.05)\n")
+    (tmp_path / 'rank.py').write_text(rank)
+    fake = tmp_path / 'python'
+    fake.write_text(f"#!/usr/bin/env bash\n{sys.executable} {tmp_path / 'rank.py'} &\n"
+                    "wait $! || exit 1\n")
+    fake.chmod(0o755)
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        ready.unlink(missing_ok=True)
+        proc = subprocess.Popen(['bash', os.path.join(ROOT, 'tools', 'dist_train.sh'), cfg, '1'],
+                                cwd=ROOT, env={**os.environ, 'PYTHON': str(fake)},
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 75, (sig, proc.stderr.read())
+        assert got.read_text() == sig.name
+        got.unlink()

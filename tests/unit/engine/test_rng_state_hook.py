@@ -39,7 +39,8 @@ def test_restore_waits_for_the_skipped_batches():
 
 def test_checkpoint_round_trip_and_validation_isolation():
     hook = RNGStateHook()
-    runner = SimpleNamespace(_resume=True, train_loop=SimpleNamespace(iter=0))
+    runner = SimpleNamespace(_resume=True,
+                             train_loop=SimpleNamespace(iter=0, epoch=0, dataloader=[]))
     hook.after_train_epoch(runner)
     checkpoint = {}
     hook.before_save_checkpoint(runner, checkpoint)
