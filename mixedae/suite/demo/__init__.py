@@ -30,5 +30,5 @@ def run_demo(repo: Repo, out: str, data: str, preset: str, force: bool) -> str:
     def report() -> None:
         write_report(demo, seed_values(demo), read_timings(timings_file))
 
-    run_stages(plan(demo, report), demo.p.expected_s, timings_file)
+    run_stages(plan(demo, report), demo.p.expected_s, timings_file, demo.p.parallel)
     return osp.join(demo.out, 'report.md')

@@ -20,14 +20,11 @@ def plan(demo: Demo, report: Callable[[], None]) -> List[Stage]:
     p = demo.p
     stages = [Stage('generate data', 'data', [osp.join(demo.data, MANIFEST)],
                     demo.generate_data, demo.data_current)]
-    for seed in p.pretrain_seeds:
-        for name in PRETRAINS:
-            stages += [Stage(f'pretrain {name} s{seed}', 'pretrain',
-                             [demo.pretrain_ckpt(name, seed)],
-                             lambda n=name, s=seed: demo.pretrain(n, s)),
-                       Stage(f'convert {name} s{seed}', 'convert',
-                             [demo.backbone(name, seed)],
-                             lambda n=name, s=seed: demo.convert(n, s))]
+    pretrained = [(name, seed) for seed in p.pretrain_seeds for name in PRETRAINS]
+    stages += [Stage(f'pretrain {n} s{s}', 'pretrain', [demo.pretrain_ckpt(n, s)],
+                     lambda n=n, s=s: demo.pretrain(n, s)) for n, s in pretrained]
+    stages += [Stage(f'convert {n} s{s}', 'convert', [demo.backbone(n, s)],
+                     lambda n=n, s=s: demo.convert(n, s)) for n, s in pretrained]
     stages += [Stage(f'hr_acc {name}', 'hr_acc', [demo.hr_acc_file(name)],
                      lambda n=name: demo.measure_hr_acc(n)) for name in HOMOLOGOUS]
     runs = [('probe', m, s) for s in p.pretrain_seeds for m in TRANSFERS]

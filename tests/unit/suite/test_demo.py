@@ -21,7 +21,7 @@ from mixedae.suite.demo.report import publish_report, seed_values, write_report
 from mixedae.suite.demo.run_configs import (entry_of_type, finetune_config, pretrain_config,
                                             probe_config)
 from mixedae.suite.demo.runner import progress_line
-from mixedae.suite.demo.schedule import Stage, eta, read_timings, run_stages
+from mixedae.suite.demo.schedule import Stage, batches, eta, read_timings, run_stages
 from mixedae.suite.demo.stages import Demo
 from mixedae.suite.repo import Repo
 from mixedae.suite.stats import (compare, difference_interval, format_difference, format_spread,
@@ -425,8 +425,36 @@ def test_schedule_reuses_finished_stages_and_records_timings(tmp_path, capsys):
     assert eta(stages, expected, measured) == pytest.approx(100 + (5 + 15) * 200 / 120)
 
 
+def test_consecutive_training_stages_of_one_kind_run_side_by_side(tmp_path):
+    import threading
+    barrier, ran = threading.Barrier(2, timeout=10), []
+
+    def stage(name, kind):
+        def run():
+            if name in ('a', 'b'):
+                barrier.wait()              # both probes of a batch must be running at once
+            ran.append(name)
+            (tmp_path / name).write_text('')
+        return Stage(name, kind, [str(tmp_path / name)], run)
+
+    stages = [stage('p0', 'pretrain'), stage('c0', 'convert'), stage('c1', 'convert'),
+              stage('a', 'probe'), stage('b', 'probe'), stage('c', 'probe'),
+              stage('report', 'report')]
+    assert [[s.name for s in b] for b in batches(stages, 2)] == [
+        ['p0'], ['c0'], ['c1'], ['a', 'b'], ['c'], ['report']]
+    assert [[s.name for s in b] for b in batches(stages, 1)] == [[s.name] for s in stages]
+    timings = run_stages(stages, {}, str(tmp_path / 'timings.json'), parallel=2)
+    assert sorted(ran) == sorted(s.name for s in stages) and set(timings) == {
+        'p0', 'c0', 'c1', 'a', 'b', 'c'}
+    # side by side, a stage of a parallel kind counts for 1 / parallel of the ETA
+    (tmp_path / 'c').unlink()
+    assert eta(stages, {'probe': 10}, {}, parallel=2) == 5.0
+    assert eta(stages, {'probe': 10}, {'probe': [4.0]}, parallel=2) == 2.0
+
+
 def test_stage_list_covers_every_method_task_and_seed(tmp_path):
     p = PRESETS['gpu']
+    seeds = p.pretrain_seeds
     demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), p)
     names = [s.name for s in plan(demo, report=lambda: None)]
     assert [n for n in names if n.startswith('pretrain')] == [
@@ -454,6 +482,7 @@ def test_stage_list_covers_every_method_task_and_seed(tmp_path):
         if stage.kind in ('pretrain', 'probe', 'coco'):
             stage.run()
     assert calls[:2] == [('pretrain', 'mae', 0), ('pretrain', 'naivemix', 0)]
+    assert names.index('convert mae s0') > names.index(f'pretrain mixedae-noseg s{seeds[-1]}')
     assert ('probe', 'scratch', 2) in calls and ('coco', 'mixedae-tied', 0) in calls
     assert ('coco', 'mae', 1) not in calls and len(calls) == 15 + 18 + 6
     # the CPU preset fine-tunes on ADE20K only, from the first pretraining seed
