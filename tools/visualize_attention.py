@@ -6,7 +6,7 @@
 
 CONFIG is the pretraining config that gives the architecture; each checkpoint is a pretraining
 checkpoint or a converted backbone. Rows are images; columns the input, then one attention map
-per checkpoint (mean over heads), as in the paper's Figure 5. Non-square images are
+per checkpoint (mean over heads; the layout is chosen here). Non-square images are
 centre-cropped to the input size, not stretched; --image-dir skips the --out file.
 """
 import argparse

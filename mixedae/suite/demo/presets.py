@@ -6,7 +6,7 @@ from typing import Dict, List, Tuple
 
 #: pretrained methods, each one knob from its neighbour: name -> (config kind, backbone fields,
 #: model fields) set on top of the tiny config and the preset's sizes. ``mixedae`` starts from
-#: MAE's initialisation, as the paper's recipe does; ``mixedae-tied`` is this project's variant
+#: MAE's initialisation, as the ViT-B configs do; ``mixedae-tied`` is this project's variant
 #: whose homologous layers start with keys equal to queries (docs/method.md).
 PRETRAINS: Dict[str, Tuple[str, Dict, Dict]] = {
     'mae': ('mae', {}, {}),
