@@ -27,6 +27,10 @@ SLURM_ENV='Environment (Slurm launchers):
   GPUS_PER_NODE         GPUs (= tasks) per node (default 8); nodes used = GPUS / GPUS_PER_NODE
   CPUS_PER_TASK         CPU cores per task, used by the data loader workers (default 5)
   SRUN_ARGS             extra srun options, e.g. "--quotatype=spot" or "--time=72:00:00"
+  SIGNAL_LEAD           slurm_train.sh: seconds before the time limit at which Slurm sends
+                        SIGUSR1 to every task, which saves and exits 75 (default 120; 0: none)
+  REQUEUE               slurm_train.sh inside an sbatch job: 1 requeues the job when the run
+                        stops on a preemption signal (exit 75); a requeued job adds --resume
   PYTHON                interpreter (default .venv/bin/python, else python on PATH)
 Slurm chooses the GPUs: CUDA_VISIBLE_DEVICES is set by Slurm for each task.'
 
@@ -55,6 +59,14 @@ positive_int() {
   fi
 }
 
+# config_exists PATH: exits with a message unless PATH is a file, before torchrun or srun start.
+config_exists() {
+  if [[ ! -f $1 ]]; then
+    echo "error: config file not found: $1" >&2
+    exit 2
+  fi
+}
+
 # Only run the launch when executed; dist_*.sh and slurm_*.sh source this file for the helpers.
 [[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 
@@ -75,10 +87,22 @@ case "$MODE" in
       [[ -z ${!var:-} ]] || [[ ${!var} =~ ^[0-9]+$ ]] || {
         echo "error: $var must be an integer, got '${!var}'" >&2; exit 2; }
     done
-    exec "$PY" -m torch.distributed.run \
+    # Preemption: SIGTERM or SIGUSR1 sent to this script is passed on to every rank (train.py
+    # saves and exits 75); torchrun ignores SIGUSR1, whose default action would kill it and
+    # orphan the ranks. A training whose torchrun fails after that exits 75 here.
+    ( trap '' USR1; exec "$PY" -m torch.distributed.run \
         --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
         --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
-        --nproc_per_node="$GPUS" "$HERE/$TOOL" "$@" --launcher pytorch ;;
+        --nproc_per_node="$GPUS" "$HERE/$TOOL" "$@" --launcher pytorch ) &
+    RUN=$!
+    FORWARDED=0
+    forward() { FORWARDED=1; pkill "-$1" -P "$RUN" || :; }   # no rank left: nothing to stop
+    trap 'forward TERM' TERM
+    trap 'forward USR1' USR1
+    while kill -0 "$RUN" 2>/dev/null; do wait "$RUN" || :; done   # a trapped signal ends `wait`
+    wait "$RUN" && STATUS=0 || STATUS=$?
+    if [[ $TOOL == train.py && $FORWARDED == 1 && $STATUS != 0 ]]; then STATUS=75; fi
+    exit "$STATUS" ;;
   slurm)
     usage_or_die 3 "$LAUNCH_USAGE" "$SLURM_ENV" -- "$@"
     PARTITION=$1

@@ -16,9 +16,9 @@ See mixedae/suite/speed.py.
 import argparse
 import json
 import os.path as osp
-import sys
 
 from mixedae.suite.speed import PROTOCOLS, SCALES, benchmark_backbones
+from mixedae.utils.cli import run_tool
 from mixedae.utils.io import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -50,4 +50,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

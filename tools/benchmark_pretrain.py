@@ -13,9 +13,9 @@ table where a ratio is noisy or rests on fewer than 3 repeats. See mixedae/suite
 import argparse
 import json
 import os.path as osp
-import sys
 
 from mixedae.suite.speed import PRETRAIN_ARCHS, PRETRAIN_METHODS, benchmark_pretrain
+from mixedae.utils.cli import run_tool
 from mixedae.utils.io import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -46,4 +46,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -13,6 +13,7 @@ import sys
 import torch
 
 from mixedae.suite.topk_bench import NO_CUDA, benchmark_topk_kernels
+from mixedae.utils.cli import run_tool
 
 DTYPES = dict(bfloat16=torch.bfloat16, float16=torch.float16)
 
@@ -45,4 +46,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -12,6 +12,7 @@ import os
 import sys
 
 from mixedae.datasets.checks import CHECKS
+from mixedae.utils.cli import run_tool
 
 
 def main(argv=None) -> int:
@@ -31,4 +32,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -3,14 +3,12 @@
 
     python tools/convert_checkpoint.py IN OUT --src-format {mixedae,mae,ibot,timm,mmseg} [--key teacher]
 
-The output loads with ``--cfg-options model.backbone.init_cfg.checkpoint=OUT`` (together with
-``model.backbone.init_cfg.type=Pretrained`` where the config has no init_cfg).
+The output loads with ``tools/train.py CONFIG --load-backbone OUT``.
 """
 import argparse
-import sys
 
-from mixedae.utils.checkpoint import CheckpointError
 from mixedae.models.backbones.loading import FORMATS, convert_checkpoint
+from mixedae.utils.cli import run_tool
 
 
 def parse_args(argv=None):
@@ -26,14 +24,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        kept, dropped = convert_checkpoint(args.src, args.dst, args.src_format, args.key)
-    except ValueError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    except (FileNotFoundError, CheckpointError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    kept, dropped = convert_checkpoint(args.src, args.dst, args.src_format, args.key)
     print(f'kept {kept} tensors, dropped {len(dropped)}'
           + (f' ({", ".join(dropped[:6])}{", ..." if len(dropped) > 6 else ""})' if dropped else '')
           + f'; wrote {args.dst}')
@@ -41,4 +32,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

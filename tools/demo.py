@@ -15,13 +15,13 @@ written to OUT/configs. A small-scale benchmark, not the paper's protocol.
 """
 import argparse
 import os.path as osp
-import sys
 
 import torch
 
 from mixedae.suite.demo import PRESETS, run_demo
 from mixedae.suite.demo.report import publish_report
 from mixedae.suite.repo import Repo
+from mixedae.utils.cli import run_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -33,8 +33,8 @@ def main(argv=None) -> int:
                         help='scale of the demo (default: cpu)')
     parser.add_argument('--out', help='work and report folder (default: work_dirs/demo, or '
                         'work_dirs/demo_<preset> for other presets)')
-    parser.add_argument('--data', help='generated data folder (default: data/synthetic, or '
-                        'data/synthetic_<preset>)')
+    parser.add_argument('--data', help='generated data folder, regenerated when it does not hold '
+                        "the preset's data set (default: data/demo, or data/demo_<preset>)")
     parser.add_argument('--force', action='store_true', help='delete earlier results and rerun')
     parser.add_argument('--publish', action='store_true',
                         help='copy the report and its figures to docs/demo_report.md, docs/demo_*.png')
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         print(f'warning: preset {args.preset!r} is sized for a GPU and none is visible: it '
               'will run on the CPU, far slower than its ETA says', file=sys.stderr, flush=True)
     out = args.out or f'work_dirs/demo{suffix}'
-    report = run_demo(Repo(ROOT), out, args.data or f'data/synthetic{suffix}', args.preset,
+    report = run_demo(Repo(ROOT), out, args.data or f'data/demo{suffix}', args.preset,
                       args.force)
     print(f'report: {report}')
     if args.publish:
@@ -53,4 +53,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -16,4 +16,5 @@ CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
 shift 3
+config_exists "$CONFIG"
 exec "$(dirname "$0")/_launch.sh" torchrun "$GPUS" test.py "$CONFIG" "$CHECKPOINT" "$@"

@@ -15,4 +15,5 @@ backend when no GPU is present), through torchrun.
 CONFIG=$1
 GPUS=$2
 shift 2
+config_exists "$CONFIG"
 exec "$(dirname "$0")/_launch.sh" torchrun "$GPUS" train.py "$CONFIG" "$@"

@@ -14,6 +14,7 @@ import time
 import torch
 
 from mixedae.suite.gpu_check import SCALES, run_all, summary, write_report
+from mixedae.utils.cli import run_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -47,4 +48,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

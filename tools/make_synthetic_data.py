@@ -2,17 +2,20 @@
 """Generate the built-in benchmark data: one set of seeded scenes in three views.
 
     python tools/make_synthetic_data.py [OUT=data/synthetic] [--num-train 600] [--num-val 100]
-                                        [--size 64] [--seed 0]
+                                        [--size 64] [--seed 0] [--replace]
 
 Writes OUT/pretrain (unlabelled training images), OUT/ade (ADE20K layout) and OUT/coco (COCO
 2017 instances), then checks the last two with mixedae.datasets.checks. The tiny
-configs read these paths by default.
+configs read these paths by default. OUT must be empty: --replace deletes an earlier generated
+data set there first. OUT/manifest.json, written last, records what was generated;
+tools/train.py and tools/test.py refuse a folder whose files no longer match it.
 """
 import argparse
 import sys
 
 from mixedae.datasets.checks import check_ade20k, check_coco
 from mixedae.datasets.synthetic import SHAPE_CLASSES, write_dataset
+from mixedae.utils.cli import run_tool
 
 
 def main(argv=None) -> int:
@@ -23,11 +26,13 @@ def main(argv=None) -> int:
     parser.add_argument('--num-val', type=int, default=100)
     parser.add_argument('--size', type=int, default=64, help='square image side in pixels')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--replace', action='store_true',
+                        help='delete the data set already in OUT (only generated files) first')
     args = parser.parse_args(argv)
     if args.num_train < 1 or args.num_val < 1 or args.size < 16:
         parser.error('need --num-train >= 1, --num-val >= 1 and --size >= 16')
     views = write_dataset(args.out, args.num_train, args.num_val, (args.size, args.size),
-                          args.seed)
+                          args.seed, replace=args.replace)
     problems = check_ade20k(views['ade20k']) + check_coco(views['coco'])
     for p in problems:
         print(p, file=sys.stderr)
@@ -38,4 +43,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -20,11 +20,13 @@ that seed. OUT.json: {LABEL: {"hr_acc": float, "per_layer": [float, ...], "sourc
 """
 import argparse
 import json
+import os
 import sys
 from typing import Tuple
 
 from mixedae.suite.figures import CheckpointKindError
 from mixedae.suite.hr_probe import measure_hr_acc
+from mixedae.utils.io import atomic_write
 
 
 def labelled(text: str) -> Tuple[str, str]:
@@ -66,7 +68,8 @@ def main(argv=None) -> int:
                                 args.checkpoint, args.init)
     except (CheckpointKindError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f'error: {err}')
-    with open(args.out, 'w') as f:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with atomic_write(args.out) as f:
         json.dump(result, f, indent=2)
     for label, entry in result.items():
         if not label.startswith('_'):

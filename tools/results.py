@@ -16,6 +16,7 @@ from mixedae.suite.plots import bar_chart
 from mixedae.suite.results import (collect, collect_ablations, load_matrix, results_markdown,
                                    run_commands, write_csv)
 from mixedae.suite.tables import markdown_table
+from mixedae.utils.cli import run_tool
 from mixedae.utils.io import atomic_write
 
 
@@ -63,4 +64,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

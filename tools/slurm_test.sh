@@ -16,4 +16,5 @@ JOB_NAME=$2
 CONFIG=$3
 CHECKPOINT=$4
 shift 4
+config_exists "$CONFIG"
 exec "$(dirname "$0")/_launch.sh" slurm "$PARTITION" "$JOB_NAME" test.py "$CONFIG" "$CHECKPOINT" "$@"

@@ -3,19 +3,46 @@
 set -euo pipefail
 source "$(dirname "$0")/_launch.sh"
 usage_or_die 3 "usage: [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS=...] \\
-    tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py args...]
+    [SIGNAL_LEAD=120] [REQUEUE=1] tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] \\
+    [train.py args...]
 
 Trains CONFIG on GPUS GPUs of a Slurm cluster (srun, one task per GPU). Run it on a login node.
   PARTITION  the Slurm partition to submit to (sinfo lists them)
   JOB_NAME   a name for the job, shown by squeue
   CONFIG     a config file
   WORK_DIR   optional output folder (default work_dirs/<config name>)
-  train.py args, e.g. --amp, --resume, --cfg-options KEY=VALUE" "$SLURM_ENV" -- "$@"
+  train.py args, e.g. --amp, --resume, --cfg-options KEY=VALUE
+Preemption: Slurm's SIGTERM (preemption) or SIGUSR1 (sent SIGNAL_LEAD seconds before the time
+limit) makes every task finish its iteration, save a checkpoint and exit 75. Submitted with
+sbatch --requeue --wrap 'tools/slurm_train.sh ...' and REQUEUE=1, the job then requeues itself,
+and a requeued job (or one Slurm requeued after preempting it) resumes from the work dir's last
+checkpoint." \
+    "$SLURM_ENV" -- "$@"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
 shift 3
+config_exists "$CONFIG"
 WORK_DIR_ARGS=()
 if [[ $# -gt 0 && $1 != --* ]]; then WORK_DIR_ARGS=(--work-dir "$1"); shift; fi
-exec "$(dirname "$0")/_launch.sh" slurm "$PARTITION" "$JOB_NAME" train.py "$CONFIG" \
-    "${WORK_DIR_ARGS[@]}" "$@"
+[[ ${SIGNAL_LEAD:-120} =~ ^[0-9]+$ ]] || {
+  echo "error: SIGNAL_LEAD must be a number of seconds, got '$SIGNAL_LEAD'" >&2; exit 2; }
+if [[ ${REQUEUE:-0} == 1 && -z ${SLURM_JOB_ID:-} ]]; then
+  echo 'error: REQUEUE=1 requeues the sbatch job this script runs in; submit it with sbatch' \
+       '--requeue (SLURM_JOB_ID is not set here)' >&2
+  exit 2
+fi
+if [[ ${SIGNAL_LEAD:-120} != 0 ]]; then
+  export SRUN_ARGS="--signal=USR1@${SIGNAL_LEAD:-120} ${SRUN_ARGS:-}"
+fi
+RESUME_ARGS=()
+if [[ ${SLURM_RESTART_COUNT:-0} != 0 && " $* " != *" --resume"* ]]; then
+  RESUME_ARGS=(--resume)   # a requeued job continues from last_checkpoint
+fi
+"$(dirname "$0")/_launch.sh" slurm "$PARTITION" "$JOB_NAME" train.py "$CONFIG" \
+    "${WORK_DIR_ARGS[@]}" "${RESUME_ARGS[@]}" "$@" && STATUS=0 || STATUS=$?
+if [[ $STATUS == 75 && ${REQUEUE:-0} == 1 ]]; then
+  echo "preempted: requeueing Slurm job $SLURM_JOB_ID; it resumes from the last checkpoint" >&2
+  scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$STATUS"

@@ -14,11 +14,11 @@ Multi-GPU: tools/dist_test.sh.
 """
 import argparse
 import os.path as osp
-import sys
 
 from mmengine.dist import get_rank
 from mmengine.runner import Runner
 
+from mixedae.utils.cli import run_tool
 from mixedae.utils.io import write_metrics
 from mixedae.utils.launch import (add_launch_args, check_inputs_exist, close_distributed,
                                   init_cpu_distributed, load_config, parse_launch_args,
@@ -71,4 +71,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -2,8 +2,8 @@
 """Train with a config: MixedAE/MAE pretraining, ADE20K segmentation or COCO detection.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype DTYPE]]
-                          [--auto-scale-lr] [--compile] [--allow-partial] [--cfg-options k=v ...]
-                          [--launcher none|pytorch|slurm]
+                          [--auto-scale-lr] [--compile] [--allow-partial] [--load-backbone CKPT]
+                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 
 The config decides the task; one script serves all three. Multi-GPU: tools/dist_train.sh.
 Every data root, annotation file and checkpoint the config names is checked before the model
@@ -12,18 +12,23 @@ The full-scale configs train in bf16 autocast; --amp switches a fp32 config (or 
 dtype) through mixedae.AmpOptimWrapper. Without a GPU, --amp means bf16 autocast on CPU.
 --compile runs the training step under torch.compile (MMEngine's ``compile=True``); the top-K
 attention kernel is a torch custom op, which torch.compile traces without a graph break.
+SIGTERM or SIGUSR1 (Slurm's preemption and time-limit warnings) make the run finish its
+iteration, save a checkpoint and exit with status 75; the same command plus --resume continues
+it bit-exactly (docs/usage.md, "Preemption").
 """
 import argparse
 import os.path as osp
-import sys
 
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from mixedae.engine.hooks.preemption_hook import EXIT_PREEMPTED, Preempted
 from mixedae.engine.optimizers.amp_optim_wrapper import AMP_DTYPES, configure_amp
-from mixedae.utils.launch import (add_launch_args, check_inputs_exist, close_distributed,
-                                  init_cpu_distributed, load_config, parse_launch_args,
-                                  require_full_checkpoint)
+from mixedae.utils.cli import run_tool
+from mixedae.utils.errors import InvalidInputError, MissingInputError
+from mixedae.utils.launch import (add_launch_args, add_preemption, check_inputs_exist,
+                                  close_distributed, init_cpu_distributed, load_config,
+                                  parse_launch_args, require_full_checkpoint)
 
 
 def parse_args(argv=None):
@@ -42,6 +47,10 @@ def parse_args(argv=None):
                         'bfloat16); float16 needs a GPU and uses dynamic loss scaling')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale lr by the actual total batch / auto_scale_lr.base_batch_size')
+    parser.add_argument('--load-backbone', metavar='CKPT',
+                        help='start the backbone from CKPT (a backbone checkpoint from '
+                        'tools/convert_checkpoint.py): model.backbone.init_cfg = '
+                        "dict(type='Pretrained', checkpoint=CKPT)")
     parser.add_argument('--compile', action='store_true',
                         help="torch.compile the training step (MMEngine's compile=True); the "
                         'first iterations are slow while it compiles')
@@ -58,15 +67,28 @@ def build_config(args) -> Config:
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         if not osp.isfile(args.resume):
-            raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
+            raise MissingInputError(f'--resume checkpoint not found: {args.resume}')
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+            raise InvalidInputError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the '
+                                    'config')
         cfg.auto_scale_lr.enable = True
     if args.compile:
         cfg.compile = True
+    if args.load_backbone:
+        load_backbone(cfg, args.load_backbone)
     return cfg
+
+
+def load_backbone(cfg: Config, checkpoint: str) -> None:
+    """Set ``model.backbone.init_cfg`` to load ``checkpoint`` (a converted backbone file)."""
+    if not osp.isfile(checkpoint):
+        raise MissingInputError(f'--load-backbone: checkpoint file not found: {checkpoint}')
+    if not isinstance(cfg.get('model', {}).get('backbone'), dict):
+        raise InvalidInputError(f'--load-backbone: {cfg.filename} has no model.backbone to '
+                                'load it into')
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
 
 
 def main(argv=None) -> int:
@@ -74,12 +96,18 @@ def main(argv=None) -> int:
     cfg = build_config(args)
     check_inputs_exist(cfg, 'train')
     require_full_checkpoint(cfg, args.allow_partial)
+    add_preemption(cfg)
     init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner.train()
+        status = 0
+    except Preempted as stop:
+        print(stop, file=sys.stderr, flush=True)
+        status = EXIT_PREEMPTED
     close_distributed()
-    return 0
+    return status
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -6,16 +6,16 @@
 
 CONFIG is the pretraining config that gives the architecture; each checkpoint is a pretraining
 checkpoint or a converted backbone. Rows are images; columns the input, then one attention map
-per checkpoint (mean over heads), as in the paper's Figure 5. Non-square images are
+per checkpoint (mean over heads; the layout is chosen here). Non-square images are
 centre-cropped to the input size, not stretched; --image-dir skips the --out file.
 """
 import argparse
-import sys
 
 from mmengine.config import DictAction
 
 from mixedae.suite.figures import (attention_figure, list_images, load_images,
                                    normalization_of, save_png, vit_from_pretrain_config)
+from mixedae.utils.cli import run_tool
 
 
 def parse_args(argv=None):
@@ -52,4 +52,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

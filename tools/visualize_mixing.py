@@ -10,12 +10,12 @@ patches pasted back). The checkpoint must be a pretraining checkpoint (encoder a
 without one the model is randomly initialised. Non-square images are centre-cropped, not stretched.
 """
 import argparse
-import sys
 
 from mmengine.config import DictAction
 
-from mixedae.suite.figures import (CheckpointKindError, build_pretrain_model, list_images,
-                                   load_images, load_pretrain_weights, mixing_figure, save_png)
+from mixedae.suite.figures import (build_pretrain_model, list_images, load_images,
+                                   load_pretrain_weights, mixing_figure, save_png)
+from mixedae.utils.cli import run_tool
 
 
 def parse_args(argv=None):
@@ -39,10 +39,7 @@ def main(argv=None) -> int:
     if g < 2:
         raise SystemExit(f'{args.config}: group_size is {g}; mixing needs at least 2')
     if args.checkpoint:
-        try:
-            load_pretrain_weights(model, args.checkpoint)
-        except CheckpointKindError as err:
-            raise SystemExit(f'error: {err}')
+        load_pretrain_weights(model, args.checkpoint)
     paths = args.images or list_images(args.image_dir or '.', g, exclude=[args.out])
     if len(paths) != g:
         raise SystemExit(f'need exactly G = {g} images, got {len(paths)}')
@@ -55,4 +52,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from mixedae.utils.errors import OutputExistsError
+from mixedae.utils.io import write_json
+from .validation import DataError
 
 #: (name, base RGB colour) of each object class; class k is written as label k + 1 in ADE20K
 #: format (0 = background / "other") and as category id k + 1 in COCO format.
@@ -256,7 +261,8 @@ def _write_coco_split(root: str, split: str, scenes: List[Scene]) -> None:
 
 
 def write_dataset(root: str, num_train: int, num_val: int, size: Tuple[int, int] = (64, 64),
-                  seed: int = 0, views: Sequence[str] = VIEWS) -> Dict[str, str]:
+                  seed: int = 0, views: Sequence[str] = VIEWS, replace: bool = False
+                  ) -> Dict[str, str]:
     """Render ``num_train + num_val`` scenes from ``seed`` and write views of the same scenes:
 
     - ``pretrain``: ``root/pretrain/*.jpg``, the training images without labels;
@@ -265,11 +271,14 @@ def write_dataset(root: str, num_train: int, num_val: int, size: Tuple[int, int]
       rasterises back to exactly its pixels, with ``area`` and ``bbox`` of that rasterisation
       (so the union of a class's instance masks equals its pixels in the ADE20K view).
 
-    Returns the root folder of each written view.
+    ``root`` must be empty or absent; ``replace`` deletes an earlier generated tree there first
+    (:func:`clear_generated`). :data:`MANIFEST` is written last: what was generated, with the
+    number of files in each folder. Returns the root folder of each written view.
     """
     unknown = set(views) - set(VIEWS)
     if unknown:
         raise ValueError(f'unknown views {sorted(unknown)}; choose from {VIEWS}')
+    clear_generated(root, replace)
     rng = np.random.default_rng(seed)
     scenes = {'train': [render_scene(rng, *size) for _ in range(num_train)],
               'val': [render_scene(rng, *size) for _ in range(num_val)]}
@@ -286,4 +295,117 @@ def write_dataset(root: str, num_train: int, num_val: int, size: Tuple[int, int]
         if 'coco' in views:
             out['coco'] = os.path.join(root, 'coco')
             _write_coco_split(out['coco'], coco_split, scenes[key])
+    write_json(dict(generator=GENERATOR, version=GENERATOR_VERSION, num_train=num_train,
+                    num_val=num_val, size=list(size), seed=seed, views=list(views),
+                    files=expected_files(num_train, num_val, views)),
+               os.path.join(root, MANIFEST))
     return out
+
+
+# ------------------------------------------------------------------------------ manifest
+#: the record :func:`write_dataset` leaves in the root of what it generated.
+MANIFEST = 'manifest.json'
+GENERATOR = 'mixedae.datasets.synthetic'
+#: bumped whenever the same arguments would render different scenes.
+GENERATOR_VERSION = 1
+#: the entries of a generated root (the views' folders and the manifest).
+GENERATED_NAMES = ('pretrain', 'ade', 'coco', MANIFEST)
+
+
+def expected_files(num_train: int, num_val: int, views: Sequence[str] = VIEWS
+                   ) -> Dict[str, int]:
+    """Number of files :func:`write_dataset` writes into each folder (relative to the root)."""
+    files = {'pretrain': num_train} if 'pretrain' in views else {}
+    for count, (ade_split, coco_split) in zip((num_train, num_val), SPLITS):
+        if 'ade20k' in views:
+            files[f'ade/images/{ade_split}'] = count
+            files[f'ade/annotations/{ade_split}'] = count
+        if 'coco' in views:
+            files[f'coco/{coco_split}'] = count
+    if 'coco' in views:
+        files['coco/annotations'] = len(SPLITS)
+    return files
+
+
+def clear_generated(root: str, replace: bool) -> None:
+    """Make sure ``root`` is empty: refuse a non-empty one, or (``replace``) delete it whole
+    when it holds nothing but what :func:`write_dataset` writes."""
+    entries = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    if not entries:
+        return
+    if not replace:
+        raise OutputExistsError(
+            f'{root} is not empty ({", ".join(entries[:5])}{", ..." if len(entries) > 5 else ""})'
+            ': generating into it would mix two data sets; pass --replace to delete it and '
+            'generate afresh, or choose another folder')
+    foreign = [e for e in entries if e not in GENERATED_NAMES and not e.startswith(f'.{MANIFEST}.')]
+    if foreign:
+        raise OutputExistsError(f'--replace refused: {root} holds {foreign}, which the '
+                                'generator does not write; move them or choose another folder')
+    shutil.rmtree(root)
+
+
+def read_manifest(root: str) -> Optional[dict]:
+    """The manifest of a generated root, or None when ``root`` has none."""
+    path = os.path.join(root, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            manifest = json.load(f)
+        except json.JSONDecodeError as err:
+            raise DataError(f'{path}: not valid JSON ({err}); regenerate the folder with '
+                            f'tools/make_synthetic_data.py {root} --replace') from err
+    if not isinstance(manifest, dict) or manifest.get('generator') != GENERATOR:
+        return None
+    return manifest
+
+
+def find_generated_root(path: str, levels: int = 3) -> Optional[str]:
+    """The generated root holding ``path``: ``path`` or one of its ``levels`` nearest parents
+    with a manifest of this generator (None if there is none)."""
+    folder = os.path.abspath(path)
+    for _ in range(levels + 1):
+        if read_manifest(folder) is not None:
+            return folder
+        folder = os.path.dirname(folder)
+    return None
+
+
+def regenerate_command(root: str, manifest: dict) -> str:
+    """The command that writes ``root`` again as its manifest describes it (the tool writes
+    every view of square scenes; other data sets are rewritten by a call of
+    :func:`write_dataset`)."""
+    n, m, size, seed = (manifest[k] for k in ('num_train', 'num_val', 'size', 'seed'))
+    if size[0] != size[1] or tuple(manifest['views']) != VIEWS:
+        return (f'mixedae.datasets.synthetic.write_dataset({root!r}, {n}, {m}, {tuple(size)}, '
+                f'{seed}, {tuple(manifest["views"])}, replace=True)')
+    return (f'python tools/make_synthetic_data.py {root} --replace --num-train {n} '
+            f'--num-val {m} --size {size[0]} --seed {seed}')
+
+
+def manifest_problems(root: str) -> List[str]:
+    """How the files in a generated ``root`` differ from its manifest (one line per folder);
+    [] when they match or ``root`` has no manifest."""
+    manifest = read_manifest(root)
+    if manifest is None:
+        return []
+    problems = []
+    for folder, count in sorted(manifest['files'].items()):
+        path = os.path.join(root, folder)
+        found = len([n for n in os.listdir(path) if not n.startswith('.')]) \
+            if os.path.isdir(path) else 0
+        if found != count:
+            problems.append(f'{path}: {found} files, its {MANIFEST} lists {count}')
+    return problems
+
+
+def matches_manifest(root: str, num_train: int, num_val: int, size: Tuple[int, int],
+                     seed: int, views: Sequence[str] = VIEWS) -> bool:
+    """Whether ``root`` holds exactly what :func:`write_dataset` would write with these
+    arguments (by this generator version), according to its manifest and the files on disk."""
+    manifest = read_manifest(root)
+    wanted = dict(version=GENERATOR_VERSION, num_train=num_train, num_val=num_val,
+                  size=list(size), seed=seed, views=list(views))
+    return (manifest is not None and all(manifest.get(k) == v for k, v in wanted.items())
+            and not manifest_problems(root))

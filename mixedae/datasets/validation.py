@@ -11,11 +11,12 @@ from __future__ import annotations
 from mmcv.transforms import BaseTransform
 
 from mixedae.registry import TRANSFORMS
+from mixedae.utils.errors import UserInputError
 
 from .checks import bad_label_values
 
 
-class DataError(RuntimeError):
+class DataError(UserInputError, RuntimeError):
     """A sample or annotation file is unusable; the message names the file(s)."""
 
 

@@ -18,8 +18,9 @@ from mixedae.datasets.image_folder import IMG_EXTENSIONS
 from mixedae.models import MixedAE, MixedViT, ViT
 from mixedae.models.utils.mixing import sample_assignment
 from mixedae.models.utils.patches import patchify, unpatchify
-from mixedae.models.backbones.loading import extract_backbone
+from mixedae.models.backbones.loading import extract_backbone, require_converted
 from mixedae.utils.checkpoint import load_checkpoint_file, state_dict_of
+from mixedae.utils.errors import UserInputError
 
 #: MixedViT arguments that the transfer ViT does not take (read from its signature, so a new
 #: pretraining-only argument is dropped too).
@@ -157,7 +158,7 @@ def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
     return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-class CheckpointKindError(ValueError):
+class CheckpointKindError(UserInputError, ValueError):
     """A checkpoint of another kind than the one a tool needs (one-line message)."""
 
 
@@ -189,7 +190,9 @@ def build_pretrain_model(config: str, cfg_options: Optional[Dict] = None
 def load_pretrain_weights(model: MixedAE, checkpoint: str) -> None:
     """Load a pretraining checkpoint (encoder and decoder, as ``tools/train.py`` saves it);
     a converted backbone or any other file is refused in one line."""
-    sd = state_dict_of(load_checkpoint_file(checkpoint), checkpoint)
+    raw = load_checkpoint_file(checkpoint)
+    require_converted(raw, checkpoint)
+    sd = state_dict_of(raw, checkpoint)
     if not any(k.startswith('decoder.') for k in sd):
         raise CheckpointKindError(
             f'{checkpoint} has no decoder weights: this needs a pretraining checkpoint '
@@ -205,6 +208,7 @@ def vit_from_pretrain_config(config: str, checkpoint: str,
     arch = {k: v for k, v in cfg.model.backbone.items() if k not in PRETRAIN_ONLY_ARGS}
     vit = ViT(**arch)
     raw = load_checkpoint_file(checkpoint)
+    require_converted(raw, checkpoint)
     sd = state_dict_of(raw, checkpoint)
     if any(k.startswith('backbone.') for k in sd):
         sd, _ = extract_backbone(raw, 'mixedae', checkpoint)

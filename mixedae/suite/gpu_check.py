@@ -172,7 +172,7 @@ def train_one_step(model_cfg, optim_cfg, data: Dict, device: torch.device, scope
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    loss = float(log_vars['loss'])
+    loss = float(torch.as_tensor(log_vars['loss']).detach())
     if not math.isfinite(loss):
         raise RuntimeError(f'non-finite loss {loss}: {dict(log_vars)}')
     after = [p for p in model.parameters() if p.requires_grad]

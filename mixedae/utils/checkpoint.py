@@ -20,10 +20,12 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from .errors import MissingInputError, UserInputError
+
 PathLike = Union[str, os.PathLike]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserInputError, RuntimeError):
     """A checkpoint could not be read, or its contents are not what was expected."""
 
 
@@ -70,7 +72,7 @@ def load_checkpoint_file(path: PathLike, map_location: Union[str, torch.device, 
     """
     path = os.path.expanduser(os.fspath(path))
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint file not found: {path}')
+        raise MissingInputError(f'checkpoint file not found: {path}')
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)

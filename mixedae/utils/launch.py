@@ -10,6 +10,10 @@ from typing import Any, Iterator, List, Optional, Tuple
 import torch
 from mmengine.config import Config, DictAction
 
+from mixedae.datasets.synthetic import (MANIFEST, find_generated_root, manifest_problems,
+                                        read_manifest, regenerate_command)
+from .errors import InvalidInputError, MissingInputError
+
 
 def load_config(path: str, cfg_options: Optional[dict], launcher: str,
                 work_dir: Optional[str], tensorboard: bool = False) -> Config:
@@ -20,7 +24,7 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     ``dist_train.sh`` / ``dist_test.sh`` also work on CPU machines.
     """
     if not osp.isfile(path):
-        raise FileNotFoundError(f'config file not found: {path}')
+        raise MissingInputError(f'config file not found: {path}')
     if tensorboard and importlib.util.find_spec('tensorboard') is None:
         raise ImportError("--tensorboard needs the tensorboard package: .venv/bin/pip install "
                           "-e '.[tensorboard]'")
@@ -82,7 +86,7 @@ def init_cpu_distributed(launcher: str) -> None:
     if launcher == 'none' or torch.cuda.is_available():
         return
     if launcher != 'pytorch':
-        raise ValueError(f'--launcher {launcher} needs GPUs; on CPU use --launcher pytorch '
+        raise InvalidInputError(f'--launcher {launcher} needs GPUs; on CPU use --launcher pytorch '
                          '(tools/dist_train.sh)')
     import torch.distributed as dist
     if not dist.is_initialized():
@@ -135,13 +139,9 @@ def _checkpoints(node: Any, key: str) -> Iterator[Tuple[str, str, bool]]:
             yield from _checkpoints(v, f'{key}.{i}')
 
 
-def missing_inputs(cfg: Config, mode: str) -> List[str]:
-    """Every dataset root, data folder, annotation file and checkpoint of a run that is missing.
-
-    ``mode`` is ``'train'`` (training and validation data, ``load_from`` unless resuming) or
-    ``'test'`` (test data and ``load_from``); both check the model's ``init_cfg`` checkpoints.
-    URLs (``scheme://``) are left to their loaders. One line per problem, config key first.
-    """
+def _inputs(cfg: Config, mode: str) -> List[Tuple[str, str, bool]]:
+    """(config key, path, is_folder) of every dataset root, data folder, annotation file and
+    checkpoint a run reads (see :func:`missing_inputs` for ``mode``)."""
     if mode not in ('train', 'test'):
         raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
     stages = ['train', 'val'] if mode == 'train' else ['test']
@@ -159,8 +159,18 @@ def missing_inputs(cfg: Config, mode: str) -> List[str]:
                 entries.append((f'{key}.ann_file', ev['ann_file'], False))
     if cfg.get('load_from') and not (mode == 'train' and cfg.get('resume')):
         entries.append(('load_from', cfg.load_from, False))
+    return entries
+
+
+def missing_inputs(cfg: Config, mode: str) -> List[str]:
+    """Every dataset root, data folder, annotation file and checkpoint of a run that is missing.
+
+    ``mode`` is ``'train'`` (training and validation data, ``load_from`` unless resuming) or
+    ``'test'`` (test data and ``load_from``); both check the model's ``init_cfg`` checkpoints.
+    URLs (``scheme://``) are left to their loaders. One line per problem, config key first.
+    """
     problems = []
-    for key, path, is_folder in entries:
+    for key, path, is_folder in _inputs(cfg, mode):
         if '://' in path or (osp.isdir(path) if is_folder else osp.isfile(path)):
             continue
         what = 'folder' if is_folder else 'checkpoint file' if key.endswith(
@@ -169,12 +179,31 @@ def missing_inputs(cfg: Config, mode: str) -> List[str]:
     return list(dict.fromkeys(problems))   # val and test loaders are often one dict
 
 
+def stale_generated_data(cfg: Config, mode: str) -> List[str]:
+    """One line per generated data set (a folder with the manifest of
+    :func:`mixedae.datasets.synthetic.write_dataset`) the run reads whose files no longer match
+    its manifest, with the command that writes it again."""
+    roots = {find_generated_root(path) for _, path, is_folder in _inputs(cfg, mode)
+             if is_folder and '://' not in path and osp.isdir(path)}
+    problems = []
+    for root in sorted(r for r in roots if r is not None):
+        stale = manifest_problems(root)
+        if stale:
+            problems.append(f'{root} no longer matches its {MANIFEST} ({"; ".join(stale)}); '
+                            f'regenerate it: {regenerate_command(root, read_manifest(root))}')
+    return problems
+
+
 def check_inputs_exist(cfg: Config, mode: str) -> None:
-    """Raise ``FileNotFoundError`` listing everything :func:`missing_inputs` finds, at once."""
+    """Raise :class:`MissingInputError` listing everything :func:`missing_inputs` finds, at once;
+    then :class:`InvalidInputError` for what :func:`stale_generated_data` finds."""
     problems = missing_inputs(cfg, mode)
     if problems:
-        raise FileNotFoundError(f'{len(problems)} input(s) named in the config are missing:\n  '
+        raise MissingInputError(f'{len(problems)} input(s) named in the config are missing:\n  '
                                 + '\n  '.join(problems))
+    stale = stale_generated_data(cfg, mode)
+    if stale:
+        raise InvalidInputError('\n'.join(stale))
 
 
 def require_full_checkpoint(cfg: Config, allow_partial: bool) -> None:
@@ -182,3 +211,23 @@ def require_full_checkpoint(cfg: Config, allow_partial: bool) -> None:
     (``allow_partial``: it is loaded with a warning listing the mismatched keys)."""
     cfg.custom_hooks = [*cfg.get('custom_hooks', []),
                         dict(type='mixedae.StrictLoadHook', allow_partial=allow_partial)]
+
+
+def add_preemption(cfg: Config) -> None:
+    """Save crash-safely and stop cleanly on SIGTERM / SIGUSR1 (``tools/train.py``).
+
+    The config's ``default_hooks.checkpoint`` (MMEngine's ``CheckpointHook``, with its
+    arguments) becomes ``mixedae.AtomicCheckpointHook`` and ``mixedae.PreemptionHook`` is
+    added to ``custom_hooks``.
+    """
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if checkpoint is None:
+        raise ValueError('default_hooks.checkpoint is missing from the config: preemption-safe '
+                         'training saves through it')
+    if checkpoint.get('type') not in ('CheckpointHook', 'mmengine.CheckpointHook',
+                                      'mixedae.AtomicCheckpointHook'):
+        raise ValueError(f"default_hooks.checkpoint.type is {checkpoint.get('type')!r}; "
+                         "preemption-safe training needs MMEngine's 'CheckpointHook' (replaced "
+                         "by 'mixedae.AtomicCheckpointHook')")
+    checkpoint['type'] = 'mixedae.AtomicCheckpointHook'
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='mixedae.PreemptionHook')]

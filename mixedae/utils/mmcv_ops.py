@@ -26,13 +26,15 @@ from typing import Callable
 import torch
 import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 
+from .errors import UserInputError
+
 #: the compiled functions the suite's models reach, served from torchvision
 PROVIDED = ('nms', 'roi_align_forward', 'roi_align_backward')
 SWITCH = 'MIXEDAE_MMCV_OPS=1 make setup'
 _ROI_ALIGN_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
-class MissingMmcvOpError(NotImplementedError):
+class MissingMmcvOpError(UserInputError, NotImplementedError):
     """An mmcv op that needs mmcv's compiled extension was called without it."""
 
 

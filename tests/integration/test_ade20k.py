@@ -168,6 +168,33 @@ def test_converted_checkpoint_loads_into_the_config_backbone(tmp_path):
     assert model.backbone.pos_embed.shape == (1, 1 + 64, 64)   # resampled 4x4 -> 8x8
 
 
+def test_load_backbone_option_starts_a_scratch_config_from_a_converted_backbone(tmp_path):
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS
+    from mixedae.models import MixedViT
+    from mixedae.utils.errors import InvalidInputError, MissingInputError
+    from support import load_tool
+    encoder = MixedViT(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in encoder.state_dict().items()}),
+               tmp_path / 'pre.pth')
+    ckpt = str(tmp_path / 'vit.pth')
+    convert_checkpoint(str(tmp_path / 'pre.pth'), ckpt, 'mixedae')
+    train = load_tool('train')
+    cfg = train.build_config(train.parse_args([TINY, '--load-backbone', ckpt]))
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint=ckpt)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(cfg.model)
+    model.backbone.init_weights()
+    torch.testing.assert_close(model.backbone.blocks[3].mlp.fc2.weight,
+                               encoder.blocks[3].mlp.fc2.weight)
+    with pytest.raises(MissingInputError, match='--load-backbone: checkpoint file not found'):
+        train.build_config(train.parse_args([TINY, '--load-backbone', ckpt + '.missing']))
+    (tmp_path / 'no_backbone.py').write_text("model = dict(type='Anything')\n")
+    with pytest.raises(InvalidInputError, match='no_backbone.py has no model.backbone'):
+        train.build_config(train.parse_args([str(tmp_path / 'no_backbone.py'),
+                                             '--load-backbone', ckpt]))
+
+
 @pytest.mark.slow
 def test_missing_pretrained_checkpoint_fails_before_data(tmp_path):
     out = run([PY, 'tools/train.py',

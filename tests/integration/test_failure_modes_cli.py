@@ -113,8 +113,8 @@ def test_out_of_range_labels_fail_the_evaluation_naming_the_file(ade_root, tmp_p
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = MODELS.build(Config.fromfile(ADE).model)
     torch.save(dict(state_dict=model.state_dict()), tmp_path / 'upernet.pth')
-    root = tmp_path / 'ade'
-    write_dataset(str(tmp_path), num_train=2, num_val=4, size=(64, 80), seed=0,
+    root = tmp_path / 'data' / 'ade'
+    write_dataset(str(tmp_path / 'data'), num_train=2, num_val=4, size=(64, 80), seed=0,
                   views=('ade20k',))
     bad = root / 'annotations/validation/ADE_valid_00000002.png'
     cv2.imwrite(str(bad), np.full((64, 80), 200, np.uint8))

@@ -1,6 +1,9 @@
 """The shell launchers explain themselves and pass the right arguments on (no GPU, no Slurm)."""
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -12,7 +15,7 @@ LAUNCHERS = {  # script: (minimum arguments, arguments it names in its usage)
     'slurm_test.sh': (4, ['PARTITION', 'JOB_NAME', 'CONFIG', 'CHECKPOINT']),
 }
 TORCHRUN_VARS = ['CUDA_VISIBLE_DEVICES', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'PORT']
-SLURM_VARS = ['GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS']
+SLURM_VARS = ['GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS', 'SIGNAL_LEAD', 'REQUEUE']
 
 
 def launch(script, *args, env=None):
@@ -52,21 +55,43 @@ def test_launch_helper_usage():
         assert out.returncode == 2 and 'usage: tools/_launch.sh' in out.stderr, args
 
 
-def test_bad_gpu_count_is_named():
-    out = launch('dist_train.sh', 'cfg.py', 'eight')
+@pytest.fixture
+def cfg(tmp_path):
+    """An existing config path (the launchers check it before starting anything)."""
+    path = tmp_path / 'cfg.py'
+    path.write_text('')
+    return str(path)
+
+
+def test_missing_config_fails_before_torchrun_or_srun(tmp_path):
+    env = dict(PYTHON=fake_python(tmp_path), PATH=f'{tmp_path}:{os.environ["PATH"]}')
+    (tmp_path / 'srun').write_text('#!/usr/bin/env bash\necho srun ran\n')
+    (tmp_path / 'srun').chmod(0o755)
+    for script, args in [('dist_train.sh', ['no/such.py', '2']),
+                         ('dist_test.sh', ['no/such.py', 'ckpt.pth', '2']),
+                         ('slurm_train.sh', ['part', 'job', 'no/such.py']),
+                         ('slurm_test.sh', ['part', 'job', 'no/such.py', 'ckpt.pth'])]:
+        out = launch(script, *args, env=env)
+        assert out.returncode == 2, (script, out.stderr)
+        assert out.stderr == 'error: config file not found: no/such.py\n', script
+        assert out.stdout == '', script                   # neither torchrun nor srun ran
+
+
+def test_bad_gpu_count_is_named(cfg):
+    out = launch('dist_train.sh', cfg, 'eight')
     assert out.returncode == 2 and "GPUS must be a positive integer, got 'eight'" in out.stderr
-    out = launch('dist_train.sh', 'cfg.py', '2', env=dict(NODE_RANK='first'))
+    out = launch('dist_train.sh', cfg, '2', env=dict(NODE_RANK='first'))
     assert out.returncode == 2 and "NODE_RANK must be an integer, got 'first'" in out.stderr
 
 
-def test_slurm_without_srun_says_so(tmp_path):
+def test_slurm_without_srun_says_so(tmp_path, cfg):
     # a PATH with bash but no srun
     (tmp_path / 'bin').mkdir()
     for tool in ('bash', 'dirname'):
         os.symlink(subprocess.check_output(['which', tool], text=True).strip(),
                    tmp_path / 'bin' / tool)
-    for script, args in [('slurm_train.sh', ['part', 'job', 'cfg.py']),
-                         ('slurm_test.sh', ['part', 'job', 'cfg.py', 'ckpt.pth'])]:
+    for script, args in [('slurm_train.sh', ['part', 'job', cfg]),
+                         ('slurm_test.sh', ['part', 'job', cfg, 'ckpt.pth'])]:
         out = launch(script, *args, env=dict(PATH=str(tmp_path / 'bin')))
         assert out.returncode == 127
         assert 'srun not found' in out.stderr and 'dist_train.sh' in out.stderr
@@ -81,34 +106,107 @@ def fake_python(tmp_path):
     return str(fake)
 
 
-def test_torchrun_arguments(tmp_path):
+def test_torchrun_arguments(tmp_path, cfg):
     env = dict(PYTHON=fake_python(tmp_path), NNODES='2', NODE_RANK='1', MASTER_ADDR='10.0.0.1',
                PORT='29511')
-    out = launch('dist_train.sh', 'cfg.py', '4', '--amp', env=env)
+    out = launch('dist_train.sh', cfg, '4', '--amp', env=env)
     assert out.returncode == 0, out.stderr
     args = out.stdout.splitlines()
     assert args == ['-m', 'torch.distributed.run', '--nnodes=2', '--node_rank=1',
                     '--master_addr=10.0.0.1', '--master_port=29511', '--nproc_per_node=4',
-                    os.path.join(ROOT, 'tools', 'train.py'), 'cfg.py', '--amp',
+                    os.path.join(ROOT, 'tools', 'train.py'), cfg, '--amp',
                     '--launcher', 'pytorch']
-    out = launch('dist_test.sh', 'cfg.py', 'ckpt.pth', '2', env=dict(PYTHON=env['PYTHON']))
+    out = launch('dist_test.sh', cfg, 'ckpt.pth', '2', env=dict(PYTHON=env['PYTHON']))
     args = out.stdout.splitlines()
     assert args[2:7] == ['--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1',
                          '--master_port=29500', '--nproc_per_node=2']
-    assert args[7:] == [os.path.join(ROOT, 'tools', 'test.py'), 'cfg.py', 'ckpt.pth',
+    assert args[7:] == [os.path.join(ROOT, 'tools', 'test.py'), cfg, 'ckpt.pth',
                         '--launcher', 'pytorch']
 
 
-def test_slurm_arguments(tmp_path):
+def test_slurm_arguments(tmp_path, cfg):
     (tmp_path / 'srun').write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
     (tmp_path / 'srun').chmod(0o755)
     py = fake_python(tmp_path)
     env = dict(PATH=f'{tmp_path}:{os.environ["PATH"]}', PYTHON=py, GPUS='16',
                GPUS_PER_NODE='8', CPUS_PER_TASK='4', SRUN_ARGS='--time=1:00:00')
-    out = launch('slurm_train.sh', 'part', 'job', 'cfg.py', 'work', '--amp', env=env)
+    out = launch('slurm_train.sh', 'part', 'job', cfg, 'work', '--amp', env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         '-p', 'part', '--job-name=job', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
-        '--cpus-per-task=4', '--kill-on-bad-exit=1', '--time=1:00:00', py, '-u',
-        os.path.join(ROOT, 'tools', 'train.py'), 'cfg.py', '--work-dir', 'work', '--amp',
+        '--cpus-per-task=4', '--kill-on-bad-exit=1', '--signal=USR1@120', '--time=1:00:00',
+        py, '-u', os.path.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir', 'work', '--amp',
         '--launcher', 'slurm']
+
+
+def fake_slurm(tmp_path, srun_status=0):
+    """srun printing its arguments and exiting ``srun_status``; scontrol recording its own."""
+    (tmp_path / 'srun').write_text(
+        f'#!/usr/bin/env bash\nprintf "%s\\n" "$@"\nexit {srun_status}\n')
+    (tmp_path / 'scontrol').write_text(
+        f'#!/usr/bin/env bash\necho "$@" > {tmp_path}/scontrol.args\n')
+    for tool in ('srun', 'scontrol'):
+        (tmp_path / tool).chmod(0o755)
+    return dict(PATH=f'{tmp_path}:{os.environ["PATH"]}', PYTHON=fake_python(tmp_path))
+
+
+def test_slurm_signal_lead_and_automatic_resume(tmp_path, cfg):
+    env = fake_slurm(tmp_path)
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SIGNAL_LEAD': '300'})
+    assert '--signal=USR1@300' in out.stdout.splitlines()
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SIGNAL_LEAD': '0'})
+    assert out.returncode == 0 and '--signal' not in out.stdout
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SIGNAL_LEAD': 'soon'})
+    assert out.returncode == 2
+    assert "SIGNAL_LEAD must be a number of seconds, got 'soon'" in out.stderr
+    out = launch('slurm_train.sh', 'p', 'j', cfg, 'w', '--amp',
+                 env={**env, 'SLURM_RESTART_COUNT': '2'})
+    assert out.stdout.splitlines()[-7:] == [cfg, '--work-dir', 'w', '--resume', '--amp',
+                                            '--launcher', 'slurm']
+    out = launch('slurm_train.sh', 'p', 'j', cfg, '--resume', 'x.pth',
+                 env={**env, 'SLURM_RESTART_COUNT': '2'})
+    assert out.stdout.splitlines().count('--resume') == 1
+
+
+def test_slurm_requeue_on_preemption(tmp_path, cfg):
+    env = {**fake_slurm(tmp_path, srun_status=75), 'REQUEUE': '1'}
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env=env)
+    assert out.returncode == 2 and 'REQUEUE=1 requeues the sbatch job' in out.stderr
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SLURM_JOB_ID': '4242'})
+    assert out.returncode == 75 and 'requeueing Slurm job 4242' in out.stderr
+    assert (tmp_path / 'scontrol.args').read_text() == 'requeue 4242\n'
+    (tmp_path / 'scontrol.args').unlink()
+    ok = {**fake_slurm(tmp_path, srun_status=0), 'REQUEUE': '1', 'SLURM_JOB_ID': '4242'}
+    assert launch('slurm_train.sh', 'p', 'j', cfg, env=ok).returncode == 0
+    assert not (tmp_path / 'scontrol.args').exists()
+
+
+def test_torchrun_launcher_forwards_preemption_signals_to_the_ranks(tmp_path, cfg):
+    """A stand-in torchrun with one Python rank: the rank records the signal and exits 75;
+    torchrun, like the real one, reports a failed rank with status 1."""
+    ready, got = tmp_path / 'ready', tmp_path / 'got'
+    rank = (f"import pathlib, signal, sys, time\n"
+            f"def stop(signum, frame):\n"
+            f"    pathlib.Path({str(got)!r}).write_text(signal.Signals(signum).name)\n"
+            f"    sys.exit(75)\n"
+            f"signal.signal(signal.SIGUSR1, stop)\n"
+            f"signal.signal(signal.SIGTERM, stop)\n"
+            f"pathlib.Path({str(ready)!r}).touch()\n"
+            f"while True:\n    time.sleep(0.05)\n")
+    (tmp_path / 'rank.py').write_text(rank)
+    fake = tmp_path / 'python'
+    fake.write_text(f"#!/usr/bin/env bash\n{sys.executable} {tmp_path / 'rank.py'} &\n"
+                    "wait $! || exit 1\n")
+    fake.chmod(0o755)
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        ready.unlink(missing_ok=True)
+        proc = subprocess.Popen(['bash', os.path.join(ROOT, 'tools', 'dist_train.sh'), cfg, '1'],
+                                cwd=ROOT, env={**os.environ, 'PYTHON': str(fake)},
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 75, (sig, proc.stderr.read())
+        assert got.read_text() == sig.name
+        got.unlink()

@@ -35,6 +35,7 @@ import torch
 from mmengine.logging import print_log
 
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
+from mixedae.utils.errors import InvalidInputError, MissingInputError
 from mixedae.utils.io import atomic_write
 from ..layers.pos_embed import (Grid, num_relative_entries, resize_pos_embed, resize_rel_pos_1d,
                                 resize_rel_pos_table)
@@ -176,15 +177,50 @@ def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoin
     return backbone, dropped
 
 
+_MMSEG_KEY = re.compile(r'^(backbone\.)?(layers\.\d+\.|patch_embed\.projection\.)')
+
+
+def release_format(checkpoint: Any) -> Optional[str]:
+    """The ``--src-format`` of a checkpoint in a release layout that a ``mixedae.ViT`` does not
+    load as it is (MAE's ``model`` entry, iBOT's ``teacher`` / ``student``, mmseg's names, timm's
+    classifier head); None for a backbone or pretraining checkpoint of this project."""
+    if not isinstance(checkpoint, dict):
+        return None
+    if isinstance(checkpoint.get('model'), dict):
+        return 'mae'
+    if any(isinstance(checkpoint.get(k), dict) for k in ('teacher', 'student')):
+        return 'ibot'
+    sd = checkpoint.get('state_dict', checkpoint)
+    if not isinstance(sd, dict):
+        return None
+    if any(_MMSEG_KEY.match(str(k)) for k in sd):
+        return 'mmseg'
+    if any(DROPPABLE['timm'].match(str(k)) for k in sd) and all(
+            BACKBONE_KEY.match(str(k)) or DROPPABLE['timm'].match(str(k)) for k in sd):
+        return 'timm'
+    return None
+
+
+def require_converted(checkpoint: Any, source: str) -> None:
+    """Raise a :class:`CheckpointError` with the conversion command when ``checkpoint`` is in
+    a release layout (:func:`release_format`)."""
+    src_format = release_format(checkpoint)
+    if src_format:
+        raise CheckpointError(
+            f'{source} is a checkpoint in the {src_format} release layout, which a mixedae.ViT '
+            f'does not load as it is: convert it first with python tools/convert_checkpoint.py '
+            f'{source} OUT.pth --src-format {src_format}, then give OUT.pth')
+
+
 def convert_checkpoint(src: str, dst: str, src_format: str, key: Optional[str] = None
                        ) -> Tuple[int, List[str]]:
     """Read ``src`` with the safe loader, keep its backbone (:func:`extract_backbone`) and write
     ``{'state_dict': ..., 'meta': ...}`` to ``dst`` atomically (a kill leaves the old output or
     none). Returns the number of tensors kept and the names dropped."""
     if os.path.abspath(src) == os.path.abspath(dst):
-        raise ValueError(f'output {dst} would overwrite the input')
+        raise InvalidInputError(f'output {dst} would overwrite the input')
     if key is not None and src_format != 'ibot':
-        raise ValueError('--key is only meaningful with --src-format ibot')
+        raise InvalidInputError('--key is only meaningful with --src-format ibot')
     backbone, dropped = extract_backbone(load_checkpoint_file(src), src_format, src, key)
     with atomic_write(dst, 'wb') as f:
         torch.save(dict(state_dict=backbone, meta=dict(src_format=src_format,
@@ -198,7 +234,7 @@ def check_pretrained(init_cfg: Optional[dict]) -> None:
     if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
         path = init_cfg.get('checkpoint')
         if not path or not os.path.isfile(os.path.expanduser(str(path))):
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f'model.backbone.init_cfg.checkpoint: checkpoint file not found: {path!r}')
 
 
@@ -258,7 +294,9 @@ def adapt_state_dict(model: ViT, state_dict: StateDict, source: str
 
 def load_pretrained(model: ViT, path: str, prefix: Optional[str] = None) -> None:
     """Load a backbone checkpoint file (``prefix``: keep and strip keys with it)."""
-    sd = state_dict_of(load_checkpoint_file(path), path)
+    raw = load_checkpoint_file(path)
+    require_converted(raw, path)
+    sd = state_dict_of(raw, path)
     if prefix:
         sd = {_strip(k, prefix): v for k, v in sd.items() if k.startswith(prefix)}
         if not sd:

@@ -1,8 +1,9 @@
 """``make demo``: the whole benchmark, small, on the built-in generated data.
 
 ``presets`` (methods and scales), ``run_configs`` (each run's config, set by key), ``runner``
-(child processes), ``stages`` (what runs, in order), ``schedule`` (reuse, timing, ETA),
-``report`` (``report.md`` and its figures).
+(child processes), ``stages`` (what each stage does), ``plan`` (the stages in order),
+``schedule`` (reuse, timing, ETA), ``report`` and ``hr_tables`` (``report.md`` and its
+figures).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..repo import Repo
 from .presets import PRESETS
 from .report import seed_values, write_report
 from .schedule import read_timings, run_stages
+from .plan import plan
 from .stages import Demo
 
 
@@ -28,5 +30,5 @@ def run_demo(repo: Repo, out: str, data: str, preset: str, force: bool) -> str:
     def report() -> None:
         write_report(demo, seed_values(demo), read_timings(timings_file))
 
-    run_stages(demo.stages(report), demo.p.expected_s, timings_file)
+    run_stages(plan(demo, report), demo.p.expected_s, timings_file, demo.p.parallel)
     return osp.join(demo.out, 'report.md')

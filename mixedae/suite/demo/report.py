@@ -1,5 +1,5 @@
 """The demo's report: ``report.md`` with the transfer table (linear probe first, each method
-beside MAE and random init with a bootstrap interval over pretraining seeds), the hr_acc table
+beside MAE and random init with a Welch interval over pretraining seeds), the hr_acc table
 (untrained, pretrained, chance), the pretraining table, the curves and the figures."""
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def seed_values(demo: Demo) -> Dict[str, Dict[str, List[float]]]:
 
 def transfer_table(values: Mapping[str, Mapping[str, List[float]]]) -> str:
     """Per method: each column's mean ± std (values), and for the linear probe the difference
-    to MAE and to random init with its 95 % bootstrap interval."""
+    to MAE and to random init with its 95 % Welch interval."""
     probe = values['linear probe mIoU']
     header = ['method', 'linear probe mIoU', '− MAE [95 % interval]',
               '− random init [95 % interval]'] + [t for t in values if t != 'linear probe mIoU']
@@ -93,10 +93,9 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]],
         f'pretraining seed ({", ".join(map(str, p.pretrain_seeds))}; random init: one '
         'initialisation per seed). Fine-tuning columns: the encoders of pretraining seed(s) '
         f'{", ".join(map(str, p.finetune_seeds))}. Mean ± standard deviation (values). '
-        'Differences: mean of the row minus mean of the reference, with a 95 % percentile '
-        'bootstrap interval (both groups resampled over seeds, 10,000 resamples, fixed seed); '
-        'a difference is called real (bold) only when its interval excludes zero. With three '
-        'seeds such an interval is rough.', '',
+        'Differences: mean of the row minus mean of the reference, with the 95 % Welch t '
+        'interval over seeds (unequal variances); a difference is called real (bold) only '
+        'when its interval excludes zero. A method with one run has no interval.', '',
         transfer_table(values), '',
         '![demo results](report.png)', '',
         'Published ViT-B numbers at full scale, for context only (not comparable with the '

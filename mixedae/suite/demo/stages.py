@@ -1,30 +1,27 @@
-"""The demo's stages: generate data -> pretrain every method of :data:`~.presets.PRETRAINS` over
-the preset's seeds (same budget) -> convert each encoder -> measure hr_acc of the untrained and
-pretrained encoders -> linear probe (frozen encoder) of every encoder and of random init ->
-fine-tune UperNet (and Mask R-CNN on the GPU preset) from the encoders of the fine-tuning seeds
--> figures -> report.
+"""What each stage of the demo does (their order: :mod:`.plan`), with the paths they share.
 
-A stage whose outputs exist is reused; an interrupted training resumes from its checkpoint.
-Training runs ``tools/train.py`` in child processes on configs written to ``<out>/configs``,
+An interrupted training resumes from its checkpoint. Training runs ``tools/train.py`` in child processes on configs written to ``<out>/configs``,
 with fixed threads, seeded data and (on CPU) deterministic algorithms: reruns give the same
 numbers on the same machine.
 """
 from __future__ import annotations
 
+import json
 import os
 import os.path as osp
 import sys
-from typing import Callable, List, Optional
+from typing import Optional
 
 from mmengine.config import Config
 
+from mixedae.datasets.synthetic import matches_manifest
 from mixedae.models.backbones.loading import convert_checkpoint
 from mixedae.utils.io import atomic_write
 from ..repo import Repo
-from .presets import HOMOLOGOUS, PRETRAINS, TRANSFERS, Preset
+from ..stats import read_validation
+from .presets import Preset
 from .run_configs import finetune_config, pretrain_config, probe_config
 from .runner import child_env, stream
-from .schedule import Stage
 
 
 class Demo:
@@ -84,21 +81,24 @@ class Demo:
         convert_checkpoint(self.pretrain_ckpt(name, seed), self.backbone(name, seed), 'mixedae')
 
     def transfer(self, task: str, method: str, seed: int) -> None:
-        """Train and evaluate one transfer run: ``probe`` (linear probe of the frozen encoder),
-        ``ade20k`` or ``coco`` (full fine-tuning) from the encoder of ``method``'s pretraining
-        seed ``seed`` (random init with seed ``seed`` for ``scratch``)."""
+        """Train one transfer run, ``probe`` (linear probe of the frozen encoder), ``ade20k`` or
+        ``coco`` (full fine-tuning), from the encoder of ``method``'s pretraining seed ``seed``
+        (random init with seed ``seed`` for ``scratch``); its metrics are the validation at
+        the last iteration (the config's test split is its val split)."""
         run = f'{task}_{method}_s{seed}'
         wd = osp.join(self.out, run)
         backbone = self.backbone(method, seed)
         cfg = (probe_config(self.repo, self.p, self.data, seed, backbone) if task == 'probe'
                else finetune_config(self.repo, self.p, task, self.data, seed, backbone))
-        config = self.write_config(cfg, run)
-        iters = self.p.probe_iters if task == 'probe' else self.p.finetune_iters[task]
-        ckpt = osp.join(wd, f'iter_{iters}.pth')
-        if not osp.exists(ckpt):
-            self.train(config, wd, run)
-        self.tool('test.py', config, ckpt, '--work-dir', wd, '--out-metrics',
-                  self.metrics(task, method, seed), log=run)
+        iters = cfg.train_cfg.max_iters
+        if read_validation(wd, iters) is None:
+            self.train(self.write_config(cfg, run), wd, run)
+        metrics = read_validation(wd, iters)
+        if metrics is None:
+            raise RuntimeError(f'{run}: no validation logged at iteration {iters} in {wd}')
+        os.makedirs(osp.dirname(self.metrics(task, method, seed)), exist_ok=True)
+        with atomic_write(self.metrics(task, method, seed)) as f:
+            json.dump(metrics, f, indent=2)
 
     def hr_acc_file(self, name: str) -> str:
         return osp.join(self.out, 'hr_acc', f'{name}.json')
@@ -137,30 +137,9 @@ class Demo:
     def generate_data(self) -> None:
         self.tool('make_synthetic_data.py', self.data, '--num-train', str(self.p.num_train),
                   '--num-val', str(self.p.num_val), '--size', str(self.p.scene_size),
-                  '--seed', '0', log='data')
+                  '--seed', '0', '--replace', log='data')
 
-    def stages(self, report: Callable[[], None]) -> List[Stage]:
-        """Every stage in order; ``report`` writes the report (the last stage)."""
-        p = self.p
-        stages = [Stage('generate data', 'data',
-                        [osp.join(self.data, 'coco/annotations/instances_val2017.json')],
-                        self.generate_data)]
-        for seed in p.pretrain_seeds:
-            for name in PRETRAINS:
-                stages += [Stage(f'pretrain {name} s{seed}', 'pretrain',
-                                 [self.pretrain_ckpt(name, seed)],
-                                 lambda n=name, s=seed: self.pretrain(n, s)),
-                           Stage(f'convert {name} s{seed}', 'convert',
-                                 [self.backbone(name, seed)],
-                                 lambda n=name, s=seed: self.convert(n, s))]
-        stages += [Stage(f'hr_acc {name}', 'hr_acc', [self.hr_acc_file(name)],
-                         lambda n=name: self.measure_hr_acc(n)) for name in HOMOLOGOUS]
-        runs = [('probe', m, s) for s in p.pretrain_seeds for m in TRANSFERS]
-        runs += [(t, m, s) for t in p.finetune_tasks for s in p.finetune_seeds for m in TRANSFERS]
-        stages += [Stage(f'{t} {m} s{s}', t, [self.metrics(t, m, s)],
-                         lambda t=t, m=m, s=s: self.transfer(t, m, s)) for t, m, s in runs]
-        stages.append(Stage('figures', 'figures', [osp.join(self.out, 'attention.png'),
-                                                   osp.join(self.out, 'mixing.png')],
-                            self.figures))
-        stages.append(Stage('report', 'report', [osp.join(self.out, 'report.md')], report))
-        return stages
+    def data_current(self) -> bool:
+        """Whether the data folder holds exactly the preset's data set (its manifest)."""
+        size = (self.p.scene_size, self.p.scene_size)
+        return matches_manifest(self.data, self.p.num_train, self.p.num_val, size, seed=0)

@@ -41,7 +41,8 @@ def test_restore_waits_for_the_skipped_batches():
 
 def test_checkpoint_round_trip_and_validation_isolation():
     hook = RNGStateHook()
-    runner = SimpleNamespace(_resume=True, train_loop=SimpleNamespace(iter=0))
+    runner = SimpleNamespace(_resume=True,
+                             train_loop=SimpleNamespace(iter=0, epoch=0, dataloader=[]))
     hook.after_train_epoch(runner)
     checkpoint = {}
     hook.before_save_checkpoint(runner, checkpoint)
@@ -132,7 +133,8 @@ def test_an_iteration_based_resume_restores_after_the_replayed_batches():
     assert hook._pending is None
 
 
-@pytest.mark.parametrize('loop', [iter_loop(0, range(3)), SimpleNamespace(iter=4)],
+@pytest.mark.parametrize('loop', [iter_loop(0, range(3)),
+                                  SimpleNamespace(iter=4, epoch=2, dataloader=[None] * 2)],
                          ids=['iteration-0', 'epoch-based'])
 def test_other_resumes_restore_at_once(loop):
     random.seed(0)

@@ -16,15 +16,17 @@ from mixedae.datasets.synthetic import render_scene, write_dataset
 from mixedae.suite.demo.presets import HOMOLOGOUS, PRESETS, PRETRAINS, TRANSFERS, out_indices
 from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG
 from mixedae.suite.demo.hr_tables import amp_line
+from mixedae.suite.demo.plan import plan
 from mixedae.suite.demo.report import publish_report, seed_values, write_report
 from mixedae.suite.demo.run_configs import (entry_of_type, finetune_config, pretrain_config,
                                             probe_config)
 from mixedae.suite.demo.runner import progress_line
-from mixedae.suite.demo.schedule import Stage, eta, read_timings, run_stages
+from mixedae.suite.demo.schedule import Stage, batches, eta, read_timings, run_stages
 from mixedae.suite.demo.stages import Demo
 from mixedae.suite.repo import Repo
-from mixedae.suite.stats import (bootstrap_interval, compare, format_difference, format_spread,
-                                 mean_std, read_scalars, steady_time_per_iter)
+from mixedae.suite.stats import (compare, difference_interval, format_difference, format_spread,
+                                 mean_std, read_scalars, read_validation,
+                                 steady_time_per_iter)
 
 REPO = Repo(ROOT)
 
@@ -50,6 +52,15 @@ def test_read_scalars_merges_resumed_runs_and_skips_validation(tmp_path):
     assert steady_time_per_iter(records[:1]) is None
 
 
+def test_read_validation_takes_the_latest_record_of_a_step(tmp_path):
+    write_lines(str(tmp_path / '20260101_000000/vis_data/scalars.json'),
+                [dict(loss=1.0, step=10), dict(mIoU=20.0, time=0.1, data_time=0.0, step=10)])
+    write_lines(str(tmp_path / '20260101_010000/vis_data/scalars.json'),   # a rerun's
+                [dict(loss=0.5, step=10), dict(mIoU=21.0, aAcc=60.0, time=0.2, step=10)])
+    assert read_validation(str(tmp_path), 10) == dict(mIoU=21.0, aAcc=60.0)
+    assert read_validation(str(tmp_path), 5) is None
+
+
 def test_read_scalars_names_bad_file(tmp_path):
     path = tmp_path / 'x/vis_data/scalars.json'
     os.makedirs(path.parent)
@@ -63,11 +74,10 @@ def test_mean_std_and_comparison():
     assert mean_std([4.0]) == (4.0, 0.0)
     assert format_spread([1.0, 2.0, 3.0]) == '2.00 ± 1.00 (1.00, 2.00, 3.00)'
     assert format_spread([0.25, 0.5], digits=3) == '0.375 ± 0.177 (0.250, 0.500)'
-    # separated groups: every resampled difference lies in [1.8, 2.2]; the interval excludes 0
+    # separated groups: the interval excludes 0
     c = compare([5.0, 5.1, 5.2], [3.0, 3.1, 3.2])
     assert c['diff'] == pytest.approx(2.0) and c['real'] == 1.0
-    assert 1.8 <= c['low'] < 2.0 < c['high'] <= 2.2
-    assert format_difference([5.0, 5.1, 5.2], [3.0, 3.1, 3.2]).startswith('**+2.00 [+1.')
+    assert format_difference([5.0, 5.1, 5.2], [3.0, 3.1, 3.2]) == '**+2.00 [+1.77, +2.23]**'
     # overlapping groups: the interval holds zero, nothing is called real
     c = compare([1.0, 3.0, 5.0], [2.0, 3.0, 4.0])
     assert c['low'] < 0 < c['high'] and c['real'] == 0.0
@@ -78,17 +88,22 @@ def test_mean_std_and_comparison():
     assert format_difference([5.0], [3.0, 3.4]) == '+1.80 (n = 1: no interval)'
 
 
-def test_bootstrap_interval_is_the_percentile_interval_of_resampled_means():
-    # a = (0, 1) resampled: mean 0, 0.5 or 1 with probability 1/4, 1/2, 1/4; b is constant
-    low, high = bootstrap_interval([0.0, 1.0], [0.0, 0.0])
-    assert (low, high) == (0.0, 1.0)
-    assert bootstrap_interval([0.0, 1.0], [0.0, 0.0], level=0.4) == (0.5, 0.5)
-    assert bootstrap_interval([1.0, 2.5, 2.0], [0.5, 1.0]) == bootstrap_interval(
-        [1.0, 2.5, 2.0], [0.5, 1.0])                        # fixed seed: reproducible
+def test_difference_interval_is_welchs_t_interval():
+    # by hand: equal variances 0.01, n = 3 each -> se = sqrt(2 * 0.01 / 3), Welch df = 4,
+    # t(0.975, 4) = 2.7764451
+    half = 2.7764451 * (2 * 0.01 / 3) ** 0.5
+    low, high = difference_interval([5.0, 5.1, 5.2], [3.0, 3.1, 3.2])
+    assert (low, high) == pytest.approx((2.0 - half, 2.0 + half), abs=1e-6)
+    # unequal variances and sizes: df from the Welch-Satterthwaite formula
+    a, b = [1.0, 2.5, 2.0, 1.5], [0.5, 1.0]
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 2
+    df = (va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 1)
+    from scipy.stats import t
+    half = t.ppf(0.975, df) * (va + vb) ** 0.5
+    assert difference_interval(a, b) == pytest.approx((1.0 - half, 1.0 + half))
+    assert difference_interval([2.0, 2.0], [1.0, 1.0]) == (1.0, 1.0)   # no spread at all
     with pytest.raises(ValueError, match='>= 2 values per group, got 1 and 2'):
-        bootstrap_interval([1.0], [1.0, 2.0])
-    with pytest.raises(ValueError):
-        mean_std([])
+        difference_interval([1.0], [1.0, 2.0])
 
 
 def test_progress_line_condenses_mmengine_lines():
@@ -285,8 +300,8 @@ def test_report_shows_probe_intervals_hr_acc_references_and_figures(tmp_path):
     md = open(os.path.join(demo.out, 'report.md')).read()
     rows = _rows(md, '## Transfer')
     # the probe first: mean ± std (values), then differences with their bootstrap intervals
-    assert rows['MAE'] == ('| MAE | 41.00 ± 1.00 (40.00, 41.00, 42.00) | – | **+20.00 [+18.67, '
-                           '+21.33]** | 60.00 ± 0.00 (60.00) |')
+    assert rows['MAE'] == ('| MAE | 41.00 ± 1.00 (40.00, 41.00, 42.00) | – | **+20.00 [+17.73, '
+                           '+22.27]** | 60.00 ± 0.00 (60.00) |')
     assert '| **+10.00 [+' in rows['MixedAE']            # interval excludes 0: called real
     naive = rows['naive mixing'].split(' | ')
     assert naive[2].startswith('-0.33 [') and not naive[2].startswith('**')
@@ -296,7 +311,7 @@ def test_report_shows_probe_intervals_hr_acc_references_and_figures(tmp_path):
     assert rows['random init'].endswith('| 61.50 ± 0.00 (61.50) |')
     # hr_acc: untrained, pretrained, the difference, the logged value, the other encoders, chance
     assert [_rows(md, '## Homologous recognition')['MixedAE']] == ['| MixedAE | 0.210 ± 0.010 (0.200, 0.210, 0.220) | 0.410 ± 0.010 '
-                       '(0.400, 0.410, 0.420) | **+0.200 [+0.187, +0.213]** | 0.400 ± 0.050 '
+                       '(0.400, 0.410, 0.420) | **+0.200 [+0.177, +0.223]** | 0.400 ± 0.050 '
                        '(0.450, 0.350, 0.400) |']
     assert "| MAE (in MixedAE's mixing) | – | 0.300 ± 0.000 (0.300, 0.300, 0.300) |" in md
     assert '| chance | 0.238 | 0.238 |' in md and 'Chance (keys drawn at random): 0.238' in md
@@ -331,15 +346,30 @@ def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkey
     """Each child runs a config file the demo wrote; no option addresses a list by position."""
     demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['cpu'])
     calls = []
-    monkeypatch.setattr(demo, 'tool', lambda name, *args, log: calls.append((name, args)))
+
+    def tool(name, *args, log):
+        calls.append((name, args))
+        cfg = Config.fromfile(args[0])
+        if name == 'train.py' and 'max_iters' in cfg.train_cfg:   # a transfer run validates
+            write_lines(os.path.join(args[args.index('--work-dir') + 1],
+                                     '2026/vis_data/scalars.json'),
+                        [dict(loss=1.0, step=cfg.train_cfg.max_iters),
+                         dict(mIoU=12.5, aAcc=50.0, time=0.1, step=cfg.train_cfg.max_iters)])
+
+    monkeypatch.setattr(demo, 'tool', tool)
     demo.pretrain('mixedae-noseg', 0)
     demo.transfer('coco', 'mae', 1)
     demo.transfer('probe', 'naivemix', 2)
     demo.measure_hr_acc('mixedae')
     demo.figures()
-    assert [name for name, _ in calls] == ['train.py', 'train.py', 'test.py', 'train.py',
-                                           'test.py', 'measure_hr_acc.py',
-                                           'visualize_attention.py', 'visualize_mixing.py']
+    assert [name for name, _ in calls] == ['train.py', 'train.py', 'train.py',
+                                           'measure_hr_acc.py', 'visualize_attention.py',
+                                           'visualize_mixing.py']
+    # a transfer run's metrics: its validation at the last iteration, timing left out
+    with open(demo.metrics('probe', 'naivemix', 2)) as f:
+        assert json.load(f) == dict(mIoU=12.5, aAcc=50.0)
+    demo.transfer('probe', 'naivemix', 2)                 # validated already: not retrained
+    assert len(calls) == 6
     for name, args in calls:
         assert '--cfg-options' not in args, name
         assert not any(re.search(r'\.\d+\.', a) for a in args if '=' in a), args
@@ -350,14 +380,12 @@ def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkey
     coco = Config.fromfile(calls[1][1][0])
     assert coco.model.backbone.init_cfg.checkpoint == demo.backbone('mae', 1)
     assert coco.randomness.seed == 1 and config.model.backbone.embed_dim == 64
-    probe = Config.fromfile(calls[3][1][0])
+    probe = Config.fromfile(calls[2][1][0])
     assert probe.model.backbone.init_cfg.checkpoint == demo.backbone('naivemix', 2)
     assert probe.model.backbone.frozen and probe.randomness.seed == 2
-    assert calls[4][1][2:] == ('--work-dir', os.path.join(demo.out, 'probe_naivemix_s2'),
-                               '--out-metrics', demo.metrics('probe', 'naivemix', 2))
     # hr_acc: every seed's untrained encoder, and the pretrained MixedAE, MAE and naive-mixing
     # encoders of every seed, in MixedAE's config
-    hr = calls[5][1]
+    hr = calls[3][1]
     seeds = demo.p.pretrain_seeds
     assert [hr[i + 1] for i, a in enumerate(hr) if a == '--init'] == [
         f'init_s{s}={s}' for s in seeds]
@@ -397,10 +425,38 @@ def test_schedule_reuses_finished_stages_and_records_timings(tmp_path, capsys):
     assert eta(stages, expected, measured) == pytest.approx(100 + (5 + 15) * 200 / 120)
 
 
+def test_consecutive_training_stages_of_one_kind_run_side_by_side(tmp_path):
+    import threading
+    barrier, ran = threading.Barrier(2, timeout=10), []
+
+    def stage(name, kind):
+        def run():
+            if name in ('a', 'b'):
+                barrier.wait()              # both probes of a batch must be running at once
+            ran.append(name)
+            (tmp_path / name).write_text('')
+        return Stage(name, kind, [str(tmp_path / name)], run)
+
+    stages = [stage('p0', 'pretrain'), stage('c0', 'convert'), stage('c1', 'convert'),
+              stage('a', 'probe'), stage('b', 'probe'), stage('c', 'probe'),
+              stage('report', 'report')]
+    assert [[s.name for s in b] for b in batches(stages, 2)] == [
+        ['p0'], ['c0'], ['c1'], ['a', 'b'], ['c'], ['report']]
+    assert [[s.name for s in b] for b in batches(stages, 1)] == [[s.name] for s in stages]
+    timings = run_stages(stages, {}, str(tmp_path / 'timings.json'), parallel=2)
+    assert sorted(ran) == sorted(s.name for s in stages) and set(timings) == {
+        'p0', 'c0', 'c1', 'a', 'b', 'c'}
+    # side by side, a stage of a parallel kind counts for 1 / parallel of the ETA
+    (tmp_path / 'c').unlink()
+    assert eta(stages, {'probe': 10}, {}, parallel=2) == 5.0
+    assert eta(stages, {'probe': 10}, {'probe': [4.0]}, parallel=2) == 2.0
+
+
 def test_stage_list_covers_every_method_task_and_seed(tmp_path):
     p = PRESETS['gpu']
+    seeds = p.pretrain_seeds
     demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), p)
-    names = [s.name for s in demo.stages(report=lambda: None)]
+    names = [s.name for s in plan(demo, report=lambda: None)]
     assert [n for n in names if n.startswith('pretrain')] == [
         f'pretrain {m} s{s}' for s in p.pretrain_seeds for m in PRETRAINS]
     assert len(p.pretrain_seeds) >= 3 and len(PRETRAINS) == 5
@@ -422,15 +478,16 @@ def test_stage_list_covers_every_method_task_and_seed(tmp_path):
     calls = []
     demo.pretrain = lambda name, seed: calls.append(('pretrain', name, seed))
     demo.transfer = lambda task, name, seed: calls.append((task, name, seed))
-    for stage in demo.stages(report=lambda: None):
+    for stage in plan(demo, report=lambda: None):
         if stage.kind in ('pretrain', 'probe', 'coco'):
             stage.run()
     assert calls[:2] == [('pretrain', 'mae', 0), ('pretrain', 'naivemix', 0)]
+    assert names.index('convert mae s0') > names.index(f'pretrain mixedae-noseg s{seeds[-1]}')
     assert ('probe', 'scratch', 2) in calls and ('coco', 'mixedae-tied', 0) in calls
     assert ('coco', 'mae', 1) not in calls and len(calls) == 15 + 18 + 6
     # the CPU preset fine-tunes on ADE20K only, from the first pretraining seed
-    cpu = [s.name for s in Demo(REPO, str(tmp_path / 'c'), str(tmp_path / 'd'),
-                                PRESETS['cpu']).stages(report=lambda: None)]
+    cpu = [s.name for s in plan(Demo(REPO, str(tmp_path / 'c'), str(tmp_path / 'd'),
+                                     PRESETS['cpu']), report=lambda: None)]
     assert [n for n in cpu if n.startswith(('ade20k', 'coco'))] == [
         f'ade20k {m} s0' for m in TRANSFERS]
 

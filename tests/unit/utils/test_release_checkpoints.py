@@ -1,8 +1,11 @@
 """Release checkpoints in their full training layout (MAE, iBOT, timm) load through the safe
-loader and convert; pickles that would run code or build other objects are still refused."""
+loader and convert; pickles that would run code or build other objects are still refused; a
+release file given where a converted backbone is expected names the command that converts it."""
 import argparse
 import os
 import pickle
+import subprocess
+import sys
 import types
 import zipfile
 from collections import OrderedDict
@@ -13,7 +16,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file
-from mixedae.models.backbones.loading import convert_checkpoint
+from mixedae.models import ViT
+from mixedae.models.backbones.loading import convert_checkpoint, release_format
+from support import ROOT
 from test_convert import features, load_converted, source_vit
 
 
@@ -214,3 +219,42 @@ def test_non_plain_object_in_args_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r'needs test_release_checkpoints.Transform, '
                                               r'which is not plain checkpoint content'):
         load_checkpoint_file(tmp_path / 'checkpoint.pth')
+
+
+def test_release_layouts_given_for_loading_name_the_conversion_command(tmp_path):
+    src = source_vit()
+    mmseg = {f'backbone.layers.0.ln1.{k}': v for k, v in src.blocks[0].norm1.state_dict().items()}
+    layouts = {
+        'mae': dict(model=src.state_dict()),                  # mae_pretrain_vit_base.pth
+        'ibot': ibot_training_checkpoint(src, source_vit()),
+        'timm': source_vit(num_classes=10).state_dict(),      # with its classifier head
+        'mmseg': dict(state_dict=mmseg, meta={}),
+    }
+    for src_format, checkpoint in layouts.items():
+        assert release_format(checkpoint) == src_format
+    assert release_format(dict(state_dict=src.state_dict())) is None       # converted backbone
+    assert release_format(mae_training_checkpoint(src)) == 'mae'
+
+
+def test_visualize_attention_given_an_mae_release_says_how_to_convert_it(tmp_path):
+    path = str(tmp_path / 'mae_pretrain_vit_base.pth')
+    torch.save(dict(model=source_vit().state_dict()), path)
+    config = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools/visualize_attention.py'),
+                          config, '--checkpoint', f'MAE={path}', '--out', str(tmp_path / 'a.png')],
+                         cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': '1'},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr == (f'error: {path} is a checkpoint in the mae release layout, which a '
+                          'mixedae.ViT does not load as it is: convert it first with python '
+                          f'tools/convert_checkpoint.py {path} OUT.pth --src-format mae, then '
+                          'give OUT.pth\n')
+
+
+def test_pretrained_init_cfg_with_a_release_file_names_the_conversion(tmp_path):
+    path = str(tmp_path / 'checkpoint.pth')
+    torch.save(ibot_training_checkpoint(source_vit(), source_vit()), path)
+    vit = ViT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4,
+              init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(CheckpointError, match=r'--src-format ibot, then give OUT.pth'):
+        vit.init_weights()

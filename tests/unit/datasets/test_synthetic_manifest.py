@@ -1,0 +1,107 @@
+"""The generated data set records what it holds (manifest.json); the generator refuses a
+non-empty folder unless told to replace it, and its consumers (the demo's data stage,
+tools/train.py and tools/test.py) check the manifest instead of the presence of one file."""
+import dataclasses
+import json
+import os
+
+import pytest
+from mmengine.config import Config
+
+from mixedae.datasets.synthetic import (MANIFEST, manifest_problems, matches_manifest,
+                                        write_dataset)
+from mixedae.suite.demo.presets import PRESETS
+from mixedae.suite.demo.plan import plan
+from mixedae.suite.demo.stages import Demo
+from mixedae.utils.errors import OutputExistsError
+from mixedae.utils.launch import check_inputs_exist
+from support import REPO, ROOT, data_root_options, load_tool
+
+ADE_CFG = os.path.join(ROOT,
+                       'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
+
+
+def count(root, folder):
+    return len(os.listdir(os.path.join(root, folder)))
+
+
+def test_manifest_records_what_was_written(tmp_path):
+    root = str(tmp_path / 'syn')
+    write_dataset(root, 3, 2, (32, 32), seed=4)
+    manifest = json.load(open(os.path.join(root, MANIFEST)))
+    assert {k: manifest[k] for k in ('num_train', 'num_val', 'size', 'seed', 'version')} == \
+        dict(num_train=3, num_val=2, size=[32, 32], seed=4, version=1)
+    for folder, n in manifest['files'].items():
+        assert count(root, folder) == n, folder
+    assert manifest['files']['ade/images/validation'] == 2
+    assert matches_manifest(root, 3, 2, (32, 32), 4)
+    assert not matches_manifest(root, 64, 2, (32, 32), 4)
+    assert not matches_manifest(root, 3, 2, (32, 32), 0)
+    assert manifest_problems(root) == []
+
+
+def test_non_empty_folder_is_refused_and_replace_starts_afresh(tmp_path):
+    root = str(tmp_path / 'syn')
+    write_dataset(root, 6, 3, (32, 32), seed=0)
+    with pytest.raises(OutputExistsError, match='is not empty.*--replace'):
+        write_dataset(root, 2, 1, (32, 32), seed=0)
+    assert count(root, 'pretrain') == 6                     # nothing lost
+    write_dataset(root, 2, 1, (32, 32), seed=0, replace=True)
+    assert count(root, 'pretrain') == 2 and count(root, 'coco/val2017') == 1
+    assert matches_manifest(root, 2, 1, (32, 32), 0)
+
+
+def test_replace_never_deletes_what_the_generator_did_not_write(tmp_path):
+    root = tmp_path / 'syn'
+    write_dataset(str(root), 2, 1, (32, 32), seed=0)
+    (root / 'notes.txt').write_text('mine')
+    with pytest.raises(OutputExistsError, match=r"holds \['notes.txt'\]"):
+        write_dataset(str(root), 2, 1, (32, 32), seed=0, replace=True)
+    assert (root / 'notes.txt').read_text() == 'mine' and count(str(root), 'pretrain') == 2
+
+
+def test_tool_says_what_it_wrote_and_refuses_without_replace(tmp_path, capsys):
+    tool = load_tool('make_synthetic_data')
+    out = str(tmp_path / 'quick')
+    assert tool.main([out, '--num-train', '4', '--num-val', '2', '--size', '32']) == 0
+    assert 'wrote 4 train + 2 val' in capsys.readouterr().out
+    with pytest.raises(OutputExistsError):
+        tool.main([out, '--num-train', '2', '--num-val', '1', '--size', '32'])
+    assert tool.main([out, '--num-train', '2', '--num-val', '1', '--size', '32',
+                      '--replace']) == 0
+    assert count(out, 'pretrain') == 2 and matches_manifest(out, 2, 1, (32, 32), 0)
+
+
+def test_train_refuses_data_that_no_longer_matches_its_manifest(tmp_path):
+    root = str(tmp_path / 'syn')
+    write_dataset(root, 3, 2, (32, 32), seed=1, views=('ade20k',))
+    cfg = Config.fromfile(ADE_CFG)
+    cfg.merge_from_dict(dict(o.split('=') for o in data_root_options(os.path.join(root, 'ade'))))
+    check_inputs_exist(cfg, 'train')                        # matches: no error
+    (tmp_path / 'syn' / 'ade' / 'images' / 'validation' / 'extra.jpg').write_bytes(b'')
+    with pytest.raises(ValueError) as err:
+        check_inputs_exist(cfg, 'train')
+    message = str(err.value)
+    assert f'{root} no longer matches its manifest.json' in message
+    assert 'ade/images/validation: 3 files, its manifest.json lists 2' in message
+    assert message.endswith(f"regenerate it: mixedae.datasets.synthetic.write_dataset({root!r}, "
+                            "3, 2, (32, 32), 1, ('ade20k',), replace=True)")
+    write_dataset(root, 3, 2, (32, 32), seed=1, replace=True)     # all views, square
+    (tmp_path / 'syn' / 'pretrain' / '00000000.jpg').unlink()
+    cfg.merge_from_dict({'train_dataloader.dataset.data_root': os.path.join(root, 'ade')})
+    with pytest.raises(ValueError, match='regenerate it: python tools/make_synthetic_data.py '
+                       f'{root} --replace --num-train 3 --num-val 2 --size 32 --seed 1'):
+        check_inputs_exist(cfg, 'train')
+
+
+def test_demo_data_stage_is_done_only_when_the_manifest_matches_the_preset(tmp_path):
+    preset = dataclasses.replace(PRESETS['cpu'], num_train=3, num_val=2, scene_size=32)
+    data = str(tmp_path / 'data')
+    demo = Demo(REPO, str(tmp_path / 'out'), data, preset)
+    stage = plan(demo, report=lambda: None)[0]
+    assert stage.name == 'generate data' and not stage.done()
+    write_dataset(data, 5, 1, (32, 32), seed=0)            # another chain's data set
+    assert os.path.exists(os.path.join(data, 'coco/annotations/instances_val2017.json'))
+    assert not stage.done()
+    stage.run()                                             # regenerates with --replace
+    assert stage.done() and count(data, 'pretrain') == 3 and count(data, 'coco/val2017') == 2
