@@ -15,6 +15,7 @@ written to OUT/configs. A small-scale benchmark, not the paper's protocol.
 """
 import argparse
 import os.path as osp
+import sys
 
 import torch
 

@@ -18,6 +18,7 @@ it bit-exactly (docs/usage.md, "Preemption").
 """
 import argparse
 import os.path as osp
+import sys
 
 from mmengine.config import Config
 from mmengine.runner import Runner
