@@ -38,7 +38,8 @@ def main(argv=None) -> int:
                         "the preset's data set (default: data/demo, or data/demo_<preset>)")
     parser.add_argument('--force', action='store_true', help='delete earlier results and rerun')
     parser.add_argument('--publish', action='store_true',
-                        help='copy the report and its figures to docs/demo_report.md, docs/demo_*.png')
+                        help='copy the report and its figures to docs/demo_report.md and '
+                        'docs/demo_*.png')
     args = parser.parse_args(argv)
     suffix = '' if args.preset == 'cpu' else f'_{args.preset}'
     if PRESETS[args.preset].device == 'cuda' and not torch.cuda.is_available():

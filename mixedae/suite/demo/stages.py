@@ -1,8 +1,8 @@
 """What each stage of the demo does (their order: :mod:`.plan`), with the paths they share.
 
-An interrupted training resumes from its checkpoint. Training runs ``tools/train.py`` in child processes on configs written to ``<out>/configs``,
-with fixed threads, seeded data and (on CPU) deterministic algorithms: reruns give the same
-numbers on the same machine.
+An interrupted training resumes from its checkpoint. Training runs ``tools/train.py`` in child
+processes on configs written to ``<out>/configs``, with fixed threads, seeded data and (on CPU)
+deterministic algorithms: reruns give the same numbers on the same machine.
 """
 from __future__ import annotations
 

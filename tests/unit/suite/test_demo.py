@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from support import ROOT
+from support import ROOT, load_tool
 from mixedae.datasets.synthetic import render_scene, write_dataset
 from mixedae.suite.demo.presets import HOMOLOGOUS, PRESETS, PRETRAINS, TRANSFERS, out_indices
 from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG
@@ -310,9 +310,10 @@ def test_report_shows_probe_intervals_hr_acc_references_and_figures(tmp_path):
     # fine-tuning beside it, one seed: no interval claimed
     assert rows['random init'].endswith('| 61.50 ± 0.00 (61.50) |')
     # hr_acc: untrained, pretrained, the difference, the logged value, the other encoders, chance
-    assert [_rows(md, '## Homologous recognition')['MixedAE']] == ['| MixedAE | 0.210 ± 0.010 (0.200, 0.210, 0.220) | 0.410 ± 0.010 '
-                       '(0.400, 0.410, 0.420) | **+0.200 [+0.177, +0.223]** | 0.400 ± 0.050 '
-                       '(0.450, 0.350, 0.400) |']
+    assert [_rows(md, '## Homologous recognition')['MixedAE']] == [
+        '| MixedAE | 0.210 ± 0.010 (0.200, 0.210, 0.220) | 0.410 ± 0.010 '
+        '(0.400, 0.410, 0.420) | **+0.200 [+0.177, +0.223]** | 0.400 ± 0.050 '
+        '(0.450, 0.350, 0.400) |']
     assert "| MAE (in MixedAE's mixing) | – | 0.300 ± 0.000 (0.300, 0.300, 0.300) |" in md
     assert '| chance | 0.238 | 0.238 |' in md and 'Chance (keys drawn at random): 0.238' in md
     # the pretraining table: every run, logged finals, ratio to MAE of the same seed, wall time
@@ -511,3 +512,17 @@ def test_one_training_stage_is_deterministic(tmp_path):
     keys = ('loss', 'loss_rec', 'loss_hc', 'hr_acc')
     assert len(log0) == 2 and [{k: r[k] for k in keys} for r in log0] == \
         [{k: r[k] for k in keys} for r in log1]
+
+
+@pytest.mark.parametrize('cuda', [False, True])
+def test_gpu_preset_warns_when_no_gpu_is_visible(cuda, monkeypatch, capsys, tmp_path):
+    demo_tool = load_tool('demo')
+    ran = []
+    monkeypatch.setattr(demo_tool, 'run_demo', lambda *args: ran.append(args) or 'r.md')
+    monkeypatch.setattr(demo_tool.torch.cuda, 'is_available', lambda: cuda)
+    assert demo_tool.main(['--preset', 'gpu', '--out', str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    warned = "warning: preset 'gpu' is sized for a GPU and none is visible" in err
+    assert warned == (not cuda) and len(ran) == 1
+    demo_tool.main(['--out', str(tmp_path)])                 # the CPU preset never warns
+    assert 'warning' not in capsys.readouterr().err
