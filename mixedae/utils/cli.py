@@ -47,7 +47,7 @@ def log_to_runner_files(text: str) -> None:
     logger = MMLogger.get_current_instance()
     for handler in logger.handlers:
         if isinstance(handler, logging.FileHandler):
-            handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, text,
+            handler.handle(logger.makeRecord(logger.name, logging.ERROR, '', 0, text,
                                              None, None))
 
 

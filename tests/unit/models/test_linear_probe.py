@@ -22,8 +22,11 @@ def probe_b16(method):
 
 
 def head(**kw):
-    return LinearProbeHead(in_channels=32, channels=32, num_classes=7,
-                           norm_cfg=dict(type='BN'), **kw)
+    """The head built in mmseg's scope (its loss comes from mmseg's registry, whatever scope an
+    earlier test left current)."""
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        return LinearProbeHead(in_channels=32, channels=32, num_classes=7,
+                               norm_cfg=dict(type='BN'), **kw)
 
 
 def build(model_cfg):
@@ -65,9 +68,11 @@ def test_head_logits_are_upsampled_to_the_label_size():
 
 
 def test_head_rejects_a_hidden_layer_or_no_norm():
-    with pytest.raises(ValueError, match='channels=16 must equal the input channels 32'):
+    with pytest.raises(ValueError, match='channels=16 must equal the input channels 32'), \
+            DefaultScope.overwrite_default_scope('mmseg'):
         LinearProbeHead(in_channels=32, channels=16, num_classes=7, norm_cfg=dict(type='BN'))
-    with pytest.raises(ValueError, match='needs norm_cfg'):
+    with pytest.raises(ValueError, match='needs norm_cfg'), \
+            DefaultScope.overwrite_default_scope('mmseg'):
         LinearProbeHead(in_channels=32, channels=32, num_classes=7)
 
 
