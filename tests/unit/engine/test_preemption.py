@@ -1,21 +1,28 @@
 """PreemptionHook and AtomicCheckpointHook on a toy MMEngine run (in-process, a second each):
 a signal at a random iteration, then resume, ends bit-identical with an uninterrupted run; a
-failed or interrupted checkpoint write leaves the previous checkpoint as the one resumed."""
+failed or interrupted checkpoint write leaves the previous checkpoint as the one resumed. Units:
+the signal handlers, the message of a stop asked by another rank, the flag reduced over two
+gloo ranks (one forked)."""
+import datetime
 import errno
+import multiprocessing
 import os
 import random
 import signal
 import uuid
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-from mixedae.engine.hooks import EXIT_PREEMPTED, Preempted
+from mixedae.engine.hooks import (EXIT_PREEMPTED, AtomicCheckpointHook, Preempted, PreemptionHook,
+                                  RNGStateHook)
 from mixedae.utils.checkpoint import load_checkpoint_file
 
 
@@ -54,8 +61,10 @@ class SignalAt(Hook):
             os.kill(os.getpid(), self.sig)
 
 
-def toy_runner(work_dir, by_epoch, resume=False, extra_hooks=(), max_keep_ckpts=-1):
-    """4 iterations per epoch, 3 epochs (or 12 iterations), preemption-safe hooks."""
+def toy_runner(work_dir, by_epoch, resume=False, extra_hooks=(), max_keep_ckpts=-1,
+               **checkpoint_options):
+    """4 iterations per epoch, 3 epochs (or 12 iterations), preemption-safe hooks;
+    ``checkpoint_options``: more arguments of the checkpoint hook."""
     loop = dict(by_epoch=True, max_epochs=3) if by_epoch else dict(by_epoch=False, max_iters=12)
     interval = 1 if by_epoch else 4
     torch.manual_seed(0)   # the model is built before the Runner seeds the generators
@@ -68,7 +77,8 @@ def toy_runner(work_dir, by_epoch, resume=False, extra_hooks=(), max_keep_ckpts=
         param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=6),
         train_cfg=loop, resume=resume, randomness=dict(seed=0),
         default_hooks=dict(checkpoint=dict(type='mixedae.AtomicCheckpointHook', by_epoch=by_epoch,
-                                           interval=interval, max_keep_ckpts=max_keep_ckpts),
+                                           interval=interval, max_keep_ckpts=max_keep_ckpts,
+                                           **checkpoint_options),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[dict(type='mixedae.RNGStateHook'), dict(type='mixedae.PreemptionHook'),
                       *extra_hooks])
@@ -154,5 +164,63 @@ def test_failed_save_leaves_the_previous_checkpoint_resumable(tmp_path, monkeypa
 def test_preemption_needs_the_atomic_checkpoint_hook(tmp_path):
     runner = toy_runner(tmp_path, by_epoch=False)
     runner._hooks = [h for h in runner.hooks if type(h).__name__ != 'AtomicCheckpointHook']
-    with pytest.raises(ValueError, match='needs mixedae.AtomicCheckpointHook'):
+    with pytest.raises(ValueError) as raised:
         runner.train()
+    assert str(raised.value) == ('PreemptionHook needs mixedae.AtomicCheckpointHook among the '
+                                 'hooks of the run (tools/train.py installs it)')
+
+
+def test_handlers_are_put_back_once():
+    before = signal.getsignal(signal.SIGTERM)
+    hook = PreemptionHook()
+    hook.before_run(SimpleNamespace(hooks=[AtomicCheckpointHook(interval=1), RNGStateHook()]))
+    assert signal.getsignal(signal.SIGTERM) == hook._record
+    hook.after_run(None)
+    assert signal.getsignal(signal.SIGTERM) == before
+    hook.after_run(None)                         # nothing left to put back
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+class SavesTo(AtomicCheckpointHook):
+    def save_now(self, runner):
+        return 'iter_5.pth'
+
+
+def test_a_stop_asked_by_another_rank_says_so(monkeypatch):
+    hook = PreemptionHook()
+    monkeypatch.setattr(hook, '_stop_requested', lambda: True)   # the all-reduce said "stop"
+    with pytest.raises(Preempted) as stop:
+        hook.after_train_iter(SimpleNamespace(hooks=[SavesTo(interval=1)], iter=4), 0)
+    assert (stop.value.reason, stop.value.iteration, stop.value.checkpoint) == (
+        'signal received by another rank', 5, 'iter_5.pth')
+
+
+def stop_seen_by_rank(rank, signalled, store):
+    """Whether rank ``rank`` of 2 stops when only rank ``signalled`` got SIGTERM."""
+    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        hook = PreemptionHook()
+        hook._received = signal.SIGTERM if rank == signalled else None
+        return hook._stop_requested()
+    finally:
+        dist.destroy_process_group()
+
+
+def rank_1(signalled, store):   # the forked rank's exit status says whether it stops
+    os._exit(0 if stop_seen_by_rank(1, signalled, store) else 3)
+
+
+@pytest.mark.parametrize('signalled', [0, 1])
+def test_a_signal_on_one_rank_stops_every_rank(tmp_path, signalled):
+    other = multiprocessing.get_context('fork').Process(target=rank_1,
+                                                         args=(signalled, tmp_path / 'store'))
+    other.start()
+    try:
+        assert stop_seen_by_rank(0, signalled, tmp_path / 'store')
+    finally:
+        other.join(60)
+        if other.is_alive():   # waiting for a collective this rank never joined
+            other.kill()
+            other.join()
+    assert other.exitcode == 0

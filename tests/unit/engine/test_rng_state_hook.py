@@ -11,8 +11,8 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.runner import IterBasedTrainLoop
 
-from mixedae.engine.hooks.rng_state_hook import (RNGStateHook, _RestoreAfterSkip, get_rng_state,
-                                                 set_rng_state)
+from mixedae.engine.hooks.rng_state_hook import (RNGStateHook, _RestoreAfterSkip, _ResumeMidEpoch,
+                                                 get_rng_state, set_rng_state)
 from support import ROOT
 
 
@@ -148,3 +148,13 @@ def test_other_resumes_restore_at_once(loop):
     assert getattr(loop, 'dataloader_iterator', None) is iterator
     hook.before_train_epoch(SimpleNamespace(train_loop=loop))            # and only once
     assert draw() != expected
+
+
+def test_a_mid_epoch_loader_skips_on_its_first_iteration_only():
+    class Loader(list):
+        batch_size = 2
+
+    proxy = _ResumeMidEpoch(Loader([0, 1, 2, 3]), skip=2, state=None)
+    assert list(proxy) == [2, 3]
+    assert list(proxy) == [0, 1, 2, 3]
+    assert len(proxy) == 4 and proxy.batch_size == 2

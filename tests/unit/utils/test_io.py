@@ -10,9 +10,11 @@ import stat
 import numpy as np
 import pytest
 import torch
-from mmengine.fileio import get_file_backend
+from mmengine.fileio import LocalBackend, get_file_backend
+from mmengine.fileio.backends import registry_utils
 
-from mixedae.utils.io import AtomicLocalBackend, atomic_write, write_json, write_metrics
+from mixedae.utils.io import (AtomicLocalBackend, atomic_write, register_atomic_local_backend,
+                              write_json, write_metrics)
 
 
 def test_the_temporary_file_lives_in_the_targets_folder(tmp_path):
@@ -121,3 +123,16 @@ def test_mmengine_local_writes_are_atomic(tmp_path, monkeypatch):
             write(data, tmp_path / name)
     assert (tmp_path / 'x.pth').read_bytes() == b'old' and (tmp_path / 'x.txt').read_text() == 'old'
     assert sorted(os.listdir(tmp_path)) == ['x.pth', 'x.txt']
+
+
+def test_put_text_writes_in_the_encoding_it_is_given(tmp_path):
+    AtomicLocalBackend().put_text('\u00e9t\u00e9', tmp_path / 'x.txt', encoding='latin-1')
+    assert (tmp_path / 'x.txt').read_bytes() == b'\xe9t\xe9'
+
+
+def test_registering_replaces_mmengines_local_backend(monkeypatch):
+    monkeypatch.setitem(registry_utils.backends, 'local', LocalBackend)
+    monkeypatch.setitem(registry_utils.prefix_to_backends, '', LocalBackend)
+    register_atomic_local_backend()
+    assert registry_utils.backends['local'] is AtomicLocalBackend
+    assert registry_utils.prefix_to_backends[''] is AtomicLocalBackend
