@@ -20,6 +20,8 @@ from support import ROOT, load_tool
 
 PRETRAIN = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
 ADE = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
+PROBE = os.path.join(ROOT,
+                     'configs/ade20k/linear_vit-tiny-p8_1xb4-300iter_ade20k-synthetic-64.py')
 COCO = {
     'fpn': os.path.join(ROOT, 'configs/coco/'
                         'mask-rcnn_vit-tiny-p8_fpn_1xb2-20iter_coco-synthetic-64.py'),
@@ -139,6 +141,15 @@ def test_pretraining_under_fp16_autocast(variant):
 def test_upernet_trains_under_bf16(data_root):
     from mmseg.registry import DATASETS, MODELS
     cfg = Config.fromfile(ADE)
+    cfg.train_dataloader.dataset.data_root = data_root['ade20k']
+    model, batch = build(cfg, 'mmseg', MODELS, DATASETS, 2)
+    check_bf16_against_fp32(cfg, model, batch, 'mmseg', rtol=0.02)
+
+
+@pytest.mark.slow
+def test_linear_probe_trains_under_bf16(data_root):
+    from mmseg.registry import DATASETS, MODELS
+    cfg = Config.fromfile(PROBE)
     cfg.train_dataloader.dataset.data_root = data_root['ade20k']
     model, batch = build(cfg, 'mmseg', MODELS, DATASETS, 2)
     check_bf16_against_fp32(cfg, model, batch, 'mmseg', rtol=0.02)
