@@ -104,9 +104,7 @@ def measure_hr_acc(config: str, image_dir: str, num: int = 64, seed: int = 0,
     images = probe_images(model, image_dir, num, pre['mean'], pre['std'])
     assign = sample_assignment(num // g, n, g, generator=torch.Generator().manual_seed(seed))
     result: Dict = {}
-    for label, path in checkpoints:
-        torch.manual_seed(0)
-        model, _ = build_pretrain_model(config)
+    for label, path in checkpoints:       # every encoder weight is loaded or zeroed: one model
         zeroed = load_encoder(model, path)
         result[label] = dict(_summary(layer_hr_acc(model, images, assign)),
                              source=f'checkpoint {path}', missing_zeroed=zeroed)
