@@ -52,9 +52,10 @@ if [[ "${1:-}" == "--print-python" ]]; then
 fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# absolute, from the caller's folder: the mmcv build runs its interpreter from another folder
+VENV="$(realpath -m "${VENV:-$ROOT/.venv}")"
 cd "$ROOT"
 
-VENV="${VENV:-$ROOT/.venv}"
 TORCH_VERSION="2.14.1"
 TORCHVISION_VERSION="0.29.1"
 MMCV_VERSION="2.1.0"
