@@ -3,10 +3,12 @@
 A :class:`~mixedae.utils.errors.UserInputError` ends the tool with its message alone on stderr
 (``error: ...``) and exit status 2; ``--debug`` (anywhere on the command line) prints the
 traceback as well. The traceback also goes to the log file of an MMEngine runner when one was
-opened. Other exceptions propagate with their traceback, as bugs should.
+opened. Other exceptions propagate with their traceback, as bugs should. A crash below Python
+(an abort or a segfault in C++ code) prints the Python stack of every thread (``faulthandler``).
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
 import sys
 import traceback
@@ -59,6 +61,7 @@ def run_tool(main: Callable[[], int]) -> NoReturn:
     """
     debug = pop_debug_flag(sys.argv)
     quiet_third_party_warnings()
+    faulthandler.enable()
     try:
         status = main()
     except UserInputError as err:

@@ -108,3 +108,17 @@ def test_train_tool_with_a_missing_config(tmp_path):
     assert out.returncode == 2
     assert 'Traceback (most recent call last):' in out.stderr and 'load_config' in out.stderr
     assert out.stderr.endswith(f'error: config file not found: {path}\n')
+
+
+def test_an_abort_in_c_code_shows_where_python_was(tmp_path):
+    # a C-level abort (SIGABRT, as std::terminate raises) bypasses Python's exception handling;
+    # the tool still prints the Python stack of the thread it hit
+    script = tmp_path / 'aborting_tool.py'
+    script.write_text('import os\nfrom mixedae.utils.cli import run_tool\n\n'
+                      'def stop_here():\n    os.abort()\n\n'
+                      'run_tool(lambda: stop_here())\n')
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == -6
+    assert 'Fatal Python error: Aborted' in out.stderr
+    assert 'in stop_here' in out.stderr and 'aborting_tool.py", line 5' in out.stderr
