@@ -66,8 +66,7 @@ def main(argv=None) -> int:
     metrics = runner.test()
     if args.out_metrics and get_rank() == 0:
         write_metrics(metrics, args.out_metrics)
-    close_distributed()
-    return 0
+    return close_distributed(0)
 
 
 if __name__ == '__main__':

@@ -106,8 +106,7 @@ def main(argv=None) -> int:
     except Preempted as stop:
         print(stop, file=sys.stderr, flush=True)
         status = EXIT_PREEMPTED
-    close_distributed()
-    return status
+    return close_distributed(status)
 
 
 if __name__ == '__main__':

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import os.path as osp
+import sys
 from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
@@ -93,16 +95,29 @@ def init_cpu_distributed(launcher: str) -> None:
         dist.init_process_group(backend='gloo')
 
 
-def close_distributed() -> None:
-    """Destroy the process group before the interpreter exits.
+def close_distributed(status: int) -> int:
+    """Destroy the process group after the run; ``status`` back, or, in a gloo run, the process
+    ends here with it.
 
-    A gloo group left alive at exit can abort the process ("terminate called without an active
-    exception") after the work is done, turning a finished run into a failed one.
+    torch 2.14 leaves gloo's worker threads running after ``destroy_process_group`` once a
+    ``DistributedDataParallel`` wrapper has held the group (its C++ reducer is never freed).
+    A worker that frees its last finished work while the interpreter shuts down needs the GIL
+    and aborts the process ("terminate called without an active exception", exit -6) after
+    the run's work is done. A gloo rank therefore flushes its logs and output and ends with
+    ``os._exit``, skipping the interpreter's shutdown.
     """
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return status
+    gloo = dist.get_backend() == 'gloo'
+    dist.barrier()
+    dist.destroy_process_group()
+    if gloo:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def _dataset_paths(dataset: dict, key: str) -> Iterator[Tuple[str, str, bool]]:
