@@ -61,7 +61,7 @@ def run_tool(main: Callable[[], int]) -> NoReturn:
     """
     debug = pop_debug_flag(sys.argv)
     quiet_third_party_warnings()
-    faulthandler.enable(file=sys.__stderr__)   # the process's stderr, even when sys.stderr is replaced
+    faulthandler.enable(file=sys.__stderr__)   # fd 2, even when sys.stderr is replaced
     try:
         status = main()
     except UserInputError as err:

@@ -138,18 +138,10 @@ def test_pretraining_under_fp16_autocast(variant):
 
 
 @pytest.mark.slow
-def test_upernet_trains_under_bf16(data_root):
+@pytest.mark.parametrize('config', [ADE, PROBE], ids=['upernet', 'linear_probe'])
+def test_ade20k_models_train_under_bf16(data_root, config):
     from mmseg.registry import DATASETS, MODELS
-    cfg = Config.fromfile(ADE)
-    cfg.train_dataloader.dataset.data_root = data_root['ade20k']
-    model, batch = build(cfg, 'mmseg', MODELS, DATASETS, 2)
-    check_bf16_against_fp32(cfg, model, batch, 'mmseg', rtol=0.02)
-
-
-@pytest.mark.slow
-def test_linear_probe_trains_under_bf16(data_root):
-    from mmseg.registry import DATASETS, MODELS
-    cfg = Config.fromfile(PROBE)
+    cfg = Config.fromfile(config)
     cfg.train_dataloader.dataset.data_root = data_root['ade20k']
     model, batch = build(cfg, 'mmseg', MODELS, DATASETS, 2)
     check_bf16_against_fp32(cfg, model, batch, 'mmseg', rtol=0.02)
