@@ -1,14 +1,18 @@
 """Reading MMEngine's training logs and summarising repeated runs: curves, steady-state time
-per iteration, mean +/- std over seeds and comparisons between methods."""
+per iteration, mean +/- std over seeds, and comparisons with their intervals under one
+family-wise rule (Holm)."""
 from __future__ import annotations
 
 import glob
 import json
 import os
 import statistics
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple, TypeVar
 
 from scipy import stats as scipy_stats
+
+K = TypeVar('K', bound=Hashable)
 
 
 def _records(work_dir: str) -> List[dict]:
@@ -66,42 +70,84 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 
 
 def format_spread(values: Sequence[float], digits: int = 2) -> str:
-    """``mean ± std (v1, v2, ...)`` with ``digits`` decimals."""
+    """``mean ± std (v1, v2, ...)`` with ``digits`` decimals; a single value alone."""
+    if len(values) == 1:
+        return f'{values[0]:.{digits}f}'
     mean, std = mean_std(values)
     return (f'{mean:.{digits}f} ± {std:.{digits}f} '
             f'({", ".join(f"{v:.{digits}f}" for v in values)})')
 
 
-def difference_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95
-                        ) -> Tuple[float, float]:
-    """Welch's t interval for mean(a) - mean(b) (unequal variances; scipy's
-    ``ttest_ind(equal_var=False)``). Chosen over a bootstrap: with three seeds per group a
-    percentile bootstrap is far too narrow, the t interval is not. Needs >= 2 values per group;
-    two constant groups give the point interval of their difference."""
-    if min(len(a), len(b)) < 2:
-        raise ValueError(f'an interval needs >= 2 values per group, got {len(a)} and {len(b)}')
-    if statistics.variance(a) == statistics.variance(b) == 0:
-        diff = statistics.fmean(a) - statistics.fmean(b)
-        return diff, diff
-    ci = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
-    return float(ci.low), float(ci.high)
+@dataclass(frozen=True)
+class Comparison:
+    """mean(a) - mean(b) with its t interval and two-sided p-value; ``low``, ``high`` and ``p``
+    are None where no interval exists, and ``why`` says why."""
+    diff: float
+    test: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    p: Optional[float] = None
+    why: str = ''
 
 
-def compare(a: Sequence[float], b: Sequence[float]) -> Dict[str, Optional[float]]:
-    """Difference of means a - b and its 95 % Welch interval (``low``/``high`` None with
-    fewer than two values in a group); ``real`` is 1.0 when the interval excludes zero."""
-    diff = mean_std(a)[0] - mean_std(b)[0]
-    if min(len(a), len(b)) < 2:
-        return dict(diff=diff, low=None, high=None, real=0.0)
-    low, high = difference_interval(a, b)
-    return dict(diff=diff, low=low, high=high, real=float(low > 0 or high < 0))
+def compare(a: Sequence[float], b: Sequence[float], paired: bool = False,
+            level: float = 0.95) -> Comparison:
+    """mean(a) - mean(b) and its ``level`` t interval.
+
+    paired: a[i] and b[i] come from the same run or seed, so the interval is the one-sample t
+    interval of the differences a[i] - b[i] (scipy's ``ttest_rel``); else Welch's interval
+    (unequal variances, ``ttest_ind(equal_var=False)``), chosen over a bootstrap, which is far
+    too narrow with three seeds per group. No interval (``why`` set) with fewer than two values
+    (pairs) or when the difference has no spread at all (every paired difference equal, or both
+    groups constant): a zero-width interval would claim certainty that two or three runs
+    cannot give. One constant group beside a varying one still has a Welch interval."""
+    if not a or not b:
+        raise ValueError(f'compare needs values in both groups, got {len(a)} and {len(b)}')
+    if paired and len(a) != len(b):
+        raise ValueError(f'a paired comparison needs as many values in each group, got '
+                         f'{len(a)} and {len(b)}')
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    test = 'paired t' if paired else 'Welch t'
+    n = min(len(a), len(b))
+    if n < 2:
+        return Comparison(diff, test, why=f'n = {n}')
+    if paired:
+        spread = statistics.variance([x - y for x, y in zip(a, b)])
+    else:
+        spread = statistics.variance(a) + statistics.variance(b)
+    if spread == 0:
+        return Comparison(diff, test, why='no spread')
+    result = (scipy_stats.ttest_rel(a, b) if paired
+              else scipy_stats.ttest_ind(a, b, equal_var=False))
+    ci = result.confidence_interval(level)
+    return Comparison(diff, test, float(ci.low), float(ci.high), float(result.pvalue))
 
 
-def format_difference(a: Sequence[float], b: Sequence[float], digits: int = 2) -> str:
-    """``+1.23 [-0.40, +2.90]`` (difference of means and its 95 % Welch interval, ``digits``
-    decimals), bold when the interval excludes zero; ``+1.23 (n = 1: no interval)`` otherwise."""
-    c = compare(a, b)
-    if c['low'] is None:
-        return f'{c["diff"]:+.{digits}f} (n = {min(len(a), len(b))}: no interval)'
-    text = f'{c["diff"]:+.{digits}f} [{c["low"]:+.{digits}f}, {c["high"]:+.{digits}f}]'
-    return f'**{text}**' if c['real'] else text
+def holm(pvalues: Sequence[Optional[float]], alpha: float = 0.05) -> List[bool]:
+    """Holm-Bonferroni: which of the hypotheses are rejected at family-wise level ``alpha``.
+    The i-th smallest of the m p-values (i from 1) is compared with alpha / (m - i + 1), in
+    order, stopping at the first that is not below; None (no test) is never rejected and does
+    not count in m."""
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    rejected = [False] * len(pvalues)
+    for rank, (p, i) in enumerate(tested):
+        if p > alpha / (len(tested) - rank):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def family_real(comparisons: Mapping[K, Comparison], alpha: float = 0.05) -> Set[K]:
+    """The keys of the comparisons called real by Holm's rule over the whole family."""
+    keys = list(comparisons)
+    return {k for k, r in zip(keys, holm([comparisons[k].p for k in keys], alpha)) if r}
+
+
+def format_comparison(c: Comparison, real: bool, digits: int = 2) -> str:
+    """``+1.23 [-0.40, +2.90]`` (difference and interval, ``digits`` decimals), bold when
+    ``real`` (decided for the whole family, :func:`family_real`); ``+1.23 (no interval: n = 1)``
+    where there is none (never bold)."""
+    if c.low is None:
+        return f'{c.diff:+.{digits}f} (no interval: {c.why})'
+    text = f'{c.diff:+.{digits}f} [{c.low:+.{digits}f}, {c.high:+.{digits}f}]'
+    return f'**{text}**' if real else text

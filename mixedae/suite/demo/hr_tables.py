@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import json
 import os.path as osp
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Hashable, List, Mapping, Optional, Set, Tuple
 
 from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG
-from ..stats import format_difference, format_spread, read_scalars, steady_time_per_iter
+from ..stats import (Comparison, compare, format_comparison, format_spread, read_scalars,
+                     steady_time_per_iter)
 from ..tables import markdown_table
 from .presets import HOMOLOGOUS, NAMES, PRETRAINS
 from .stages import Demo
 
 PRETRAIN_HEADER = ['run', 'seed', 'iterations', 'final loss_rec', 'final hr_acc (logged)',
                    'ms / iter', 'ms / iter vs MAE', 'wall time (s)']
-HR_HEADER = ['encoder', 'untrained (step 0)', 'pretrained', 'pretrained − untrained',
+HR_HEADER = ['encoder', 'untrained (step 0)', 'pretrained', 'pretrained − untrained (paired)',
              'logged at the last record']
 
 
@@ -54,26 +55,55 @@ def _spread(values: List[float]) -> str:
     return format_spread(values, digits=3) if values else 'missing'
 
 
-def hr_acc_table(demo: Demo, records: Mapping[str, List[dict]]) -> Tuple[str, float]:
+def _measured(demo: Demo) -> Dict[str, dict]:
+    return {name: _read(demo.hr_acc_file(name)) or {} for name in HOMOLOGOUS}
+
+
+def _per_seed(measured: Mapping[str, dict], name: str, label: str,
+              seeds) -> Dict[int, float]:
+    """seed -> hr_acc of encoder ``label`` measured with method ``name``'s config."""
+    return {s: measured[name][f'{label}_s{s}']['hr_acc'] for s in seeds
+            if f'{label}_s{s}' in measured[name]}
+
+
+def hr_acc_comparisons(demo: Demo) -> Dict[Tuple[str, str], Comparison]:
+    """Pretrained minus untrained hr_acc of each method with top-K layers, keyed ('hr_acc',
+    method): paired by seed (both numbers are the same run, at its last and its first step)."""
+    measured, seeds = _measured(demo), demo.p.pretrain_seeds
+    comparisons = {}
+    for name in HOMOLOGOUS:
+        init, final = _per_seed(measured, name, 'init', seeds), _per_seed(measured, name, name,
+                                                                           seeds)
+        both = [s for s in seeds if s in init and s in final]
+        if both:
+            comparisons[('hr_acc', name)] = compare([final[s] for s in both],
+                                                    [init[s] for s in both], paired=True)
+    return comparisons
+
+
+def hr_acc_table(demo: Demo, records: Mapping[str, List[dict]],
+                 comparisons: Mapping[Hashable, Comparison], real: Set[Hashable]
+                 ) -> Tuple[str, float]:
     """The hr_acc table over pretraining seeds (markdown) and chance. Rows: each method with
-    top-K layers, measured untrained and pretrained with its own config; MAE's and naive
-    mixing's pretrained encoders measured with MixedAE's."""
+    top-K layers, measured untrained and pretrained with its own config, the paired difference
+    (bold where in ``real``); MAE's and naive mixing's pretrained encoders measured with
+    MixedAE's."""
     seeds = demo.p.pretrain_seeds
-    measured = {name: _read(demo.hr_acc_file(name)) or {} for name in HOMOLOGOUS}
+    measured = _measured(demo)
     chance = next((m['_chance'] for m in measured.values() if '_chance' in m), float('nan'))
 
     def values(name: str, label: str) -> List[float]:
-        return [measured[name][f'{label}_s{s}']['hr_acc'] for s in seeds
-                if f'{label}_s{s}' in measured[name]]
+        return list(_per_seed(measured, name, label, seeds).values())
 
     rows = []
     for name in HOMOLOGOUS:
-        init, final = values(name, 'init'), values(name, name)
+        key = ('hr_acc', name)
         logged = [records[_label(name, s)][-1]['hr_acc'] for s in seeds
                   if records[_label(name, s)] and 'hr_acc' in records[_label(name, s)][-1]]
         rows.append(dict(zip(HR_HEADER, [
-            NAMES[name], _spread(init), _spread(final),
-            format_difference(final, init, digits=3) if init and final else '–',
+            NAMES[name], _spread(values(name, 'init')), _spread(values(name, name)),
+            format_comparison(comparisons[key], key in real, digits=3)
+            if key in comparisons else '–',
             _spread(logged)])))
     for other in ('mae', 'naivemix'):
         rows.append({HR_HEADER[0]: f'{NAMES[other]} (in MixedAE\'s mixing)',

@@ -1,20 +1,20 @@
 """The demo's report: ``report.md`` with the transfer table (linear probe first, each method
-beside MAE and random init with a Welch interval over pretraining seeds), the hr_acc table
-(untrained, pretrained, chance), the pretraining table, the curves and the figures."""
+beside MAE and random init with an interval over pretraining seeds), the hr_acc table
+(untrained, pretrained, chance), bold decided by Holm's rule over all the report's comparisons, the pretraining table, the curves and the figures."""
 from __future__ import annotations
 
 import os
 import os.path as osp
 import re
 import shutil
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Set, Tuple
 
 from mixedae.utils.io import atomic_write
 from ..plots import plot_curves, plot_seeds
 from ..results import read_metrics
-from ..stats import format_difference, format_spread
+from ..stats import Comparison, compare, family_real, format_comparison, format_spread
 from ..tables import markdown_table, published_rows
-from .hr_tables import amp_line, hr_acc_table, pretrain_table
+from .hr_tables import amp_line, hr_acc_comparisons, hr_acc_table, pretrain_table
 from .presets import NAMES, TRANSFERS, Preset
 from .runner import fmt
 from .stages import Demo
@@ -31,6 +31,16 @@ SCOPE = ('What this demo can show: that every stage of the pipeline runs, and ho
          'compare at this tiny scale on generated scenes, with intervals over pretraining seeds. '
          'What it cannot show: anything about ViT-B on ImageNet, ADE20K or COCO; a difference '
          'here, real or not, does not predict one at full scale.')
+
+
+FAMILY_RULE = (
+    'Differences: mean of the row minus mean of the reference, with a 95 % t interval: paired '
+    '(over the per-seed differences) where both numbers come from the same run, as an encoder '
+    'before and after pretraining; Welch\'s (unequal variances) between methods, treated as '
+    'unpaired (chosen here). Bold marks a difference called real under one family-wise rule for the '
+    'whole report: Holm\'s step-down correction at 5 % over its {m} comparisons with an '
+    'interval. With {n} seeds per group the intervals are wide and a real difference can go '
+    'unseen. No interval where a group has one run or a difference has no spread at all.')
 
 
 def _seeds(p: Preset, task: str):
@@ -52,18 +62,30 @@ def seed_values(demo: Demo) -> Dict[str, Dict[str, List[float]]]:
     return values
 
 
-def transfer_table(values: Mapping[str, Mapping[str, List[float]]]) -> str:
-    """Per method: each column's mean ± std (values), and for the linear probe the difference
-    to MAE and to random init with its 95 % Welch interval."""
+def transfer_comparisons(values: Mapping[str, Mapping[str, List[float]]]
+                         ) -> Dict[Tuple[str, str, str], Comparison]:
+    """The linear probe of each method against MAE and against random init, keyed (column,
+    method, reference): Welch intervals (the methods' runs are treated as unpaired)."""
     probe = values['linear probe mIoU']
+    return {('linear probe mIoU', method, ref): compare(probe[method], probe[ref])
+            for method in (NAMES[m] for m in TRANSFERS) for ref in ('MAE', 'random init')
+            if method != ref and probe[method] and probe[ref]}
+
+
+def transfer_table(values: Mapping[str, Mapping[str, List[float]]],
+                   comparisons: Mapping[Tuple[str, str, str], Comparison],
+                   real: Set[Tuple[str, str, str]]) -> str:
+    """Per method: each column's mean ± std (values), and for the linear probe the difference
+    to MAE and to random init with its 95 % interval, bold where ``real``."""
     header = ['method', 'linear probe mIoU', '− MAE [95 % interval]',
               '− random init [95 % interval]'] + [t for t in values if t != 'linear probe mIoU']
     rows = []
     for method in (NAMES[m] for m in TRANSFERS):
         row = {t: format_spread(v[method]) if v[method] else 'missing' for t, v in values.items()}
         for ref, col in (('MAE', header[2]), ('random init', header[3])):
-            if method != ref and probe[method] and probe[ref]:
-                row[col] = format_difference(probe[method], probe[ref])
+            key = ('linear probe mIoU', method, ref)
+            if key in comparisons:
+                row[col] = format_comparison(comparisons[key], key in real)
         rows.append(dict(row, method=method))
     return markdown_table(rows, header)
 
@@ -74,7 +96,9 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]],
     ``timings``: seconds per stage name."""
     p, out = demo.p, demo.out
     pre_table, records = pretrain_table(demo, timings)
-    hr_table, chance = hr_acc_table(demo, records)
+    comparisons = {**transfer_comparisons(values), **hr_acc_comparisons(demo)}
+    real = family_real(comparisons)
+    hr_table, chance = hr_acc_table(demo, records, comparisons, real)
     homologous = {label: r for label, r in records.items() if any('hr_acc' in x for x in r)}
     plot_curves(homologous, ['hr_acc', 'loss_hc'], osp.join(out, 'curves.png'),
                 'homologous recognition during pretraining', reference={'hr_acc': chance})
@@ -92,11 +116,11 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]],
         'frozen last-block features of each encoder (docs/protocols.md); one probe per '
         f'pretraining seed ({", ".join(map(str, p.pretrain_seeds))}; random init: one '
         'initialisation per seed). Fine-tuning columns: the encoders of pretraining seed(s) '
-        f'{", ".join(map(str, p.finetune_seeds))}. Mean ± standard deviation (values). '
-        'Differences: mean of the row minus mean of the reference, with the 95 % Welch t '
-        'interval over seeds (unequal variances); a difference is called real (bold) only '
-        'when its interval excludes zero. A method with one run has no interval.', '',
-        transfer_table(values), '',
+        f'{", ".join(map(str, p.finetune_seeds))}. Mean ± standard deviation (values); a '
+        'single run shows its value alone.', '',
+        FAMILY_RULE.format(m=sum(c.p is not None for c in comparisons.values()),
+                           n=len(p.pretrain_seeds)), '',
+        transfer_table(values, comparisons, real), '',
         '![demo results](report.png)', '',
         'Published ViT-B numbers at full scale, for context only (not comparable with the '
         'rows above):', '',
