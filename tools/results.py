@@ -13,9 +13,10 @@ import subprocess
 import sys
 
 from mixedae.suite.plots import bar_chart
-from mixedae.suite.results import (collect, collect_ablations, load_matrix, results_markdown,
+from mixedae.suite.results import (REFERENCE_RULE, collect, collect_ablations,
+                                   compare_to_reference, load_matrix, results_markdown,
                                    run_commands, write_csv)
-from mixedae.suite.tables import markdown_table
+from mixedae.suite.tables import COLUMNS, markdown_table
 from mixedae.utils.cli import run_tool
 from mixedae.utils.io import atomic_write
 
@@ -50,6 +51,11 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     rows = collect(matrix.get('runs', []))
     text = '## Results\n\n' + results_markdown(rows) + '\n'
+    if 'reference' in matrix:
+        diffs = compare_to_reference(matrix['runs'], matrix['reference'])
+        text += (f'\n## Differences to {matrix["reference"]}\n\n'
+                 + markdown_table(diffs, ['method'] + [t for _, _, t, _ in COLUMNS]) + '\n\n'
+                 + REFERENCE_RULE + '\n')
     abl_rows = collect_ablations(matrix.get('ablations', []))
     if abl_rows:
         header = ['ablation'] + [k for k in abl_rows[0] if k != 'ablation']

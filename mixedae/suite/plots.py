@@ -74,7 +74,8 @@ def legend_below(fig, methods: Sequence[str]) -> None:
 def bar_layout(rows: Sequence[Dict[str, str]]) -> List[Tuple[int, str, float, Optional[float]]]:
     """(row index, metric title, x in its family's panel, height) of every bar: height None for
     a missing run; runs absent from the matrix ('–') have no entry. The k-th metric of a
-    family is centred on x = k."""
+    family is centred on x = k. A cell over seeds (``mean ± std (values)``) is drawn at its
+    mean."""
     titles = [title for _, _, title, _ in COLUMNS]
     position = {t: k for family in metric_families(titles) for k, t in enumerate(family)}
     layout = []
@@ -83,7 +84,7 @@ def bar_layout(rows: Sequence[Dict[str, str]]) -> List[Tuple[int, str, float, Op
             value = row.get(title, NOT_IN_MATRIX)
             if value == NOT_IN_MATRIX:
                 continue
-            height = None if value == MISSING else float(value)
+            height = None if value == MISSING else float(value.split()[0])
             layout.append((i, title, bar_x(position[title], i, len(rows)), height))
     return layout
 

@@ -7,7 +7,8 @@ A matrix (JSON) lists the runs of the comparison and, optionally, an ablation sw
                "checkpoint": "pretrain/mixedae_vit-b16_backbone.pth",
                "work_dir": "work_dirs/ade20k_mixedae",
                "metrics": "work_dirs/metrics/ade_mixedae.json",
-               "train_args": "--auto-scale-lr", "test_args": "", "scale": "..."}],
+               "train_args": "--auto-scale-lr", "test_args": "", "scale": "...", "seed": 0}],
+     "reference": "mae",
      "ablations": [{"name": "lam0.05", "task": "ade20k", "metrics": "work_dirs/metrics/abl_lam0.05.json"}]}
 
 ``task`` is ``ade20k`` (mIoU) or ``coco`` (box AP and mask AP). ``train_args`` / ``test_args``
@@ -22,9 +23,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mixedae.utils.io import atomic_write
+from .stats import compare, family_real, format_comparison, format_spread
 from .tables import ANCHOR_HEADING, COLUMNS, NOT_IN_MATRIX, markdown_table, published_rows, \
     published_sources
 
@@ -53,6 +55,20 @@ def load_matrix(path: str) -> dict:
                                                 for i, run in enumerate(matrix.get('runs', []))]:
             if not isinstance(entry.get(name, ''), str):
                 raise ValueError(f'{path}: {where} must be a string, got {entry[name]!r}')
+    seen: Dict[tuple, int] = {}
+    for i, run in enumerate(matrix.get('runs', [])):
+        seed = run.get('seed')
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f'{path}: runs[{i}].seed must be an integer, got {seed!r}')
+        key = (run['method'], run['task'], seed)
+        if key in seen:
+            raise ValueError(f'{path}: runs[{seen[key]}] and runs[{i}] are both {run["method"]}/'
+                             f'{run["task"]} with seed {seed}: give each run its own "seed"')
+        seen[key] = i
+    methods = {run['method'] for run in matrix.get('runs', [])}
+    if 'reference' in matrix and matrix['reference'] not in methods:
+        raise ValueError(f'{path}: reference {matrix["reference"]!r} is not a method of its runs '
+                         f'({sorted(methods)})')
     for run in matrix.get('runs', []):
         run['train_args'] = ' '.join(filter(None, [matrix.get('train_args'),
                                                    run.get('train_args')]))
@@ -74,33 +90,74 @@ def read_metrics(path: str) -> Optional[Dict[str, float]]:
 
 
 def _cell(metrics: Optional[dict], key: str, scale: float) -> str:
-    if metrics is None:
-        return MISSING
-    if key not in metrics:
+    if metrics is None or key not in metrics:
         return MISSING
     return f'{float(metrics[key]) * scale:.2f}'
 
 
+def _methods(runs: Sequence[dict]) -> List[str]:
+    return list(dict.fromkeys(r['method'] for r in runs))
+
+
+def seed_values(runs: Sequence[dict]) -> Dict[str, Dict[str, Tuple[List[float], int]]]:
+    """method -> column title -> (values of the runs whose metrics exist, number of runs)."""
+    out: Dict[str, Dict[str, Tuple[List[float], int]]] = {}
+    for method in _methods(runs):
+        out[method] = {}
+        for task, key, title, scale in COLUMNS:
+            found = [read_metrics(r['metrics']) for r in runs
+                     if r['method'] == method and r['task'] == task]
+            out[method][title] = ([float(m[key]) * scale for m in found
+                                   if m is not None and key in m], len(found))
+    return out
+
+
+def _spread_cell(values: List[float], runs: int) -> str:
+    if runs == 0:
+        return NOT_IN_MATRIX
+    if not values:
+        return MISSING
+    text = format_spread(values)
+    return text if len(values) == runs else f'{text} [{runs - len(values)} of {runs} missing]'
+
+
 def collect(runs: Sequence[dict]) -> List[Dict[str, str]]:
-    """One row per method: {'method': ..., column title: value, 'missing' or '–'}.
+    """One row per method: {'method': ..., column title: value, 'missing' or '–'}; several
+    runs of a method and task (seeds) give mean ± std (values), one run its value.
 
     The method is labelled with the scale of its runs, e.g. ``mixedae (tiny ViT, 64 px)``.
     """
-    methods: List[str] = []
-    for run in runs:
-        if run['method'] not in methods:
-            methods.append(run['method'])
+    values = seed_values(runs)
     rows = []
-    for method in methods:
-        own = [r for r in runs if r['method'] == method]
-        scales = list(dict.fromkeys(r['scale'] for r in own if r.get('scale')))
+    for method in _methods(runs):
+        scales = list(dict.fromkeys(r['scale'] for r in runs
+                                    if r['method'] == method and r.get('scale')))
         row = {'method': f'{method} ({"; ".join(scales)})' if scales else method}
-        for task, key, title, scale in COLUMNS:
-            found = [r for r in own if r['task'] == task]
-            row[title] = (_cell(read_metrics(found[0]['metrics']), key, scale) if found
-                          else NOT_IN_MATRIX)
+        row.update({title: _spread_cell(*values[method][title]) for _, _, title, _ in COLUMNS})
         rows.append(row)
     return rows
+
+
+#: how the differences table is read (printed under it)
+REFERENCE_RULE = ('Mean of the method minus mean of the reference over their seeds, with the '
+                  '95 % Welch t interval (the runs are treated as unpaired); **bold**: real under '
+                  'Holm\'s rule at 5 % over every interval of this table. No interval where a '
+                  'method has one run or no spread.')
+
+
+def compare_to_reference(runs: Sequence[dict], reference: str) -> List[Dict[str, str]]:
+    """One row per other method: per column, its mean minus ``reference``'s with the 95 %
+    Welch interval over seeds (the two methods' runs are treated as unpaired), bold where
+    Holm's rule over every comparison of the table calls it real."""
+    values = seed_values(runs)
+    comparisons = {(m, title): compare(values[m][title][0], values[reference][title][0])
+                   for m in _methods(runs) if m != reference for _, _, title, _ in COLUMNS
+                   if values[m][title][0] and values[reference][title][0]}
+    real = family_real(comparisons)
+    return [{'method': f'{m} − {reference}',
+             **{title: format_comparison(comparisons[(m, title)], (m, title) in real)
+                for _, _, title, _ in COLUMNS if (m, title) in comparisons}}
+            for m in _methods(runs) if m != reference]
 
 
 def collect_ablations(ablations: Sequence[dict]) -> List[Dict[str, str]]:
@@ -139,6 +196,9 @@ def run_commands(run: dict, gpus: int) -> List[str]:
     if run.get('checkpoint'):
         opts = (f' --cfg-options model.backbone.init_cfg.type=Pretrained '
                 f'model.backbone.init_cfg.checkpoint={run["checkpoint"]}')
+    if run.get('seed') is not None:
+        opts += f' randomness.seed={run["seed"]}' if opts else \
+            f' --cfg-options randomness.seed={run["seed"]}'
     train_args = f' {run["train_args"]}' if run.get('train_args') else ''
     test_args = f' {run["test_args"]}' if run.get('test_args') else ''
     return [  # --cfg-options takes every argument after it: it comes last

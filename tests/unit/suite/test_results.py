@@ -9,7 +9,8 @@ import pytest
 
 from support import load_tool
 from mixedae.suite.plots import bar_figure, bar_layout, bar_x
-from mixedae.suite.results import MISSING, collect, load_matrix, results_markdown, run_commands
+from mixedae.suite.results import (MISSING, collect, compare_to_reference, load_matrix,
+                                   results_markdown, run_commands)
 from mixedae.suite.tables import ANCHOR_HEADING
 
 
@@ -118,3 +119,60 @@ def test_make_synthetic_data_writes_three_checked_views(tmp_path, capsys):
     b = cv2.imread(str(tmp_path / 'again' / 'ade' / 'annotations' / 'training' /
                        'ADE_train_00000002.png'), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(a, b)
+
+
+def _seeded_matrix(tmp_path, probe):
+    """A matrix of seeded ADE20K runs: ``probe`` maps method -> mIoU per seed (None: not run)."""
+    runs = []
+    for method, values in probe.items():
+        for seed, value in enumerate(values):
+            metrics = str(tmp_path / f'{method}_s{seed}.json')
+            if value is not None:
+                write_json(metrics, {'mIoU': value})
+            runs.append(dict(method=method, task='ade20k', config='configs/ade20k/x.py',
+                             work_dir=f'w/{method}_s{seed}', metrics=metrics, seed=seed))
+    path = tmp_path / 'matrix.json'
+    write_json(str(path), dict(gpus=2, runs=runs, reference='mae'))
+    return load_matrix(str(path))
+
+
+def test_collect_aggregates_every_seed_of_a_method(tmp_path):
+    matrix = _seeded_matrix(tmp_path, {'mixedae': [50.0, 52.0, 54.0], 'mae': [48.0, 48.5, None],
+                                       'scratch': [30.0]})
+    rows = collect(matrix['runs'])
+    assert [r['ADE20K mIoU'] for r in rows] == [
+        '52.00 ± 2.00 (50.00, 52.00, 54.00)',           # all three seeds, none dropped
+        '48.25 ± 0.35 (48.00, 48.50) [1 of 3 missing]',  # a missing seed is said, not hidden
+        '30.00']                                         # one run: its value alone
+    assert rows[0]['COCO box AP'] == '–'
+    # against the named reference: Welch interval of 52 - 48.25 (df, t by scipy), Holm decides
+    diffs = {r['method']: r for r in compare_to_reference(matrix['runs'], 'mae')}
+    from scipy.stats import ttest_ind
+    ci = ttest_ind([50.0, 52.0, 54.0], [48.0, 48.5], equal_var=False).confidence_interval()
+    assert diffs['mixedae − mae']['ADE20K mIoU'] == f'+3.75 [{ci.low:+.2f}, {ci.high:+.2f}]'
+    assert diffs['scratch − mae']['ADE20K mIoU'] == '-18.25 (no interval: n = 1)'
+    # each seed trains with its own seed
+    assert run_commands(matrix['runs'][1], 2)[0].endswith('--cfg-options randomness.seed=1')
+    tool = load_tool('results')
+    assert tool.main(['collect', str(tmp_path / 'matrix.json'), '--out',
+                      str(tmp_path / 'out')]) == 0
+    md = (tmp_path / 'out' / 'results.md').read_text()
+    assert '## Differences to mae' in md and "Holm's rule" in md
+
+
+def test_matrix_refuses_runs_that_would_shadow_each_other(tmp_path):
+    matrix = _seeded_matrix(tmp_path, {'mae': [48.0, 48.5]})
+    raw = json.loads((tmp_path / 'matrix.json').read_text())
+    raw['runs'][1]['seed'] = 0
+    (tmp_path / 'matrix.json').write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r'runs\[0\] and runs\[1\] are both mae/ade20k with '
+                                         r'seed 0: give each run its own "seed"'):
+        load_matrix(str(tmp_path / 'matrix.json'))
+    raw['runs'][1]['seed'] = '1'
+    (tmp_path / 'matrix.json').write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"runs\[1\].seed must be an integer, got '1'"):
+        load_matrix(str(tmp_path / 'matrix.json'))
+    raw['runs'][1]['seed'], raw['reference'] = 1, 'ibot'
+    (tmp_path / 'matrix.json').write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"reference 'ibot' is not a method of its runs"):
+        load_matrix(str(tmp_path / 'matrix.json'))
