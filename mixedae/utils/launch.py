@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib.util
+import inspect
 import logging
 import os
 import os.path as osp
@@ -11,6 +13,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
 
 from mixedae.datasets.synthetic import (MANIFEST, find_generated_root, manifest_problems,
                                         read_manifest, regenerate_command)
@@ -32,6 +35,7 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
                           "-e '.[tensorboard]'")
     cfg = Config.fromfile(path)
     if cfg_options:
+        check_override_keys(cfg, cfg_options, path)
         cfg.merge_from_dict(cfg_options)
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
@@ -43,6 +47,70 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     if tensorboard:
         add_tensorboard(cfg)
     return cfg
+
+
+#: top-level fields read when the run is built: MMEngine Runner's arguments, the fields its
+#: methods read from the config, and the test-time augmentation pair of mmseg and mmdet
+RUNTIME_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {
+    'model_wrapper_cfg', 'compile', 'activation_checkpointing', 'efficient_conv_bn_eval',
+    'find_unused_parameters', 'tta_model', 'tta_pipeline'}
+
+
+def check_override_keys(cfg: Config, cfg_options: dict, path: str) -> None:
+    """Refuse ``--cfg-options`` keys that would change nothing: a top-level name that is neither
+    in the config nor read by the Runner (a misspelling), and a config-file variable such as
+    ``data_root``, which MMEngine substitutes while it parses the file, so the fields built
+    from it keep the old value."""
+    for key in cfg_options:
+        top = key.split('.', 1)[0]
+        if top in RUNTIME_KEYS:
+            continue
+        if top in cfg:
+            hint = (' For data stored elsewhere set each dataset\'s root, e.g. '
+                    'train_dataloader.dataset.data_root=DIR val_dataloader.dataset.data_root=DIR '
+                    'test_dataloader.dataset.data_root=DIR (docs/usage.md, "Data stored outside '
+                    'data/").' if top == 'data_root' else
+                    ' Override the fields that use it instead (tools/print_config.py shows the '
+                    'resolved config).')
+            raise InvalidInputError(f'--cfg-options {key}: {top!r} is a variable of {path}, '
+                                    'substituted when the file is read; changing it afterwards '
+                                    f'changes nothing.{hint}')
+        close = difflib.get_close_matches(top, [*cfg.keys(), *RUNTIME_KEYS], n=1)
+        raise InvalidInputError(f'--cfg-options {key}: {top!r} is not a field of {path} nor one '
+                                'that MMEngine\'s Runner reads'
+                                + (f'; did you mean {close[0]!r}?' if close else ''))
+
+
+def check_schedule(cfg: Config) -> None:
+    """Refuse a parameter scheduler that begins at or after the end of training (MMEngine
+    fails later with "end should be larger than begin"): a run shortened with
+    ``train_cfg.max_epochs`` / ``max_iters`` keeps the config's warm-up length, so its fix is
+    named here with the values to set."""
+    train_cfg = cfg.get('train_cfg') or {}
+    schedulers = cfg.get('param_scheduler') or []
+    schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers)
+    by_epoch_loop = 'max_epochs' in train_cfg
+    for i, sched in enumerate(schedulers):
+        by_epoch = sched.get('by_epoch', True)
+        if by_epoch != by_epoch_loop:
+            continue   # iterations per epoch are known only once the data loader is built
+        unit, limit = ('epoch', train_cfg['max_epochs']) if by_epoch else (
+            'iteration', train_cfg.get('max_iters'))
+        begin = sched.get('begin', 0)
+        if limit is None or begin < limit:
+            continue
+        field = 'max_epochs' if by_epoch else 'max_iters'
+        # epochs converted to iterations may be fractions (MMEngine multiplies them by the
+        # epoch length, which must leave at least one iteration); iterations are whole numbers
+        fractional = by_epoch and sched.get('convert_to_iter_based', False)
+        value = limit / 2 if fractional else max(1, limit // 10)
+        raise InvalidInputError(
+            f'param_scheduler[{i}] ({sched.get("type")}) begins at {unit} {begin}, but training '
+            f'ends at train_cfg.{field}={limit}: the schedule (warm-up included) does not '
+            'follow a shortened run. Shorten it too, e.g. --cfg-options '
+            + ' '.join(f'param_scheduler.{j}.{edge}={value}' for j, s in enumerate(schedulers)
+                       for edge in ('begin', 'end') if s.get(edge) == begin)
+            + f' (a value above 0 and below {limit}), or train longer.')
 
 
 def add_tensorboard(cfg: Config) -> None:
