@@ -9,6 +9,7 @@ import logging
 import os
 import os.path as osp
 import sys
+import tempfile
 from typing import Any, Iterator, List, Optional, Tuple
 
 import torch
@@ -31,15 +32,23 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     if not osp.isfile(path):
         raise MissingInputError(f'config file not found: {path}')
     if tensorboard and importlib.util.find_spec('tensorboard') is None:
-        raise ImportError("--tensorboard needs the tensorboard package: .venv/bin/pip install "
-                          "-e '.[tensorboard]'")
+        raise InvalidInputError("--tensorboard needs the tensorboard package: .venv/bin/pip "
+                                "install -e '.[tensorboard]'")
     cfg = Config.fromfile(path)
     if cfg_options:
         check_override_keys(cfg, cfg_options, path)
         cfg.merge_from_dict(cfg_options)
+    check_model_fields(cfg, path)
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(path))[0])
+    try:
+        os.makedirs(cfg.work_dir, exist_ok=True)
+        probe = tempfile.TemporaryFile(dir=cfg.work_dir)
+    except OSError as err:
+        raise InvalidInputError(f'work dir {cfg.work_dir} cannot be written ({err.strerror}); '
+                                'choose another with --work-dir') from err
+    probe.close()
     if not torch.cuda.is_available():
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
         if launcher != 'none':
@@ -79,6 +88,34 @@ def check_override_keys(cfg: Config, cfg_options: dict, path: str) -> None:
         raise InvalidInputError(f'--cfg-options {key}: {top!r} is not a field of {path} nor one '
                                 'that MMEngine\'s Runner reads'
                                 + (f'; did you mean {close[0]!r}?' if close else ''))
+
+
+def _init_cfgs(node: Any, key: str) -> Iterator[Tuple[str, Any]]:
+    """(config key, value) of every ``init_cfg`` under ``node``."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == 'init_cfg':
+                yield f'{key}.{k}', v
+            else:
+                yield from _init_cfgs(v, f'{key}.{k}')
+
+
+def check_model_fields(cfg: Config, path: str) -> None:
+    """Refuse, by key, model fields that would fail deep inside the model's construction: an
+    ``init_cfg`` without ``type``, and mmseg's older ``model.pretrained`` (which this suite's
+    backbones do not take)."""
+    model = cfg.get('model') or {}
+    if model.get('pretrained') is not None:
+        raise InvalidInputError(f'{path}: model.pretrained={model["pretrained"]!r} is mmseg\'s '
+                                'older way to start the backbone, not used here: start it with '
+                                f'--load-backbone {model["pretrained"]} (tools/train.py)')
+    for key, init_cfg in _init_cfgs(model, 'model'):
+        for entry in init_cfg if isinstance(init_cfg, list) else [init_cfg]:
+            if isinstance(entry, dict) and 'type' not in entry:
+                raise InvalidInputError(
+                    f'{path}: {key} has no type: {dict(entry)!r}; e.g. '
+                    f"{key}.type=Pretrained with {key}.checkpoint=PATH (a backbone "
+                    'checkpoint: --load-backbone PATH sets both)')
 
 
 def check_schedule(cfg: Config) -> None:
