@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint with a config (ADE20K mIoU, COCO box/mask AP, ...).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out-metrics FILE.json]
+    .venv/bin/python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out-metrics FILE.json]
                          [--show-dir DIR] [--allow-partial] [--cfg-options k=v ...]
                          [--launcher none|pytorch|slurm]
 

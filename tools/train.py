@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train with a config: MixedAE/MAE pretraining, ADE20K segmentation or COCO detection.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype DTYPE]]
+    .venv/bin/python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype DTYPE]]
                           [--auto-scale-lr] [--compile] [--allow-partial] [--load-backbone CKPT]
                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 
