@@ -83,3 +83,10 @@ def test_runner_fields_and_config_fields_may_be_overridden():
                       'none', None)
     assert (cfg.train_cfg.max_iters, cfg.experiment_name, cfg.randomness.seed) == (7, 'x', 3)
     assert cfg.train_dataloader.dataset.data_root == 'elsewhere'
+
+
+def test_coco_protocol_a_keeps_two_checkpoints_not_every_epoch():
+    for config in ('configs/coco/mask-rcnn_vit-b16-mixedae_fpn_8xb2-1x_coco.py',
+                   'configs/coco/mask-rcnn_vit-b16-mixedae_fpn_8xb2-3x_coco.py'):
+        hook = Config.fromfile(config).default_hooks.checkpoint
+        assert (hook.interval, hook.max_keep_ckpts) == (1, 2)
