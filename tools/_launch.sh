@@ -87,6 +87,15 @@ case "$MODE" in
       [[ -z ${!var:-} ]] || [[ ${!var} =~ ^[0-9]+$ ]] || {
         echo "error: $var must be an integer, got '${!var}'" >&2; exit 2; }
     done
+    # the machine of NODE_RANK 0 hosts the rendezvous on PORT: a taken port fails every rank
+    if [[ ${NODE_RANK:-0} == 0 ]] && ! "$PY" -c 'import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", int(sys.argv[1])))' "${PORT:-29500}" 2>/dev/null; then
+      echo "error: PORT ${PORT:-29500} is taken on this machine (another run?): choose a free" \
+           "one, e.g. PORT=$(( ${PORT:-29500} + 1 )) tools/dist_train.sh ..." >&2
+      exit 2
+    fi
     # Preemption: SIGTERM or SIGUSR1 sent to this script is passed on to every rank (train.py
     # saves and exits 75); torchrun ignores SIGUSR1, whose default action would kill it and
     # orphan the ranks. A training whose torchrun fails after that exits 75 here.

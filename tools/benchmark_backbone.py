@@ -9,9 +9,9 @@ repeats) and prints a markdown table: time per step, img/s, peak memory and the 
 yardstick, with a warning line where a time ratio is noisy or rests on fewer than 3 repeats.
 See mixedae/suite/speed.py.
 
-    python tools/benchmark_backbone.py --scale tiny --batch 4                 # CPU, tiny configs
-    python tools/benchmark_backbone.py --img-size 224 --batch 2               # CPU, ViT-B at 224
-    python tools/benchmark_backbone.py --device cuda --amp --batch 16         # 512 / 1024 px
+    .venv/bin/python tools/benchmark_backbone.py --scale tiny --batch 4                 # CPU, tiny configs
+    .venv/bin/python tools/benchmark_backbone.py --img-size 224 --batch 2               # CPU, ViT-B at 224
+    .venv/bin/python tools/benchmark_backbone.py --device cuda --amp --batch 16         # 512 / 1024 px
 """
 import argparse
 import json

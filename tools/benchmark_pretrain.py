@@ -7,8 +7,8 @@ table: time per step, images/s, TFLOP per step (torch's FlopCounterMode), achiev
 --peak-tflops (when given), peak memory and the ratio to MAE, with a warning line under the
 table where a ratio is noisy or rests on fewer than 3 repeats. See mixedae/suite/speed.py.
 
-    python tools/benchmark_pretrain.py --arch base --batch 16 --device cpu
-    python tools/benchmark_pretrain.py --arch base --batch 256 --device cuda --amp --peak-tflops 989
+    .venv/bin/python tools/benchmark_pretrain.py --arch base --batch 16 --device cpu
+    .venv/bin/python tools/benchmark_pretrain.py --arch base --batch 256 --device cuda --amp --peak-tflops 989
 """
 import argparse
 import json

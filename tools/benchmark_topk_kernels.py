@@ -3,8 +3,8 @@
 shape, against SDPA in the same run; each variant is first checked against the reference.
 Needs a CUDA GPU (exit status 2 without one). See mixedae/suite/topk_bench.py.
 
-    python tools/benchmark_topk_kernels.py                      # ViT-B at G = 4, bf16
-    python tools/benchmark_topk_kernels.py --variants default 'fwd rows 32' --out topk.json
+    .venv/bin/python tools/benchmark_topk_kernels.py                      # ViT-B at G = 4, bf16
+    .venv/bin/python tools/benchmark_topk_kernels.py --variants default 'fwd rows 32' --out topk.json
 """
 import argparse
 import json

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Verify a dataset layout before a long run; every problem is reported with its file.
 
-    python tools/check_dataset.py ade20k data/ade/ADEChallengeData2016
-    python tools/check_dataset.py coco data/coco
+    .venv/bin/python tools/check_dataset.py ade20k data/ade/ADEChallengeData2016
+    .venv/bin/python tools/check_dataset.py coco data/coco
 
 The checks are ``mixedae.datasets.checks`` (what each format must satisfy is listed there).
 Exit status 0 when no problem was found, 1 otherwise.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert a pretraining checkpoint to a ``mixedae.ViT`` backbone checkpoint.
 
-    python tools/convert_checkpoint.py IN OUT --src-format {mixedae,mae,ibot,timm,mmseg} [--key teacher]
+    .venv/bin/python tools/convert_checkpoint.py IN OUT --src-format {mixedae,mae,ibot,timm,mmseg} [--key teacher]
 
 The output loads with ``tools/train.py CONFIG --load-backbone OUT``.
 """

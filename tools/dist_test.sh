@@ -17,4 +17,10 @@ CHECKPOINT=$2
 GPUS=$3
 shift 3
 config_exists "$CONFIG"
+if [[ -z $CHECKPOINT ]]; then
+  echo 'error: CHECKPOINT is empty (a "$(cat WORK_DIR/last_checkpoint)" that found no file?):' \
+       'give the path of a checkpoint written by tools/train.py' >&2
+  exit 2
+fi
+[[ -f $CHECKPOINT ]] || { echo "error: checkpoint not found: $CHECKPOINT" >&2; exit 2; }
 exec "$(dirname "$0")/_launch.sh" torchrun "$GPUS" test.py "$CONFIG" "$CHECKPOINT" "$@"

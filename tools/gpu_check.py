@@ -1,7 +1,7 @@
 """GPU smoke check that needs no network; see mixedae/suite/gpu_check.py for what it runs.
 
     tools/gpu_check.sh                                  # on a CUDA machine (ViT-B scale)
-    python tools/gpu_check.py --allow-cpu --scale tiny  # every row on CPU, tiny configs
+    .venv/bin/python tools/gpu_check.py --allow-cpu --scale tiny  # every row on CPU, tiny configs
 
 Prints one table (and the benchmark tables) and writes the same, with the raw timings, as JSON
 to --out.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generate the built-in benchmark data: one set of seeded scenes in three views.
 
-    python tools/make_synthetic_data.py [OUT=data/synthetic] [--num-train 600] [--num-val 100]
+    .venv/bin/python tools/make_synthetic_data.py [OUT=data/synthetic] [--num-train 600] [--num-val 100]
                                         [--size 64] [--seed 0] [--replace]
 
 Writes OUT/pretrain (unlabelled training images), OUT/ade (ADE20K layout) and OUT/coco (COCO

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Homologous recognition (hr_acc) of MixedAE encoders on the same images and mixed sequences.
 
-    python tools/measure_hr_acc.py CONFIG --image-dir DIR [--num 64] [--seed 0] \\
+    .venv/bin/python tools/measure_hr_acc.py CONFIG --image-dir DIR [--num 64] [--seed 0] \\
         [--checkpoint LABEL=PATH ...] [--init LABEL=SEED ...] --out OUT.json
 
 CONFIG is a MixedAE pretraining config (G, K, top-K layers, image size, initialisation). The

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Transfer results over a run matrix (see mixedae/suite/results.py for the format).
 
-    python tools/results.py commands MATRIX.json          # print the train/test commands
-    python tools/results.py run MATRIX.json               # run them (skips finished runs)
-    python tools/results.py collect MATRIX.json --out DIR # results.md, results.csv, results.png
+    .venv/bin/python tools/results.py commands MATRIX.json          # print the train/test commands
+    .venv/bin/python tools/results.py run MATRIX.json               # run them (skips finished runs)
+    .venv/bin/python tools/results.py collect MATRIX.json --out DIR # results.md, results.csv, results.png
 
 Missing runs are shown as "missing"; the published ViT-B numbers are added as reference rows.
 """

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint with a config (ADE20K mIoU, COCO box/mask AP, ...).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out-metrics FILE.json]
+    .venv/bin/python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out-metrics FILE.json]
                          [--show-dir DIR] [--allow-partial] [--cfg-options k=v ...]
                          [--launcher none|pytorch|slurm]
 
@@ -19,6 +19,7 @@ from mmengine.dist import get_rank
 from mmengine.runner import Runner
 
 from mixedae.utils.cli import run_tool
+from mixedae.utils.errors import InvalidInputError, MissingInputError
 from mixedae.utils.io import write_metrics
 from mixedae.utils.launch import (add_launch_args, check_inputs_exist, close_distributed,
                                   init_cpu_distributed, load_config, parse_launch_args,
@@ -38,8 +39,12 @@ def parse_args(argv=None):
 
 
 def build_config(args):
+    if not args.checkpoint:
+        raise MissingInputError('the checkpoint argument is empty (a "$(cat '
+                                'WORK_DIR/last_checkpoint)" that found no file?): give the path '
+                                'of a checkpoint written by tools/train.py')
     if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+        raise MissingInputError(f'checkpoint not found: {args.checkpoint}')
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir,
                       args.tensorboard)
     cfg.load_from = args.checkpoint
@@ -50,7 +55,7 @@ def build_config(args):
     if args.show_dir:
         hooks = cfg.get('default_hooks', {})
         if 'visualization' not in hooks:
-            raise ValueError(f'{args.config}: --show-dir needs default_hooks.visualization')
+            raise InvalidInputError(f'{args.config}: --show-dir needs default_hooks.visualization')
         hooks.visualization.update(draw=True, interval=1)   # every test image
         cfg.visualizer.save_dir = args.show_dir
     return cfg

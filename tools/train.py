@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train with a config: MixedAE/MAE pretraining, ADE20K segmentation or COCO detection.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype DTYPE]]
+    .venv/bin/python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype DTYPE]]
                           [--auto-scale-lr] [--compile] [--allow-partial] [--load-backbone CKPT]
                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 
@@ -28,7 +28,7 @@ from mixedae.engine.optimizers.amp_optim_wrapper import AMP_DTYPES, configure_am
 from mixedae.utils.cli import run_tool
 from mixedae.utils.errors import InvalidInputError, MissingInputError
 from mixedae.utils.launch import (add_launch_args, add_preemption, check_inputs_exist,
-                                  close_distributed, init_cpu_distributed, load_config,
+                                  check_schedule, close_distributed, init_cpu_distributed, load_config,
                                   parse_launch_args, require_full_checkpoint)
 
 
@@ -65,6 +65,10 @@ def build_config(args) -> Config:
     if args.amp or args.amp_dtype:
         print(configure_amp(cfg, args.amp_dtype), flush=True)
     if args.resume == 'auto':
+        if not osp.isfile(osp.join(cfg.work_dir, 'last_checkpoint')):
+            raise MissingInputError(f'--resume: nothing to resume in {cfg.work_dir} (it has no '
+                                    'last_checkpoint); run without --resume to start anew, or '
+                                    'name the checkpoint: --resume PATH')
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         if not osp.isfile(args.resume):
@@ -95,6 +99,7 @@ def load_backbone(cfg: Config, checkpoint: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
+    check_schedule(cfg)
     check_inputs_exist(cfg, 'train')
     require_full_checkpoint(cfg, args.allow_partial)
     add_preemption(cfg)

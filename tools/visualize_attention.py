@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Last-layer class-token attention of one or more checkpoints, overlaid on images (one PNG).
 
-    python tools/visualize_attention.py CONFIG --checkpoint MAE=work_dirs/mae/epoch_300.pth \\
+    .venv/bin/python tools/visualize_attention.py CONFIG --checkpoint MAE=work_dirs/mae/epoch_300.pth \\
         --checkpoint MixedAE=work_dirs/mixedae/epoch_300.pth --images a.jpg b.jpg --out att.png
 
 CONFIG is the pretraining config that gives the architecture; each checkpoint is a pretraining

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """A MixedAE step on one group of images, as one PNG.
 
-    python tools/visualize_mixing.py CONFIG [--checkpoint work_dirs/mixedae/epoch_300.pth] \\
+    .venv/bin/python tools/visualize_mixing.py CONFIG [--checkpoint work_dirs/mixedae/epoch_300.pth] \\
         --images a.jpg b.jpg c.jpg d.jpg --out mixing.png [--cfg-options k=v ...]
 
 Rows, labelled on the left: "input" (the mixed input, then the G source images), "visible"

@@ -29,10 +29,11 @@ train_dataloader = dict(
     dataset=dict(data_root=data_root, data_prefix=dict(img_path=''), pipeline=train_pipeline))
 base_batch_size = batch_size
 optim_wrapper = dict(optimizer=dict(lr=1.5e-4 * 16 / 256 * 10))  # 10x: few steps on CPU
+warmup_epochs = 1
 param_scheduler = [  # 1 warm-up epoch, then cosine to train_cfg.max_epochs
-    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=1,
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=warmup_epochs,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=1,
+    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=warmup_epochs,
          convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=4)

@@ -380,7 +380,7 @@ def regenerate_command(root: str, manifest: dict) -> str:
     if size[0] != size[1] or tuple(manifest['views']) != VIEWS:
         return (f'mixedae.datasets.synthetic.write_dataset({root!r}, {n}, {m}, {tuple(size)}, '
                 f'{seed}, {tuple(manifest["views"])}, replace=True)')
-    return (f'python tools/make_synthetic_data.py {root} --replace --num-train {n} '
+    return (f'.venv/bin/python tools/make_synthetic_data.py {root} --replace --num-train {n} '
             f'--num-val {m} --size {size[0]} --seed {seed}')
 
 

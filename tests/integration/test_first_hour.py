@@ -15,6 +15,7 @@ from mixedae.datasets.synthetic import SHAPE_CLASSES, write_dataset
 from mixedae.models import ViT
 from mixedae.utils import launch
 from mixedae.utils.checkpoint import CheckpointError
+from mixedae.utils.errors import InvalidInputError
 from support import ROOT, TINY
 
 ADE_TINY = os.path.join(ROOT,
@@ -119,6 +120,7 @@ def test_tensorboard_backend_is_added_and_builds(config, tmp_path):
 
 def test_tensorboard_flag_without_the_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(launch.importlib.util, 'find_spec', lambda name: None)
-    with pytest.raises(ImportError, match=r"--tensorboard needs the tensorboard package: "
-                                          r"\.venv/bin/pip install -e '\.\[tensorboard\]'"):
+    # a UserInputError: one line and status 2 through the tools, not a traceback
+    with pytest.raises(InvalidInputError, match=r"--tensorboard needs the tensorboard package: "
+                                                r"\.venv/bin/pip install -e '\.\[tensorboard\]'"):
         launch.load_config(ADE_TINY, {}, 'none', None, tensorboard=True)

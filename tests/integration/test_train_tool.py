@@ -67,6 +67,16 @@ def test_build_config_options(tmp_path):
         train.build_config(train.parse_args([TINY_CFG, '--resume', str(tmp_path / 'x.pth')]))
     with pytest.raises(FileNotFoundError, match='config file not found'):
         train.build_config(train.parse_args([str(tmp_path / 'none.py')]))
+    # --resume with nothing to resume is refused, not a silent start from scratch
+    empty = str(tmp_path / 'empty')
+    with pytest.raises(FileNotFoundError, match=f'--resume: nothing to resume in {empty} '
+                                                '\\(it has no last_checkpoint\\)'):
+        train.build_config(train.parse_args([TINY_CFG, '--work-dir', empty, '--resume']))
+    os.makedirs(empty, exist_ok=True)   # load_config made it (checking it can be written)
+    with open(os.path.join(empty, 'last_checkpoint'), 'w') as f:
+        f.write(os.path.join(empty, 'epoch_1.pth'))
+    cfg = train.build_config(train.parse_args([TINY_CFG, '--work-dir', empty, '--resume']))
+    assert cfg.resume is True and cfg.load_from is None    # MMEngine finds the checkpoint
 
 
 def test_pretrained_checkpoint_converts_to_transfer_backbone(tmp_path, images):

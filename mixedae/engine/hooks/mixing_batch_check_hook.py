@@ -5,6 +5,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mixedae.registry import HOOKS
+from mixedae.utils.errors import InvalidInputError
 
 
 @HOOKS.register_module()
@@ -27,11 +28,11 @@ class MixingBatchCheckHook(Hook):
         loader = runner.train_dataloader
         batch = loader.batch_size
         if batch % g:
-            raise ValueError(f'train_dataloader.batch_size={batch} is not a multiple of '
-                             f'model.backbone.group_size={g}: every batch must hold whole '
-                             f'groups of {g} images')
+            raise InvalidInputError(f'train_dataloader.batch_size={batch} is not a multiple of '
+                                    f'model.backbone.group_size={g}: every batch must hold whole '
+                                    f'groups of {g} images')
         last = len(loader.sampler) % batch
         if not loader.drop_last and last % g:
-            raise ValueError(f'the last batch of each epoch holds {last} images, not a multiple '
-                             f'of model.backbone.group_size={g}: set '
-                             f'train_dataloader.drop_last=True')
+            raise InvalidInputError(f'the last batch of each epoch holds {last} images, not a '
+                                    f'multiple of model.backbone.group_size={g}: set '
+                                    'train_dataloader.drop_last=True')

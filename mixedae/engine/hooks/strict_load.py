@@ -33,7 +33,8 @@ class StrictLoadHook(Hook):
         model = runner.model
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
             model = model.module
-        missing, unexpected = key_coverage(model.state_dict(), state_dict_of(checkpoint, path))
+        weights, state = model.state_dict(), state_dict_of(checkpoint, path)
+        missing, unexpected = key_coverage(weights, state)
         if not missing and not unexpected:
             return
         report = (f'{path} does not cover the model: missing keys {describe_keys(missing)}; '
@@ -41,7 +42,23 @@ class StrictLoadHook(Hook):
         if self.allow_partial:
             runner.logger.warning(f'{report} (loading what matches: --allow-partial)')
             return
-        report += ('. Pass the checkpoint the config was trained into (or --allow-partial to '
-                   'load the matching keys on purpose)')
+        report += '. ' + refusal_advice(path, weights, state)
         runner.logger.error(report)
         raise CheckpointError(report)
+
+
+def refusal_advice(path: str, weights: dict, state: dict) -> str:
+    """What to do with a ``load_from`` checkpoint ``path`` (``state``) that does not cover a
+    model with ``weights``: a backbone checkpoint (the model's ``backbone.`` keys without the
+    prefix), of which ``load_from`` would load nothing, is started from with
+    ``--load-backbone``; anything else is named with its matching count and
+    ``--allow-partial``."""
+    backbone = {k[len('backbone.'):] for k in weights if k.startswith('backbone.')}
+    matching = len(set(state) & set(weights))
+    as_backbone = len(set(state) & backbone)
+    if as_backbone > matching:
+        return (f'It is a backbone checkpoint ({as_backbone} of the backbone\'s {len(backbone)} '
+                f'tensors by name, {matching} of the model\'s {len(weights)} as load_from): '
+                f'start the backbone from it with --load-backbone {path} instead of load_from')
+    return (f'Pass the checkpoint the config was trained into, or --allow-partial to load the '
+            f'{matching} matching of the model\'s {len(weights)} tensors on purpose')

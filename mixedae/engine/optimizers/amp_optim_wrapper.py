@@ -19,6 +19,7 @@ from mmengine.optim import AmpOptimWrapper as MMEngineAmpOptimWrapper
 from mmengine.optim import OptimWrapper
 
 from mixedae.registry import OPTIM_WRAPPERS
+from mixedae.utils.errors import InvalidInputError
 
 AMP_DTYPES = ('bfloat16', 'float16')
 #: start of the line logged once per run with the measured autocast state
@@ -41,7 +42,8 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
     def __init__(self, loss_scale: Union[None, str, float, dict] = None,
                  dtype: str = 'bfloat16', **kwargs) -> None:
         if dtype not in AMP_DTYPES:
-            raise ValueError(f'AmpOptimWrapper: dtype must be one of {AMP_DTYPES}, got {dtype!r}')
+            raise InvalidInputError(f'AmpOptimWrapper: dtype must be one of {AMP_DTYPES}, '
+                                    f'got {dtype!r}')
         self._autocast_logged = False
         if get_device() != 'cpu':
             if loss_scale is None:
@@ -49,12 +51,12 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
             super().__init__(loss_scale=loss_scale, dtype=dtype, **kwargs)
             return
         if dtype == 'float16':
-            raise ValueError('AmpOptimWrapper: fp16 autocast needs a GPU (MMEngine autocasts '
-                             "CPUs in bf16 only); on CPU use dtype 'bfloat16' (tools/train.py "
-                             '--amp)')
+            raise InvalidInputError('AmpOptimWrapper: fp16 autocast needs a GPU (MMEngine '
+                                    "autocasts CPUs in bf16 only); on CPU use dtype 'bfloat16' "
+                                    '(tools/train.py --amp)')
         if loss_scale is not None:
-            raise ValueError(f'AmpOptimWrapper: loss_scale={loss_scale!r} on CPU: bf16 needs no '
-                             'loss scaling; leave loss_scale unset')
+            raise InvalidInputError(f'AmpOptimWrapper: loss_scale={loss_scale!r} on CPU: bf16 '
+                                    'needs no loss scaling; leave loss_scale unset')
         # MMEngine's __init__ asserts a GPU before anything else, so its fields are set here:
         # a disabled GradScaler passes losses, gradients and steps through unchanged.
         OptimWrapper.__init__(self, **kwargs)
@@ -86,12 +88,14 @@ def configure_amp(cfg: Config, dtype: Optional[str]) -> str:
     (None: the config's, else bf16); returns the line saying what autocast will do."""
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper not in AMP_WRAPPERS:
-        raise ValueError(f'--amp needs optim_wrapper.type in {AMP_WRAPPERS}, got {wrapper!r}')
+        raise InvalidInputError(f'--amp needs optim_wrapper.type in {AMP_WRAPPERS}, '
+                                f'got {wrapper!r}')
     dtype = dtype or cfg.optim_wrapper.get('dtype') or 'bfloat16'
     if get_device() == 'cpu':
         if dtype == 'float16':
-            raise ValueError('--amp-dtype float16: fp16 autocast needs a GPU and none is '
-                             'visible; on CPU --amp trains in bfloat16 (leave --amp-dtype out)')
+            raise InvalidInputError('--amp-dtype float16: fp16 autocast needs a GPU and none is '
+                                    'visible; on CPU --amp trains in bfloat16 (leave --amp-dtype '
+                                    'out)')
         line = '--amp: no GPU visible, so bf16 autocast on CPU (mixedae.AmpOptimWrapper)'
     else:
         scaling = 'dynamic loss scaling' if dtype == 'float16' else 'no loss scaling'

@@ -168,12 +168,14 @@ def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoin
             dropped.append(name)
         else:
             unknown.append(name)
-    if unknown:
-        raise CheckpointError(f'{source}: keys not recognised for --src-format {src_format}: '
-                              f'{unknown[:20]}{" ..." if len(unknown) > 20 else ""}')
-    if not backbone:
-        raise CheckpointError(f'{source}: no backbone weights found for --src-format '
-                              f'{src_format}')
+    if unknown or not backbone:
+        found = (f'keys not recognised for --src-format {src_format}: '
+                 f'{describe_keys(unknown)}' if unknown else
+                 f'no backbone weights found for --src-format {src_format}')
+        detected = source_format(checkpoint)
+        hint = (f'; it looks like --src-format {detected}'
+                if detected and detected != src_format else '')
+        raise CheckpointError(f'{source}: {found}{hint}')
     return backbone, dropped
 
 
@@ -201,6 +203,19 @@ def release_format(checkpoint: Any) -> Optional[str]:
     return None
 
 
+def source_format(checkpoint: Any) -> Optional[str]:
+    """The ``--src-format`` a checkpoint looks like: a release layout (:func:`release_format`),
+    or ``mixedae`` for a checkpoint of ``tools/train.py`` holding ``backbone.*`` weights
+    (pretraining or transfer); None otherwise."""
+    found = release_format(checkpoint)
+    if found or not isinstance(checkpoint, dict):
+        return found
+    sd = checkpoint.get('state_dict', checkpoint)
+    if isinstance(sd, dict) and any(str(k).startswith('backbone.') for k in sd):
+        return 'mixedae'
+    return None
+
+
 def require_converted(checkpoint: Any, source: str) -> None:
     """Raise a :class:`CheckpointError` with the conversion command when ``checkpoint`` is in
     a release layout (:func:`release_format`)."""
@@ -208,7 +223,8 @@ def require_converted(checkpoint: Any, source: str) -> None:
     if src_format:
         raise CheckpointError(
             f'{source} is a checkpoint in the {src_format} release layout, which a mixedae.ViT '
-            f'does not load as it is: convert it first with python tools/convert_checkpoint.py '
+            f'does not load as it is: convert it first with .venv/bin/python '
+            f'tools/convert_checkpoint.py '
             f'{source} OUT.pth --src-format {src_format}, then give OUT.pth')
 
 
@@ -296,6 +312,11 @@ def load_pretrained(model: ViT, path: str, prefix: Optional[str] = None) -> None
     """Load a backbone checkpoint file (``prefix``: keep and strip keys with it)."""
     raw = load_checkpoint_file(path)
     require_converted(raw, path)
+    if not prefix and source_format(raw) == 'mixedae':
+        raise CheckpointError(
+            f'{path} is a checkpoint of tools/train.py (backbone.* and other weights), not a '
+            f'backbone checkpoint: convert it first with .venv/bin/python '
+            f'tools/convert_checkpoint.py {path} OUT.pth --src-format mixedae, then give OUT.pth')
     sd = state_dict_of(raw, path)
     if prefix:
         sd = {_strip(k, prefix): v for k, v in sd.items() if k.startswith(prefix)}
@@ -314,8 +335,10 @@ def load_backbone_state(model: ViT, state_dict: StateDict, source: str) -> None:
     bad_missing = [k for k in missing if not OPTIONAL_KEY.match(k)]
     if bad_missing or unexpected:
         raise CheckpointError(
-            f'{source} does not fit mixedae.ViT: missing keys {bad_missing}, unexpected '
-            f'keys {unexpected}. Convert it first with tools/convert_checkpoint.py.')
+            f'{source} does not fit mixedae.ViT: missing keys {describe_keys(bad_missing)}; '
+            f'unexpected keys {describe_keys(unexpected)}. Convert it first with '
+            '.venv/bin/python tools/convert_checkpoint.py (--src-format: '
+            f'{", ".join(FORMATS)})')
     report = [f'loaded {len(sd)} tensors from {source}']
     report += notes
     if kept_at_init:

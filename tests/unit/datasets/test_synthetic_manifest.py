@@ -89,7 +89,7 @@ def test_train_refuses_data_that_no_longer_matches_its_manifest(tmp_path):
     write_dataset(root, 3, 2, (32, 32), seed=1, replace=True)     # all views, square
     (tmp_path / 'syn' / 'pretrain' / '00000000.jpg').unlink()
     cfg.merge_from_dict({'train_dataloader.dataset.data_root': os.path.join(root, 'ade')})
-    with pytest.raises(ValueError, match='regenerate it: python tools/make_synthetic_data.py '
+    with pytest.raises(ValueError, match='regenerate it: .venv/bin/python tools/make_synthetic_data.py '
                        f'{root} --replace --num-train 3 --num-val 2 --size 32 --seed 1'):
         check_inputs_exist(cfg, 'train')
 

@@ -105,13 +105,17 @@ def assert_identical(path_a, path_b, context):
     assert a['param_schedulers'] == b['param_schedulers'], context
 
 
+@pytest.mark.parametrize('stop', ['mid-epoch', 'random'])
 @pytest.mark.parametrize('by_epoch', [True, False], ids=['epoch-based', 'iter-based'])
-def test_signal_then_resume_is_bit_identical(tmp_path, by_epoch):
+def test_signal_then_resume_is_bit_identical(tmp_path, by_epoch, stop):
     whole = toy_runner(tmp_path / 'whole', by_epoch)
     whole.train()
-    seed = random.SystemRandom().randrange(2 ** 32)
-    at, sig = random.Random(seed).choice([(i, s) for i in range(11)
-                                          for s in (signal.SIGTERM, signal.SIGUSR1)])
+    if stop == 'random':
+        seed = random.SystemRandom().randrange(2 ** 32)
+        at, sig = random.Random(seed).choice([(i, s) for i in range(11)
+                                              for s in (signal.SIGTERM, signal.SIGUSR1)])
+    else:   # stopped after iteration 6, the second of epoch 2: checked on every run
+        seed, at, sig = None, 5, signal.SIGUSR1
     context = f'{signal.Signals(sig).name} after iteration {at} (random seed {seed})'
     handler = signal.getsignal(sig)
     with pytest.raises(Preempted) as stop:

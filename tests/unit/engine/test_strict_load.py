@@ -44,20 +44,40 @@ def test_a_checkpoint_holding_exactly_the_model_passes_silently():
     assert run.logger.lines == []
 
 
-@pytest.mark.parametrize('ckpt,report', [
-    (weights(weight=FULL['weight']), 'missing keys 1: bias; unexpected keys 0'),
-    (weights(**FULL, extra=torch.zeros(1)), 'missing keys 0; unexpected keys 1: extra'),
+@pytest.mark.parametrize('ckpt,report,matching', [
+    (weights(weight=FULL['weight']), 'missing keys 1: bias; unexpected keys 0', 1),
+    (weights(**FULL, extra=torch.zeros(1)), 'missing keys 0; unexpected keys 1: extra', 2),
     (weights(weight=FULL['weight'], extra=torch.zeros(1)),
-     'missing keys 1: bias; unexpected keys 1: extra'),
+     'missing keys 1: bias; unexpected keys 1: extra', 1),
 ], ids=['missing-only', 'unexpected-only', 'both'])
-def test_any_mismatch_alone_is_refused_and_logged(ckpt, report):
+def test_any_mismatch_alone_is_refused_and_logged(ckpt, report, matching):
     run = runner()
     with pytest.raises(CheckpointError) as err:
         StrictLoadHook().after_load_checkpoint(run, ckpt)
     assert str(err.value) == (f'ckpt.pth does not cover the model: {report}. Pass the '
-                              'checkpoint the config was trained into (or --allow-partial to '
-                              'load the matching keys on purpose)')
+                              'checkpoint the config was trained into, or --allow-partial to '
+                              f"load the {matching} matching of the model's 2 tensors on "
+                              'purpose')
     assert run.logger.lines == [('error', str(err.value))]
+
+
+class Segmentor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Linear(4, 3)
+        self.head = nn.Linear(3, 2)
+
+
+def test_a_backbone_checkpoint_as_load_from_leads_to_load_backbone():
+    run = runner(Segmentor())
+    with pytest.raises(CheckpointError) as err:
+        StrictLoadHook().after_load_checkpoint(run, weights(weight=torch.zeros(3, 4),
+                                                            bias=torch.zeros(3)))
+    assert str(err.value).endswith(
+        "It is a backbone checkpoint (2 of the backbone's 2 tensors by name, 0 of the model's "
+        '4 as load_from): start the backbone from it with --load-backbone ckpt.pth instead of '
+        'load_from')
+    assert '--allow-partial' not in str(err.value)
 
 
 def test_allow_partial_warns_with_the_same_report_and_returns():

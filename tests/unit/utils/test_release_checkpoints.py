@@ -248,7 +248,7 @@ def test_visualize_attention_given_an_mae_release_says_how_to_convert_it(tmp_pat
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert out.stderr == (f'error: {path} is a checkpoint in the mae release layout, which a '
-                          'mixedae.ViT does not load as it is: convert it first with python '
+                          'mixedae.ViT does not load as it is: convert it first with .venv/bin/python '
                           f'tools/convert_checkpoint.py {path} OUT.pth --src-format mae, then '
                           'give OUT.pth\n')
 
@@ -262,5 +262,5 @@ def test_pretrained_init_cfg_with_a_release_file_names_the_conversion(tmp_path):
         vit.init_weights()
     assert str(raised.value) == (
         f'{path} is a checkpoint in the ibot release layout, which a mixedae.ViT does not load as '
-        f'it is: convert it first with python tools/convert_checkpoint.py {path} OUT.pth '
+        f'it is: convert it first with .venv/bin/python tools/convert_checkpoint.py {path} OUT.pth '
         '--src-format ibot, then give OUT.pth')

@@ -11,7 +11,9 @@ optim_wrapper = dict(
     paramwise_cfg=dict(layer_decay_rate=1.0, no_decay_keys=()))
 warmup_epochs = 40
 # the cosine phase has no `end`: the Runner sets it to train_cfg.max_epochs, so changing the
-# number of epochs (a child config, --cfg-options train_cfg.max_epochs=N) rescales it
+# number of epochs (a child config, --cfg-options train_cfg.max_epochs=N) rescales it; the
+# warm-up does not rescale: a run of 40 epochs or fewer also sets param_scheduler.0.end and
+# param_scheduler.1.begin (tools/train.py names the values)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
          convert_to_iter_based=True),
