@@ -21,9 +21,9 @@ from mmengine.runner import Runner
 from mixedae.utils.cli import run_tool
 from mixedae.utils.errors import InvalidInputError, MissingInputError
 from mixedae.utils.io import write_metrics
-from mixedae.utils.launch import (add_launch_args, check_inputs_exist, close_distributed,
-                                  init_cpu_distributed, load_config, parse_launch_args,
-                                  require_full_checkpoint)
+from mixedae.utils.launch import (add_launch_args, check_inputs_exist, check_work_dir,
+                                  close_distributed, init_cpu_distributed, load_config,
+                                  parse_launch_args, require_full_checkpoint)
 
 
 def parse_args(argv=None):
@@ -64,6 +64,7 @@ def build_config(args):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
+    check_work_dir(cfg)
     check_inputs_exist(cfg, 'test')
     require_full_checkpoint(cfg, args.allow_partial)
     init_cpu_distributed(args.launcher)

@@ -28,8 +28,9 @@ from mixedae.engine.optimizers.amp_optim_wrapper import AMP_DTYPES, configure_am
 from mixedae.utils.cli import run_tool
 from mixedae.utils.errors import InvalidInputError, MissingInputError
 from mixedae.utils.launch import (add_launch_args, add_preemption, check_inputs_exist,
-                                  check_schedule, close_distributed, init_cpu_distributed, load_config,
-                                  parse_launch_args, require_full_checkpoint)
+                                  check_schedule, check_work_dir, close_distributed,
+                                  init_cpu_distributed, load_config, parse_launch_args,
+                                  require_full_checkpoint)
 
 
 def parse_args(argv=None):
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
     check_schedule(cfg)
+    check_work_dir(cfg)
     check_inputs_exist(cfg, 'train')
     require_full_checkpoint(cfg, args.allow_partial)
     add_preemption(cfg)

@@ -39,6 +39,15 @@ def read_scalars(work_dir: str) -> List[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
+def read_records(work_dir: str) -> List[dict]:
+    """The training records (:func:`read_scalars`) and the validation records (the latest
+    of each step) of a work dir, in step order."""
+    validation = {int(r['step']): r for r in _records(work_dir) if 'loss' not in r
+                  and 'step' in r}
+    return sorted(read_scalars(work_dir) + list(validation.values()),
+                  key=lambda r: int(r['step']))
+
+
 def read_validation(work_dir: str, step: int) -> Optional[Dict[str, float]]:
     """The metrics of the validation logged at ``step`` (the latest such record; timing fields
     left out), or None when there is none."""

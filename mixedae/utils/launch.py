@@ -42,13 +42,6 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
         './work_dirs', osp.splitext(osp.basename(path))[0])
-    try:
-        os.makedirs(cfg.work_dir, exist_ok=True)
-        probe = tempfile.TemporaryFile(dir=cfg.work_dir)
-    except OSError as err:
-        raise InvalidInputError(f'work dir {cfg.work_dir} cannot be written ({err.strerror}); '
-                                'choose another with --work-dir') from err
-    probe.close()
     if not torch.cuda.is_available():
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
         if launcher != 'none':
@@ -148,6 +141,18 @@ def check_schedule(cfg: Config) -> None:
             + ' '.join(f'param_scheduler.{j}.{edge}={value}' for j, s in enumerate(schedulers)
                        for edge in ('begin', 'end') if s.get(edge) == begin)
             + f' (a value above 0 and below {limit}), or train longer.')
+
+
+def check_work_dir(cfg: Config) -> None:
+    """Create the work dir and check that a file can be written there, before anything runs
+    (MMEngine fails later, in each rank, with a traceback)."""
+    try:
+        os.makedirs(cfg.work_dir, exist_ok=True)
+        probe = tempfile.TemporaryFile(dir=cfg.work_dir)
+    except OSError as err:
+        raise InvalidInputError(f'work dir {cfg.work_dir} cannot be written ({err.strerror}); '
+                                'choose another with --work-dir') from err
+    probe.close()
 
 
 def add_tensorboard(cfg: Config) -> None:

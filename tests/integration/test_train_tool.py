@@ -72,7 +72,7 @@ def test_build_config_options(tmp_path):
     with pytest.raises(FileNotFoundError, match=f'--resume: nothing to resume in {empty} '
                                                 '\\(it has no last_checkpoint\\)'):
         train.build_config(train.parse_args([TINY_CFG, '--work-dir', empty, '--resume']))
-    os.makedirs(empty, exist_ok=True)   # load_config made it (checking it can be written)
+    os.makedirs(empty)
     with open(os.path.join(empty, 'last_checkpoint'), 'w') as f:
         f.write(os.path.join(empty, 'epoch_1.pth'))
     cfg = train.build_config(train.parse_args([TINY_CFG, '--work-dir', empty, '--resume']))
