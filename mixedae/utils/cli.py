@@ -27,6 +27,9 @@ THIRD_PARTY_WARNINGS = (
 
 #: exit status of a tool stopped by a UserInputError (argparse uses the same for bad usage).
 USER_ERROR_STATUS = 2
+#: the line every tool's --help ends with (run_tool takes --debug before argparse sees it)
+DEBUG_HELP = ('\nany tool:\n  --debug               on an error, print the traceback as well '
+              'as the one-line message')
 
 
 def quiet_third_party_warnings() -> None:
@@ -64,6 +67,10 @@ def run_tool(main: Callable[[], int]) -> NoReturn:
     faulthandler.enable(file=sys.__stderr__)   # fd 2, even when sys.stderr is replaced
     try:
         status = main()
+    except SystemExit as done:   # argparse's --help ends here: name the flag run_tool owns
+        if done.code == 0 and {'-h', '--help'} & set(sys.argv[1:]):
+            print(DEBUG_HELP)
+        raise
     except UserInputError as err:
         trace = traceback.format_exc()
         log_to_runner_files(trace)

@@ -1,6 +1,7 @@
 """The tools' shared entry point: a user error is one line on stderr (exit 2), its traceback only
 with --debug (and always in the runner's log file); other errors keep their traceback; known
 third-party deprecation warnings are silenced."""
+import argparse
 import os
 import subprocess
 import sys
@@ -41,6 +42,19 @@ def test_debug_adds_the_traceback_before_the_message(monkeypatch, capsys):
     assert err.startswith('Traceback (most recent call last):')
     assert err.endswith('\nerror: config file not found: configs/none.py\n')
     assert seen == [['tool.py', 'a']]                 # the tool never sees --debug
+
+
+def test_every_tools_help_names_debug(monkeypatch, capsys):
+    def main():
+        parser = argparse.ArgumentParser(prog='tool.py')
+        parser.add_argument('x')
+        return parser.parse_args() and 0
+
+    assert run(main, ['--help'], monkeypatch) == 0
+    assert capsys.readouterr().out.rstrip().endswith(
+        '--debug               on an error, print the traceback as well as the one-line message')
+    assert run(main, ['a'], monkeypatch) == 0 and '--debug' not in capsys.readouterr().out
+    assert run(main, [], monkeypatch) == 2 and '--debug' not in capsys.readouterr().out
 
 
 def test_status_of_main_is_the_exit_status(monkeypatch):
