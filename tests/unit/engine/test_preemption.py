@@ -228,3 +228,12 @@ def test_a_signal_on_one_rank_stops_every_rank(tmp_path, signalled):
             other.kill()
             other.join()
     assert other.exitcode == 0
+
+
+def test_preemption_needs_the_rng_state_hook(tmp_path):
+    # without the RNG states in the checkpoint a resumed run draws other batches: not exact
+    runner = toy_runner(tmp_path, by_epoch=False)
+    runner._hooks = [h for h in runner.hooks if type(h).__name__ != 'RNGStateHook']
+    with pytest.raises(ValueError, match='PreemptionHook needs mixedae.RNGStateHook among the '
+                                         'hooks of the run'):
+        runner.train()

@@ -69,3 +69,15 @@ def test_a_gloo_rank_ends_with_its_status_after_flushing_logs_and_output(tmp_pat
 
 def test_without_a_process_group_the_status_comes_back():
     assert close_distributed(5) == 5
+
+
+def test_every_rank_passes_a_barrier_before_the_group_is_destroyed(monkeypatch):
+    # a rank that destroyed its group while another still sends tears the other's run down
+    import torch.distributed as dist
+    calls = []
+    monkeypatch.setattr(dist, 'is_initialized', lambda: True)
+    monkeypatch.setattr(dist, 'get_backend', lambda: 'nccl')
+    monkeypatch.setattr(dist, 'barrier', lambda: calls.append('barrier'))
+    monkeypatch.setattr(dist, 'destroy_process_group', lambda: calls.append('destroy'))
+    assert close_distributed(4) == 4
+    assert calls == ['barrier', 'destroy']

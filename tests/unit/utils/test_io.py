@@ -104,6 +104,30 @@ def test_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypat
     assert os.listdir(tmp_path) == ['metrics.json']   # the temporary file is gone
 
 
+def test_a_quota_error_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    def fsync(fd):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+    monkeypatch.setattr(os, 'fsync', fsync)
+    path = tmp_path / 'm.json'
+    with pytest.raises(OSError, match=f'no space left on the device to write {path}') as err:
+        write_metrics({'mIoU': 2.0}, path)
+    assert err.value.errno == errno.EDQUOT and os.listdir(tmp_path) == []
+
+
+def test_the_data_is_flushed_before_it_is_synced(tmp_path, monkeypatch):
+    # fsync only reaches the disk with what Python's buffer has handed to the OS
+    seen = []
+    real = os.fsync
+
+    def fsync(fd):
+        seen.append(os.fstat(fd).st_size)
+        real(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    with atomic_write(tmp_path / 'a.txt') as f:
+        f.write('x' * 1000)                       # far less than the buffer: still in Python
+    assert seen == [1000] and (tmp_path / 'a.txt').read_text() == 'x' * 1000
+
+
 def test_other_errors_pass_through_unchanged(tmp_path):
     with pytest.raises(KeyError, match='boom'):
         with atomic_write(tmp_path / 'a.txt') as f:
