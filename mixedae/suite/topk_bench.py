@@ -4,8 +4,8 @@ every kernel compiled for sm_90a (H100) without a GPU.
 
 Timings: for each block-size variant, on one CUDA device and in one process: the forward kernel
 alone, the backward alone (the dQ kernel, which also computes delta, and the dK/dV kernel, from
-the forward's saved statistics), forward + backward, and, as the yardstick in the same run, SDPA's forward and
-forward + backward over all keys. Each time is one call between CUDA events, after warm-up
+the forward's saved statistics), forward + backward, and, as the yardstick in the same run,
+SDPA's forward and forward + backward over all keys. Each time is one call between CUDA events, after warm-up
 calls; a row gives min / median / max over the repeats and the medians' ratios to SDPA. Before
 timing, each variant's output, gradients and keep bits are checked against the reference.
 

@@ -24,7 +24,8 @@ largest value below the probe), starting from the row's normal quantile (mean + 
 interpolating the counts in value space, with bisection safeguards; a row ends when its probe
 leaves exactly K or K - 1 keys at or above it, or when its bracket has no value left between the
 K-th value and the next (ties); the block ends when all its rows have, after at most 16 + 33
-rounds (6 to 9 on average at N' = 200, docs/benchmarks.md). Softmax over the kept keys, P @ V,
+rounds (on average about 6 on Gaussian logits, 8 to 10 on tie-heavy ones at N' = 200;
+docs/benchmarks.md). Softmax over the kept keys, P @ V,
 the base-2 log-sum-exp and the keep mask (one bit per padded key, int32 words) are written in
 the same pass. Given labels, the ``precision`` statistic (``hr_acc``) is computed in PyTorch
 from that keep mask (``keep_from_bits``, then ``homologous_precision``, as on the reference
