@@ -1,25 +1,37 @@
-"""Per-kernel timings of the top-K attention kernels against PyTorch's SDPA, one row per launch
-shape (``tools/benchmark_topk_kernels.py`` is its command line).
+"""The top-K attention kernels measured (``tools/benchmark_topk_kernels.py`` is the command
+line): timings against PyTorch's SDPA on a GPU, one row per launch shape, and static figures of
+every kernel compiled for sm_90a (H100) without a GPU.
 
-For each block-size variant it times, on one CUDA device and in one process: the forward kernel
-alone, the backward alone (delta, the fused kernel and the dQ reduction, from the forward's saved
-statistics), forward + backward, and, as the yardstick in the same run, SDPA's forward and
-forward + backward over all keys. Each time is one call between CUDA events, after warm-up
+Timings: for each block-size variant, on one CUDA device and in one process: the forward kernel
+alone, the backward alone (the dQ kernel, which also computes delta, and the dK/dV kernel, from
+the forward's saved statistics), forward + backward, and, as the yardstick in the same run,
+SDPA's forward and forward + backward over all keys. Each time is one call between CUDA events, after warm-up
 calls; a row gives min / median / max over the repeats and the medians' ratios to SDPA. Before
 timing, each variant's output, gradients and keep bits are checked against the reference.
+
+Static figures (``static_metrics``): each launch compiled as Triton's JIT would for sm_90a
+(``triton.compile`` with the JIT's own argument specialization), ptxas' registers and spills,
+the shared memory, the resident blocks per SM they allow on an H100 and the tensor-core
+instructions in the SASS (Triton's bundled ``cuobjdump``).
 """
 from __future__ import annotations
 
+import json
+import os
 import statistics
-from typing import Callable, Dict, List, Sequence, Tuple
+import subprocess
+import sys
+from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixedae.models.layers.topk_attention import (Blocks, default_blocks, padded_keys,
+from mixedae.models.layers.topk_attention import (Blocks, Launch, backward_launches,
+                                                  default_blocks, forward_launch, padded_keys,
                                                   topk_attention_reference, topk_keep,
                                                   triton_backward, triton_forward)
+from .repo import CONFIGS
 from .tables import markdown_table
 
 NO_CUDA = ('benchmark_topk_kernels needs a CUDA GPU (it times Triton kernels); none is visible: '
@@ -31,17 +43,20 @@ def variants(n: int, hd: int) -> Dict[str, Blocks]:
     base = default_blocks(n, hd)
     block_n = padded_keys(n)
     out = {'default': base}
-    for m in (16, 32, 64, 128):
-        if m != base.fwd_m and m * block_n <= 128 * 256:
-            out[f'fwd rows {m}'] = base._replace(fwd_m=m)
+    warps = 4 if base.fwd_warps == 8 else 8
+    out[f'fwd warps {warps}'] = base._replace(fwd_warps=warps)
+    if base.fwd_m * block_n <= 64 * 256:
+        out['fwd rows 128'] = base._replace(fwd_m=128)
     for bn in (32, 64, 128):
-        if bn != base.bwd_n and block_n % bn == 0:
-            out[f'bwd keys {bn}'] = base._replace(bwd_n=bn)
-    for bm in (16, 64):
-        out[f'bwd rows {bm}'] = base._replace(bwd_m=bm)
+        if bn != base.kv_n and block_n % bn == 0:
+            out[f'dkdv keys {bn}'] = base._replace(kv_n=bn)
+        if bn != base.dq_n and block_n % bn == 0:
+            out[f'dq keys {bn}'] = base._replace(dq_n=bn)
+    for bm in (32, 128):
+        out[f'dkdv rows {bm}'] = base._replace(kv_m=bm)
+        out[f'dq rows {bm}'] = base._replace(dq_m=bm)
     warps = 8 if base.bwd_warps == 4 else 4
     out[f'bwd warps {warps}'] = base._replace(bwd_warps=warps)
-    out['atomic dQ'] = base._replace(atomic_dq=True)
     return out
 
 
@@ -148,7 +163,7 @@ def timing_table(sdpa: Dict[str, Dict[str, float]], rows: Dict[str, Dict]) -> st
 
 
 def benchmark_topk_kernels(t: int = 64, h: int = 12, n: int = 200, hd: int = 64,
-                           topk: int = 51, dtype: torch.dtype = torch.bfloat16,
+                           topk: int = 50, dtype: torch.dtype = torch.bfloat16,
                            warmup: int = 10, repeats: int = 50,
                            names: Sequence[str] = ()) -> Tuple[Dict, str]:
     """Check and time each variant (all, or those in ``names``) on the current CUDA device;
@@ -165,6 +180,192 @@ def benchmark_topk_kernels(t: int = 64, h: int = 12, n: int = 200, hd: int = 64,
                           times=kernel_times(q, k, v, grad, topk, blocks, warmup, repeats))
     title = (f'{torch.cuda.get_device_name()}, torch {torch.__version__}: T={t} x H={h} x '
              f'N={n} x hd={hd}, K={topk}, {str(dtype)[6:]}; µs per call, median (min-max) of '
-             f'{repeats} after {warmup} warm-up; launch = (fwd_m, bwd_m, bwd_n, bwd_warps, '
-             'atomic_dq)')
+             f'{repeats} after {warmup} warm-up; launch = (fwd_m, fwd_warps, kv_n, kv_m, '
+             'dq_m, dq_n, bwd_warps)')
     return dict(sdpa=sdpa, rows=rows), f'{title}\n\n{timing_table(sdpa, rows)}'
+
+
+# ------------------------------------------------------------------------------ static metrics
+#: per-SM limits of compute capability 9.0 (H100; CUDA C++ Programming Guide, "Technical
+#: Specifications per Compute Capability"): registers (allocated per warp in units of 256),
+#: shared memory (1 KB of it reserved per resident block), warps and blocks
+SM90_LIMITS = dict(registers=65536, register_unit=256, shared=228 * 1024, shared_reserved=1024,
+                   warps=64, blocks=32)
+PRODUCTION_CONFIG = CONFIGS['mixedae-base']
+#: the pretraining ablations whose N' or K differ from the production config's
+ABLATION_CONFIGS = tuple(f'configs/pretrain/ablations/mixedae-{name}_vit-base-p16_8xb512-'
+                         f'coslr-300e_in1k.py' for name in ('k25', 'k100', 'r2', 'r3'))
+STATIC_DTYPES = dict(bf16=torch.bfloat16, fp16=torch.float16, fp32=torch.float32)
+PTXAS_FIGURES = {
+    'registers': r'Used (\d+) registers',
+    'stack': r'(\d+) bytes stack frame',
+    'spill_stores': r'(\d+) bytes spill stores',
+    'spill_loads': r'(\d+) bytes spill loads',
+}
+
+
+class StaticCase(NamedTuple):
+    """One row group of the static table: a shape (from a config) in a dtype with a launch."""
+    label: str
+    n: int
+    topk: int
+    dtype: str
+    blocks: Blocks
+
+
+def config_shape(path: str) -> Tuple[int, int]:
+    """(N', K) of a MixedAE pretraining config: N' = patches + G class tokens, K = the
+    backbone's ``topk`` or its default patches / G + 1 (``MixedViT``)."""
+    from mmengine.config import Config
+    bb = Config.fromfile(path).model.backbone
+    img = bb.img_size if isinstance(bb.img_size, int) else bb.img_size[0]
+    patches = (img // bb.patch_size) ** 2
+    return patches + bb.group_size, bb.topk or patches // bb.group_size + 1
+
+
+def static_cases(root: str, hd: int = 64) -> List[StaticCase]:
+    """The production shape (bf16; fp16 and fp32, which ``impl='triton'`` takes, too) with
+    every launch variant the timing tool has, each ablation shape and a 512-key tile (N' = 300,
+    no config has one) with the default launch; configs under the checkout ``root``."""
+    n, topk = config_shape(os.path.join(root, PRODUCTION_CONFIG))
+    cases = [StaticCase(f'production {name}', n, topk, 'bf16', blocks)
+             for name, blocks in variants(n, hd).items()]
+    cases += [StaticCase(f'production default {dt}', n, topk, dt, default_blocks(n, hd))
+              for dt in ('fp16', 'fp32')]
+    for path in ABLATION_CONFIGS:
+        an, ak = config_shape(os.path.join(root, path))
+        cases.append(StaticCase(os.path.basename(path).split('_')[0], an, ak, 'bf16',
+                                default_blocks(an, hd)))
+    cases.append(StaticCase('512-key tile', 300, 75, 'bf16', default_blocks(300, hd)))
+    return cases
+
+
+def case_launches(case: StaticCase, t: int = 64, h: int = 12, hd: int = 64) -> List[Launch]:
+    """The forward, dQ and dK/dV launches of ``case`` on meta tensors laid out as in the model
+    (q, k, v: slices of one T x N x 3 x H x hd projection)."""
+    dtype = STATIC_DTYPES[case.dtype]
+    n = case.n
+    q, k, v = torch.empty(t, n, 3, h, hd, dtype=dtype, device='meta').permute(2, 0, 3, 1, 4)
+    out, grad, dq, dk, dv = (torch.empty(t, h, n, hd, dtype=dtype, device='meta')
+                             for _ in range(5))
+    lse, delta = (torch.empty(t * h, n, device='meta') for _ in range(2))
+    mask = torch.empty(t * h, n, padded_keys(n) // 32, dtype=torch.int32, device='meta')
+    return [forward_launch(q, k, v, out, lse, mask, case.topk, case.blocks),
+            *backward_launches(q, k, v, out, grad, lse, mask, dq, dk, dv, delta, case.blocks)]
+
+
+def blocks_per_sm(registers: int, warps: int, shared: int) -> Tuple[int, str]:
+    """Resident blocks per SM of a kernel on an H100 and the resource that limits it."""
+    lim = SM90_LIMITS
+    unit = lim['register_unit']
+    per_warp = -(-registers * 32 // unit) * unit
+    bounds = dict(registers=lim['registers'] // per_warp // warps,
+                  shared=lim['shared'] // (shared + lim['shared_reserved']),
+                  warps=lim['warps'] // warps, blocks=lim['blocks'])
+    limit = min(bounds, key=bounds.get)
+    return bounds[limit], limit
+
+
+def compile_sm90(launch: Launch) -> Dict[str, object]:
+    """Compile one launch for sm_90a as Triton's JIT would (its own argument specialization:
+    pointers and integers divisible by 16 get ``tt.divisibility=16``; meta tensors count as
+    16-byte aligned) and read ptxas' figures (``-v``), the shared memory and the tensor-core
+    instructions (HGMMA = wgmma, HMMA = mma.sync) in the SASS. Needs triton imported without
+    TRITON_INTERPRET."""
+    import contextlib as _contextlib
+    import io
+    import re
+    import triton
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+    from triton.tools.disasm import get_sass
+    fn = launch.kernel
+    target = GPUTarget('cuda', 90, 32)
+    backend = make_backend(target)
+    binder = create_function_from_signature(fn.signature, fn.params, backend)
+    kwargs = dict(launch.consts, num_warps=launch.num_warps)
+    bound, specialization, options = binder(*launch.args, **kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound,
+                                                          specialization, options)
+    log = io.StringIO()
+    with knobs.compilation.scope(), knobs.nvidia.scope():
+        knobs.compilation.always_compile = True       # a cached kernel would skip ptxas' log
+        knobs.nvidia.dump_ptxas_log = True            # ptxas -v, printed to stdout
+        with _contextlib.redirect_stdout(log):
+            compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs),
+                                      target=target, options=options.__dict__)
+    text = log.getvalue()
+    figures = {}
+    for name, pattern in PTXAS_FIGURES.items():
+        found = re.search(pattern, text)
+        if found is None:
+            raise RuntimeError(f'no "{pattern}" in the ptxas log of {fn.__name__}:\n{text}')
+        figures[name] = int(found.group(1))
+    sass = get_sass(compiled.asm['cubin'])
+    figures.update(shared=compiled.metadata.shared, warps=launch.num_warps,
+                   hgmma=len(re.findall(r'\bHGMMA\b', sass)),
+                   hmma=len(re.findall(r'\bHMMA\b', sass)),
+                   ptx_wgmma=compiled.asm['ptx'].count('wgmma.mma_async'))
+    figures['blocks_per_sm'], figures['limit'] = blocks_per_sm(
+        figures['registers'], launch.num_warps, figures['shared'])
+    return figures
+
+
+def _specialization(arg: object) -> Tuple:
+    """What the JIT specializes an argument on: a tensor's dtype, an int's being 1 or a
+    multiple of 16, a float's type."""
+    if isinstance(arg, torch.Tensor):
+        return ('tensor', str(arg.dtype))
+    if isinstance(arg, int):
+        return ('int', arg == 1, arg % 16 == 0)
+    return (type(arg).__name__,)
+
+
+def static_rows(cases: Sequence[StaticCase]) -> List[Dict[str, object]]:
+    """Every kernel of every case compiled for sm_90a (``compile_sm90``), one dict per kernel;
+    identical compilations (same specialization) are compiled once."""
+    done: Dict[str, Dict[str, object]] = {}
+    rows = []
+    for case in cases:
+        for launch in case_launches(case):
+            key = repr((launch.kernel.__name__, [_specialization(a) for a in launch.args],
+                        sorted(launch.consts.items()), launch.num_warps))
+            if key not in done:
+                done[key] = compile_sm90(launch)
+            rows.append(dict(case=case.label, kernel=launch.kernel.__name__.strip('_'),
+                             dtype=case.dtype, n=case.n, topk=case.topk,
+                             tile=f'{launch.consts["BLOCK_M"]} x {launch.consts["BLOCK_N"]}',
+                             **done[key]))
+    return rows
+
+
+STATIC_WORKER = ('import json, sys; from mixedae.suite.topk_bench import StaticCase, Blocks, '
+                 'static_rows; cases = [StaticCase(*c[:4], Blocks(*c[4])) for c in '
+                 'json.load(sys.stdin)]; sys.stdout.write(json.dumps(static_rows(cases)))')
+
+
+def static_metrics(cases: Sequence[StaticCase], timeout: float = 1800) -> List[Dict[str, object]]:
+    """``static_rows`` in a fresh interpreter without TRITON_INTERPRET (under it the kernels
+    are interpreted functions, which do not compile)."""
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    result = subprocess.run([sys.executable, '-c', STATIC_WORKER], input=json.dumps(cases),
+                            env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode:
+        raise RuntimeError(f'the sm_90a compilation failed:\n{result.stderr[-4000:]}')
+    return json.loads(result.stdout)
+
+
+def static_table(rows: Sequence[Dict[str, object]]) -> str:
+    """Markdown: one row per compiled kernel."""
+    header = ['case', 'kernel', 'dtype', "N'", 'K', 'tile (queries x keys)', 'warps', 'registers',
+              'spill stores / loads (B)', 'stack (B)', 'shared (B)', 'blocks / SM (limit)',
+              'HGMMA', 'HMMA']
+    table = [dict(zip(header, [
+        r['case'], r['kernel'], r['dtype'], str(r['n']), str(r['topk']), r['tile'],
+        str(r['warps']), str(r['registers']), f'{r["spill_stores"]} / {r["spill_loads"]}',
+        str(r['stack']), str(r['shared']), f'{r["blocks_per_sm"]} ({r["limit"]})',
+        str(r['hgmma']), str(r['hmma'])])) for r in rows]
+    return markdown_table(table, header)

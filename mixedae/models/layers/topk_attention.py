@@ -9,29 +9,37 @@ Reference (``topk_attention_reference``): eager PyTorch on the explicit T x H x 
 (``topk``, compare, masked softmax); it differentiates through autograd, runs on any device and
 is the only path with attention dropout.
 
+NaN and infinities (one rule for the reference, the interpreter and the GPU): a NaN logit ranks
+as +inf when the keys are selected (``topk_keep`` and the kernel both rank NaN -> +inf: on the GPU
+a NaN's bits, e.g. the canonical 0x7FFFFFFF, never reach an order-preserving integer image);
+-inf and +inf rank as themselves. So a row keeps its NaN and +inf logits whenever K reaches them,
+and its output is then NaN (the softmax of a kept +inf or NaN is NaN, as torch's); a row whose
+kept logits are all -inf outputs NaN too (0 / 0); kept -inf logits otherwise get weight 0.
+
 Kernel forward (one pass): one program per (block of BLOCK_M queries, batch x head) holds the
 fp32 logits of its queries against all N keys on chip (keys padded to a power of two >= 32, at
-most 512), with ``num_warps = BLOCK_M / 16`` so that each warp owns whole rows of the MMA tile
-and a row count is an intra-warp reduction. The K-th largest logit is found exactly by a bounded
-bisection on the order-preserving int32 image of the logits (-0.0 mapped onto +0.0), bracketed
-per row by the row's smallest and largest image and stopped for the whole block as soon as every
-row has count(image >= lo) == K or an interval of width one (then lo is the K-th largest image):
-at most 32 rounds, usually far fewer. Softmax over the kept keys, P @ V, the base-2 log-sum-exp
-and the keep mask (one bit per padded key, int32 words) are written in the same pass. Given
-labels, the ``precision`` statistic (``hr_acc``) is computed in PyTorch from that keep mask
-(``keep_from_bits``, then ``homologous_precision``, as on the reference path). (``tl.topk``
-exists in this Triton but needs a power-of-two K and sorts a whole bitonic network per row; it is
-not used.)
+most 512; padded keys are -inf and never counted). The K-th largest logit is found exactly per
+row by ``_kth_threshold``: each round compares the row with one probe and counts (plus the
+largest value below the probe), starting from the row's normal quantile (mean + z0 * std) and
+interpolating the counts in value space, with bisection safeguards; a row ends when its probe
+leaves exactly K or K - 1 keys at or above it, or when its bracket has no value left between the
+K-th value and the next (ties); the block ends when all its rows have, after at most 16 + 33
+rounds (on average about 6 on Gaussian logits, 8 to 10 on tie-heavy ones at N' = 200;
+docs/benchmarks.md). Softmax over the kept keys, P @ V,
+the base-2 log-sum-exp and the keep mask (one bit per padded key, int32 words) are written in
+the same pass. Given labels, the ``precision`` statistic (``hr_acc``) is computed in PyTorch
+from that keep mask (``keep_from_bits``, then ``homologous_precision``, as on the reference
+path). (``tl.topk`` exists in this Triton but needs a power-of-two K and sorts a whole bitonic
+network per row; it is not used.)
 
-Kernel backward (FlashAttention-2 shape): one program per (block of keys, batch x head) keeps K,
-V and the dK, dV accumulators on chip and loops over the query blocks: logits recomputed once,
-five matrix products (S = Q K^T, dV += P^T dO, dP = dO V^T, dK += dS^T Q, dQ_part = dS K), no
-selection work: the keep bits saved by the forward (not a recomputed threshold, so the backward
-keeps exactly the forward's keys however the compiler orders the products). delta =
-rowsum(dO * O) is one PyTorch reduction before it. dQ: deterministic by default, each key block
-writes its fp32 partial dQ (n_key_blocks x T x H x N x hd) and they are summed afterwards in a
-fixed order; ``atomic_dq=True`` adds the partials with fp32 atomics instead (less memory
-traffic, summation order not reproducible).
+Kernel backward (FlashAttention-2 shape, two kernels, no PyTorch pass): the dQ kernel, one
+program per block of queries, computes delta = rowsum(dO * O) for its rows (stored for the
+other kernel), then walks the key blocks in order (S = Q K^T, dP = dO V^T, dQ += dS K) and
+writes dQ once, in the input dtype; the dK/dV kernel, launched after it, one program per block
+of keys, walks the query blocks with the keys as the rows of every product (S^T = K Q^T,
+dV += P^T dO, dP^T = V dO^T, dK += dS^T Q). Logits are recomputed in both; the keep bits saved
+by the forward replace any selection work (so the backward keeps exactly the forward's keys
+however the compiler orders a recomputed product). No atomics: the result is deterministic.
 
 Both kernels are wrapped as torch custom ops (``mixedae::topk_attention_fwd`` /
 ``mixedae::topk_attention_bwd``) with fake implementations and registered autograd, so
@@ -48,6 +56,7 @@ tests/conftest.py sets it.
 from __future__ import annotations
 
 import contextlib
+import statistics
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
@@ -69,9 +78,10 @@ HEAD_DIMS = (16, 128)
 
 
 def topk_keep(logits: Tensor, k: int) -> Tensor:
-    """Boolean mask of the k largest logits along the last dim (ties at the k-th kept)."""
-    kth = logits.topk(k, dim=-1).values[..., -1:]
-    return logits >= kth
+    """Boolean mask of the k largest logits along the last dim (ties at the k-th kept; NaN
+    ranks as +inf, see the module docstring)."""
+    ranked = torch.where(logits.isnan(), float('inf'), logits)
+    return ranked >= ranked.topk(k, dim=-1).values[..., -1:]
 
 
 def _check_inputs(q: Tensor, k: Tensor, v: Tensor, topk: int, labels: Optional[Tensor]) -> None:
@@ -145,8 +155,8 @@ def topk_attention_reference(q: Tensor, k: Tensor, v: Tensor, topk: int,
 # ------------------------------------------------------------------------------------------------
 # Triton kernels (interpreted when TRITON_INTERPRET=1 was set before triton was imported).
 # Tensors are T x H x N x hd with unit stride on hd; ``bh`` indexes T x H; LSE and DELTA are
-# (T*H) x N; MASK is (T*H) x N x W int32 words (W = padded keys / 32), bit j of word w =
-# key 32w+j; DQP is (key blocks) x T x H x N x hd fp32 (1 x ... with ATOMIC).
+# (T*H) x N fp32; MASK is (T*H) x N x W int32 words (W = padded keys / 32), bit j of word w =
+# key 32w+j. Loop bounds are constexprs (Triton 3.6's interpreter cannot take a runtime one).
 # ------------------------------------------------------------------------------------------------
 
 def _jit(fn: Callable) -> Callable:
@@ -170,10 +180,10 @@ def _tile(P, b, h, s_b, s_h, s_n, idx, dims, ok):
 
 
 @_jit
-def _image(s):
-    """Order-preserving int32 image of fp32 ``s`` (negative floats get their magnitude bits
-    flipped); -0.0 gets +0.0's image, 0."""
-    bits = s.to(tl.int32, bitcast=True)
+def _image(x):
+    """Order-preserving int32 image of fp32 ``x`` (negative floats get their magnitude bits
+    flipped); -0.0 gets +0.0's image, 0. Only called on values without NaN."""
+    bits = x.to(tl.int32, bitcast=True)
     img = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
     return tl.where(img == -1, 0, img)
 
@@ -185,25 +195,75 @@ def _from_image(img):
 
 
 @_jit
-def _kth_image(img, col_ok, topk):
-    """Per row of the BM x BN int32 images (padded columns: INT32_MIN, never counted): a
-    threshold t with {img >= t} = {img >= the row's K-th largest image}. Bisection between the
-    row's smallest and largest image; keeps count(img >= lo) >= K > count(img >= hi) and stops
-    the whole block when every row has count(img >= lo) == K or hi == lo + 1: at most 32
-    rounds."""
-    lo = tl.min(tl.where(col_ok[None, :], img, 0x7FFFFFFF), axis=1)                # BM
-    hi = tl.max(img, axis=1) + 1
-    count_lo = tl.sum(col_ok.to(tl.int32), axis=0) + tl.zeros_like(lo)
-    active = (count_lo != topk) & (hi > lo + 1)
-    while tl.max(active.to(tl.int32), axis=0) > 0:
-        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)                  # floor((lo + hi) / 2)
-        count = tl.sum((img >= mid[:, None]).to(tl.int32), axis=1)
-        up = active & (count >= topk)
-        lo = tl.where(up, mid, lo)
-        count_lo = tl.where(up, count, count_lo)
-        hi = tl.where(active & (count < topk), mid, hi)
-        active = (count_lo != topk) & (hi > lo + 1)
-    return lo
+def _selection_logits(s, col_ok):
+    """The logits the selection ranks: NaN -> +inf (the NaN rule), padded columns -> -inf."""
+    return tl.where(col_ok[None, :], tl.where(s != s, float('inf'), s), float('-inf'))
+
+
+@_jit
+def _probe(s, tv, lo, hi, gap, c_lo, c_hi, same, done, late, topk):
+    """One round of ``_kth_threshold``: probe each active row near ``tv``, count, update."""
+    lo_v = _from_image(lo)
+    hi_v = _from_image(hi)
+    imid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)                     # floor((lo + hi) / 2)
+    mid_v = lo_v * 0.5 + hi_v * 0.5
+    ti = tl.where((tv > lo_v) & (tv < hi_v), _image(tv),
+                  tl.where((mid_v > lo_v) & (mid_v < hi_v), _image(mid_v), imid))
+    ti = tl.where((same >= 3) | (same <= -3) | late, imid, ti)
+    ti = tl.maximum(tl.minimum(ti, gap), lo + 1)
+    ge = s >= _from_image(ti)[:, None]
+    c = tl.sum(ge.to(tl.int32), axis=1)
+    below = _image(tl.max(tl.where(ge, float('-inf'), s), axis=1))
+    up = (~done) & (c >= topk)
+    dn = (~done) & (c < topk)
+    end_dn = dn & (c == topk - 1)                 # the value below the probe is the K-th
+    done = done | (up & ((c == topk) | (ti == gap))) | end_dn
+    lo = tl.where(up, ti, tl.where(end_dn, below, lo))
+    c_lo = tl.where(up, c.to(tl.float32), c_lo)
+    hi = tl.where(dn, ti, hi)
+    c_hi = tl.where(dn, c.to(tl.float32), c_hi)
+    gap = tl.where(dn, below, gap)
+    same = tl.where(up, tl.maximum(same, 0) + 1, tl.where(dn, tl.minimum(same, 0) - 1, same))
+    met = (~done) & (gap <= lo)                                      # nothing in (lo, gap]
+    return tl.where(met, gap, lo), hi, gap, c_lo, c_hi, same, done | met
+
+
+@_jit
+def _kth_threshold(s, col_ok, topk, n, z0):
+    """Per row of the BM x BN selection logits ``s`` (``_selection_logits``): a threshold t with
+    {s >= t} = {s >= the row's K-th largest value}, and the number of rounds the block took.
+
+    Each round counts one probe t (c = count(s >= t)) and takes the largest value below it;
+    invariants: count(s >= lo) >= K > count(s >= hi), ``gap`` the largest value below hi. A row
+    ends, with lo its threshold, when c == K (lo = t), c == K - 1 (lo = the value below t), or
+    when nothing lies in (lo, gap] or t == gap with c >= K (lo = gap, the K-th value: ties end
+    here). Probes, in int32 image space clamped to [lo + 1, gap]: linear interpolation of the
+    counts between lo and hi in value space (regula falsi; the first one lands on the row's
+    normal quantile mean + z0 * std, z0 = Phi^-1(1 - (K - 1/2) / N) from the launcher, through
+    the starting c_hi), bisection of the value interval when that leaves (lo, hi) or is not
+    finite, and bisection of the image interval after three moves of the same end or after 16
+    rounds, so that the block ends within 16 + 33 rounds."""
+    lo = _image(tl.min(tl.where(col_ok[None, :], s, float('inf')), axis=1))     # BM
+    gap = _image(tl.max(s, axis=1))
+    hi = gap + 1                                  # the row maximum is <= +inf: no overflow
+    mean = tl.sum(tl.where(col_ok[None, :], s, 0.), axis=1) / n
+    var = tl.sum(tl.where(col_ok[None, :], s * s, 0.), axis=1) / n - mean * mean
+    c_lo = tl.zeros_like(mean) + n
+    same = tl.zeros_like(lo)                      # > 0: lo moved that many times in a row; < 0: hi
+    done = (c_lo == topk) | (gap <= lo)
+    # c_hi starts as the count that makes the first interpolation land on the row's normal
+    # quantile (it is a real count once a probe moves hi)
+    lo_v = _from_image(lo)
+    tv = mean + z0 * tl.sqrt(tl.maximum(var, 0.))
+    c_hi = c_lo - (c_lo - (topk - 0.5)) * (_from_image(hi) - lo_v) / (tv - lo_v)
+    rounds = 0
+    while tl.max((~done).to(tl.int32), axis=0) > 0:
+        lo_v = _from_image(lo)
+        tv = lo_v + (_from_image(hi) - lo_v) * ((c_lo - (topk - 0.5)) / (c_lo - c_hi))
+        lo, hi, gap, c_lo, c_hi, same, done = _probe(s, tv, lo, hi, gap, c_lo, c_hi, same, done,
+                                                     rounds >= 16, topk)
+        rounds += 1
+    return _from_image(lo), rounds
 
 
 @_jit
@@ -216,7 +276,7 @@ def _unpack(words, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 @_jit
 def _fwd_kernel(Q, K, V, O, LSE, MASK,
                 sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
-                H, N, HD, topk, scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                H, N, HD, topk, scale, z0, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -231,17 +291,15 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK,
     cd_ok = col_ok[:, None] & (dims < HD)[None, :]
     q = _tile(Q, b, h, sq_b, sq_h, sq_n, rows, dims, rd_ok)                   # BM x BD
     k = _tile(K, b, h, sk_b, sk_h, sk_n, cols, dims, cd_ok)                   # BN x BD
-    img = tl.where(col_ok[None, :], _image(_dot(q, tl.trans(k), PRECISION, UPCAST) * scale),
-                   -0x7FFFFFFF - 1)                                            # BM x BN int32
-    kth = _kth_image(img, col_ok, topk)                                        # BM
-    # only s2 stays live from here on: the keep mask is re-read from it (kept logits are finite)
-    s2 = tl.where(img >= kth[:, None],
-                  _from_image(img) * 1.4426950408889634, float('-inf'))       # log2(e) * s
-    keep3 = tl.reshape((s2 > float('-inf')).to(tl.int32), (BLOCK_M, BLOCK_N // 32, 32))
+    s = _selection_logits(_dot(q, tl.trans(k), PRECISION, UPCAST) * scale, col_ok)  # BM x BN
+    thr, _ = _kth_threshold(s, col_ok, topk, N, z0)                           # BM
+    keep = (s >= thr[:, None]) & col_ok[None, :]
+    keep3 = tl.reshape(keep.to(tl.int32), (BLOCK_M, BLOCK_N // 32, 32))
     words = tl.sum(keep3 << tl.arange(0, 32)[None, None, :], axis=2)          # BM x BN/32
     tl.store(MASK + (bh * N + rows[:, None]) * (BLOCK_N // 32)
              + tl.arange(0, BLOCK_N // 32)[None, :], words, mask=row_ok[:, None])
 
+    s2 = tl.where(keep, s * 1.4426950408889634, float('-inf'))               # log2(e) * s
     m = tl.max(s2, axis=1)
     p = tl.exp2(s2 - m[:, None])
     l = tl.sum(p, axis=1)
@@ -253,11 +311,79 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK,
 
 
 @_jit
-def _bwd_kernel(Q, K, V, DO, DQP, DK, DV, LSE, DELTA, MASK,
-                sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
-                sd_b, sd_h, sd_n, sp_k, sp_b, sp_h, sp_n, H, N, HD, scale, WORDS,
-                ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+def _kth_kernel(S, THR, ROUNDS, N, topk, z0, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The forward's selection alone on given fp32 logits (R x N rows): each row's threshold and
+    each BLOCK_M-row block's round count."""
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    s = tl.load(S + rows[:, None] * N + cols[None, :], mask=col_ok[None, :], other=0.)
+    thr, rounds = _kth_threshold(_selection_logits(s, col_ok), col_ok, topk, N, z0)
+    tl.store(THR + rows, thr)
+    tl.store(ROUNDS + pid, rounds)
+
+
+@_jit
+def _keep_tile(MASK, rows, row_ok, first_key, WORDS, BLOCK_M: tl.constexpr,
+               BLOCK_N: tl.constexpr):
+    """BM x BN keep bits of queries ``rows`` and keys first_key .. first_key + BN - 1 of one
+    (batch, head) slice (MASK points at it)."""
+    words = tl.load(MASK + rows[:, None] * WORDS + first_key // 32
+                    + tl.arange(0, BLOCK_N // 32)[None, :], mask=row_ok[:, None], other=0)
+    return _unpack(words, BLOCK_M, BLOCK_N)
+
+
+@_jit
+def _dq_kernel(Q, K, V, O, DO, DQ, LSE, DELTA, MASK,
+               sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
+               sd_b, sd_h, sd_n, sg_b, sg_h, sg_n, H, N, HD, scale, WORDS, KEYS: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+               PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """One program per (block of BLOCK_M queries, batch x head): delta = rowsum(dO * O) (stored
+    for the dK/dV kernel, launched after this one), then dQ = scale * sum over the key blocks,
+    in order, of dS K, written once in the input dtype (strides sg_*)."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    row_ok = rows < N
+    dim_ok = dims < HD
+    rd_ok = row_ok[:, None] & dim_ok[None, :]
+    q = _tile(Q, b, h, sq_b, sq_h, sq_n, rows, dims, rd_ok)                   # BM x BD
+    do = _tile(DO, b, h, sd_b, sd_h, sd_n, rows, dims, rd_ok)
+    o = _tile(O, b, h, so_b, so_h, so_n, rows, dims, rd_ok)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), axis=1)              # BM
+    tl.store(DELTA + bh * N + rows, delta, mask=row_ok)
+    lse = tl.load(LSE + bh * N + rows, mask=row_ok, other=0.)
+    mask = MASK + bh * N * WORDS
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start in range(0, KEYS, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        cd_ok = (cols < N)[:, None] & dim_ok[None, :]
+        k = _tile(K, b, h, sk_b, sk_h, sk_n, cols, dims, cd_ok)               # BN x BD
+        v = _tile(V, b, h, sv_b, sv_h, sv_n, cols, dims, cd_ok)
+        keep = _keep_tile(mask, rows, row_ok, start, WORDS, BLOCK_M, BLOCK_N)  # BM x BN
+        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale                    # S = Q K^T
+        p = tl.where(keep, tl.exp2(s * 1.4426950408889634 - lse[:, None]), 0.)
+        dp = _dot(do, tl.trans(v), PRECISION, UPCAST)                          # dP = dO V^T
+        ds = p * (dp - delta[:, None])
+        dq += _dot(ds.to(k.dtype), k, PRECISION, UPCAST)                       # dQ += dS K
+    tl.store(DQ + b * sg_b + h * sg_h + rows[:, None] * sg_n + dims[None, :],
+             (dq * scale).to(DQ.dtype.element_ty), mask=rd_ok)
+
+
+@_jit
+def _dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, MASK,
+                 sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sd_b, sd_h, sd_n,
+                 sg_b, sg_h, sg_n, H, N, HD, scale, WORDS, ROWS: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                 PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """One program per (block of BLOCK_N keys, batch x head) walks the query blocks, every
+    product with the keys as its rows (S^T = K Q^T, dV += P^T dO, dP^T = V dO^T, dK += dS^T Q).
+    dK and dV (strides sg_*) are written in the input dtype."""
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -268,11 +394,10 @@ def _bwd_kernel(Q, K, V, DO, DQP, DK, DV, LSE, DELTA, MASK,
     cd_ok = (cols < N)[:, None] & dim_ok[None, :]
     k = _tile(K, b, h, sk_b, sk_h, sk_n, cols, dims, cd_ok)                   # BN x BD
     v = _tile(V, b, h, sv_b, sv_h, sv_n, cols, dims, cd_ok)
+    mask = MASK + bh * N * WORDS
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    word_idx = pid_n * (BLOCK_N // 32) + tl.arange(0, BLOCK_N // 32)
-    dqp = DQP + (0 if ATOMIC else pid_n * sp_k) + b * sp_b + h * sp_h
-    for start in range(0, N, BLOCK_M):
+    for start in range(0, ROWS, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         row_ok = rows < N
         rd_ok = row_ok[:, None] & dim_ok[None, :]
@@ -280,25 +405,17 @@ def _bwd_kernel(Q, K, V, DO, DQP, DK, DV, LSE, DELTA, MASK,
         do = _tile(DO, b, h, sd_b, sd_h, sd_n, rows, dims, rd_ok)
         lse = tl.load(LSE + bh * N + rows, mask=row_ok, other=0.)
         delta = tl.load(DELTA + bh * N + rows, mask=row_ok, other=0.)
-        words = tl.load(MASK + (bh * N + rows[:, None]) * WORDS + word_idx[None, :],
-                        mask=row_ok[:, None], other=0)
-        keep = _unpack(words, BLOCK_M, BLOCK_N)                                # BM x BN
-
-        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * scale                    # 1: S = Q K^T
-        p = tl.where(keep, tl.exp2(s * 1.4426950408889634 - lse[:, None]), 0.)
-        dv += _dot(tl.trans(p).to(do.dtype), do, PRECISION, UPCAST)           # 2: dV += P^T dO
-        dp = _dot(do, tl.trans(v), PRECISION, UPCAST)                          # 3: dP = dO V^T
-        ds = p * (dp - delta[:, None])
-        dk += _dot(tl.trans(ds).to(q.dtype), q, PRECISION, UPCAST)            # 4: dK += dS^T Q
-        dq = _dot(ds.to(k.dtype), k, PRECISION, UPCAST) * scale               # 5: dS K
-        offsets = dqp + rows[:, None] * sp_n + dims[None, :]
-        if ATOMIC:
-            tl.atomic_add(offsets, dq, mask=rd_ok)
-        else:
-            tl.store(offsets, dq, mask=rd_ok)
-    tl.store(DK + b * so_b + h * so_h + cols[:, None] * so_n + dims[None, :],
+        keep_t = tl.trans(_keep_tile(mask, rows, row_ok, pid_n * BLOCK_N, WORDS, BLOCK_M,
+                                     BLOCK_N))                                 # BN x BM
+        s_t = _dot(k, tl.trans(q), PRECISION, UPCAST) * scale                  # S^T = K Q^T
+        p_t = tl.where(keep_t, tl.exp2(s_t * 1.4426950408889634 - lse[None, :]), 0.)
+        dv += _dot(p_t.to(do.dtype), do, PRECISION, UPCAST)                   # dV += P^T dO
+        dp_t = _dot(v, tl.trans(do), PRECISION, UPCAST)                        # dP^T = V dO^T
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk += _dot(ds_t.to(q.dtype), q, PRECISION, UPCAST)                    # dK += dS^T Q
+    tl.store(DK + b * sg_b + h * sg_h + cols[:, None] * sg_n + dims[None, :],
              (dk * scale).to(DK.dtype.element_ty), mask=cd_ok)
-    tl.store(DV + b * so_b + h * so_h + cols[:, None] * so_n + dims[None, :],
+    tl.store(DV + b * sg_b + h * sg_h + cols[:, None] * sg_n + dims[None, :],
              dv.to(DV.dtype.element_ty), mask=cd_ok)
 
 
@@ -325,16 +442,17 @@ def triton_unsupported(q: Tensor, dropout_p: float = 0.) -> Optional[str]:
 
 
 class Blocks(NamedTuple):
-    """Launch shape of the two kernels. fwd_m: query rows per forward program (warps =
-    fwd_m / 16, each warp owning 16 whole rows); bwd_m / bwd_n: query rows per step / keys per
-    backward program (bwd_n a multiple of 32 dividing the padded key count); bwd_warps;
-    atomic_dq: add the backward's partial dQ with atomics instead of summing per-key-block
-    partials afterwards (not deterministic)."""
+    """Launch shape of the three kernels. fwd_m / fwd_warps: query rows and warps per forward
+    program; kv_n / kv_m: keys per dK/dV program / query rows per step of its loop; dq_m / dq_n:
+    query rows per dQ program / keys per step (kv_n and dq_n multiples of 32 dividing the padded
+    key count); bwd_warps: warps of both backward kernels."""
     fwd_m: int
-    bwd_m: int
-    bwd_n: int
+    fwd_warps: int
+    kv_n: int
+    kv_m: int
+    dq_m: int
+    dq_n: int
     bwd_warps: int
-    atomic_dq: bool = False
 
 
 def padded_keys(n: int) -> int:
@@ -343,23 +461,30 @@ def padded_keys(n: int) -> int:
 
 
 def default_blocks(n: int, hd: int) -> Blocks:
-    """Forward: 64 rows (4 warps) up to 256 keys, 32 rows (2 warps) at 512: the fewest spills
-    ptxas reports for sm_90 at N' = 200 among 16/32/64 rows; backward: FlashAttention-2's dK/dV
-    tile (32 queries x 64 keys). Chosen without GPU timings:
-    tools/benchmark_topk_kernels.py times the alternatives."""
-    block_n = padded_keys(n)
-    return Blocks(fwd_m=64 if block_n <= 256 else 32, bwd_m=32, bwd_n=min(64, block_n),
+    """Every product with 64 rows per warpgroup of 4 warps, as Hopper's wgmma needs. Forward:
+    64 query rows, 8 warps (two warpgroups share each row's keys; with 4 warps ptxas spills at
+    N' = 200). Backward: 64 x 64 tiles, 4 warps up to head dim 64 (8 above); keys capped by the
+    padded count. Chosen by ptxas' figures for sm_90a (no spills, only wgmma at N' = 200, hd 64,
+    bf16: ``tools/benchmark_topk_kernels.py --static``), without GPU timings."""
+    keys = min(64, padded_keys(n))
+    return Blocks(fwd_m=64, fwd_warps=8, kv_n=keys, kv_m=64, dq_m=64, dq_n=keys,
                   bwd_warps=4 if hd <= 64 else 8)
 
 
 def _check_blocks(blocks: Blocks, n: int) -> None:
     block_n = padded_keys(n)
-    for name in ('fwd_m', 'bwd_m'):
+    for name in ('fwd_m', 'kv_m', 'dq_m'):
         rows = getattr(blocks, name)
         if rows < 16 or rows & (rows - 1):
             raise ValueError(f'{name}={rows} must be a power of two >= 16')
-    if blocks.bwd_n % 32 or block_n % blocks.bwd_n:
-        raise ValueError(f'bwd_n={blocks.bwd_n} must be a multiple of 32 dividing {block_n}')
+    for name in ('fwd_warps', 'bwd_warps'):
+        warps = getattr(blocks, name)
+        if warps < 1 or warps & (warps - 1):
+            raise ValueError(f'{name}={warps} must be a power of two')
+    for name in ('kv_n', 'dq_n'):
+        keys = getattr(blocks, name)
+        if keys % 32 or block_n % keys:
+            raise ValueError(f'{name}={keys} must be a multiple of 32 dividing {block_n}')
 
 
 def _unit_last(t: Tensor) -> Tensor:
@@ -371,10 +496,65 @@ def _strides(t: Tensor) -> Tuple[int, ...]:
 
 
 def _consts(q: Tensor) -> dict:
-    """Constexprs shared by both kernels: head-dim tile, dot precision, interpreter upcast."""
+    """Constexprs shared by the kernels: head-dim tile, dot precision, interpreter upcast."""
     return dict(BLOCK_D=max(16, triton.next_power_of_2(q.shape[-1])),
                 PRECISION='ieee' if q.dtype == torch.float32 else 'tf32',  # fp32: no TF32
                 UPCAST=q.dtype == torch.bfloat16 and INTERPRETED)
+
+
+def first_probe_z(n: int, topk: int) -> float:
+    """z0 = Phi^-1(1 - (K - 1/2) / N): the first probe of the K-th search is the row's mean +
+    z0 * std, where the (K - 1/2)-th largest of N normal values would lie."""
+    return statistics.NormalDist().inv_cdf(1 - (topk - 0.5) / n)
+
+
+class Launch(NamedTuple):
+    """One kernel launch: ``kernel[grid](*args, num_warps=num_warps, **consts)``. The static
+    metrics (``mixedae.suite.topk_bench``) compile these same launches for sm_90a."""
+    kernel: Callable
+    grid: Tuple[int, int]
+    args: Tuple
+    consts: dict
+    num_warps: int
+
+    def __call__(self) -> None:
+        with torch.cuda.device(self.args[0].device) if self.args[0].is_cuda else \
+                contextlib.nullcontext():
+            self.kernel[self.grid](*self.args, num_warps=self.num_warps, **self.consts)
+
+
+def forward_launch(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, mask: Tensor,
+                   topk: int, blocks: Blocks) -> Launch:
+    """The forward kernel's launch writing ``out``, ``lse`` and ``mask``."""
+    t, h, n, hd = q.shape
+    return Launch(_fwd_kernel, (triton.cdiv(n, blocks.fwd_m), t * h),
+                  (q, k, v, out, lse, mask, *_strides(q), *_strides(k), *_strides(v),
+                   *_strides(out), h, n, hd, topk, hd ** -0.5, first_probe_z(n, topk)),
+                  dict(BLOCK_M=blocks.fwd_m, BLOCK_N=padded_keys(n), **_consts(q)),
+                  blocks.fwd_warps)
+
+
+def backward_launches(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tensor,
+                      lse: Tensor, mask: Tensor, dq: Tensor, dk: Tensor, dv: Tensor,
+                      delta: Tensor, blocks: Blocks) -> Tuple[Launch, Launch]:
+    """The dQ kernel (which also writes ``delta``) and the dK/dV kernel, in launch order; the
+    three gradients share one set of strides."""
+    t, h, n, hd = q.shape
+    common = (*_strides(q), *_strides(k), *_strides(v))
+    dq_launch = Launch(
+        _dq_kernel, (triton.cdiv(n, blocks.dq_m), t * h),
+        (q, k, v, out, grad_out, dq, lse, delta, mask, *common, *_strides(out),
+         *_strides(grad_out), *_strides(dq), h, n, hd, hd ** -0.5, mask.shape[-1]),
+        dict(KEYS=padded_keys(n), BLOCK_M=blocks.dq_m, BLOCK_N=blocks.dq_n, **_consts(q)),
+        blocks.bwd_warps)
+    kv_launch = Launch(
+        _dkdv_kernel, (triton.cdiv(n, blocks.kv_n), t * h),
+        (q, k, v, grad_out, dk, dv, lse, delta, mask, *common, *_strides(grad_out),
+         *_strides(dk), h, n, hd, hd ** -0.5, mask.shape[-1]),
+        dict(ROWS=triton.cdiv(n, blocks.kv_m) * blocks.kv_m, BLOCK_M=blocks.kv_m,
+             BLOCK_N=blocks.kv_n, **_consts(q)),
+        blocks.bwd_warps)
+    return dq_launch, kv_launch
 
 
 def triton_forward(q: Tensor, k: Tensor, v: Tensor, topk: int, blocks: Optional[Blocks] = None
@@ -384,42 +564,44 @@ def triton_forward(q: Tensor, k: Tensor, v: Tensor, topk: int, blocks: Optional[
     t, h, n, hd = q.shape
     blocks = blocks or default_blocks(n, hd)
     _check_blocks(blocks, n)
-    block_n = padded_keys(n)
     out = torch.empty((t, h, n, hd), dtype=q.dtype, device=q.device)
     lse = torch.empty((t * h, n), dtype=torch.float32, device=q.device)
-    mask = torch.empty((t * h, n, block_n // 32), dtype=torch.int32, device=q.device)
-    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
-        _fwd_kernel[(triton.cdiv(n, blocks.fwd_m), t * h)](
-            q, k, v, out, lse, mask, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
-            h, n, hd, topk, hd ** -0.5, BLOCK_M=blocks.fwd_m, BLOCK_N=block_n,
-            num_warps=max(1, blocks.fwd_m // 16),
-            **_consts(q))
+    mask = torch.empty((t * h, n, padded_keys(n) // 32), dtype=torch.int32, device=q.device)
+    forward_launch(q, k, v, out, lse, mask, topk, blocks)()
     return out, lse, mask
 
 
 def triton_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tensor, lse: Tensor,
                     mask: Tensor, blocks: Optional[Blocks] = None
                     ) -> Tuple[Tensor, Tensor, Tensor]:
-    """dq, dk, dv of the forward that returned ``out``, ``lse``, ``mask``."""
+    """dq, dk, dv (contiguous, in q's dtype) of the forward that returned ``out``, ``lse``,
+    ``mask``: two kernels, no PyTorch pass over the tensors; deterministic."""
     t, h, n, hd = q.shape
     blocks = blocks or default_blocks(n, hd)
     _check_blocks(blocks, n)
-    grad_out = _unit_last(grad_out)
-    delta = (grad_out.float() * out.float()).sum(-1).view(t * h, n)       # rowsum(dO * O)
-    key_blocks = triton.cdiv(n, blocks.bwd_n)
-    # every key block writes all of its partial; atomics add into one zeroed sum
-    dq_parts = (torch.zeros((1, t, h, n, hd), dtype=torch.float32, device=q.device)
-                if blocks.atomic_dq else
-                torch.empty((key_blocks, t, h, n, hd), dtype=torch.float32, device=q.device))
-    dk = torch.empty((t, h, n, hd), dtype=q.dtype, device=q.device)
-    dv = torch.empty_like(dk)
-    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
-        _bwd_kernel[(key_blocks, t * h)](
-            q, k, v, grad_out, dq_parts, dk, dv, lse, delta, mask, *_strides(q), *_strides(k),
-            *_strides(v), *_strides(dk), *_strides(grad_out), *_strides(dq_parts), h, n, hd,
-            hd ** -0.5, mask.shape[-1], ATOMIC=blocks.atomic_dq, BLOCK_M=blocks.bwd_m,
-            BLOCK_N=blocks.bwd_n, num_warps=blocks.bwd_warps, **_consts(q))
-    return dq_parts.sum(0).to(q.dtype), dk, dv
+    dq, dk, dv = (torch.empty((t, h, n, hd), dtype=q.dtype, device=q.device) for _ in range(3))
+    delta = torch.empty((t * h, n), dtype=torch.float32, device=q.device)
+    for launch in backward_launches(q, k, v, _unit_last(out), _unit_last(grad_out), lse, mask,
+                                    dq, dk, dv, delta, blocks):
+        launch()
+    return dq, dk, dv
+
+
+def kth_search(logits: Tensor, topk: int, block_m: int = 64, warps: int = 8
+               ) -> Tuple[Tensor, Tensor]:
+    """The forward kernel's K-th search alone on fp32 ``logits`` (R x N, R a multiple of
+    ``block_m``, N <= 512): (per-row threshold R, rounds per block of ``block_m`` rows, int32).
+    The keep rule is {logits' >= threshold} with logits' = logits with NaN as +inf."""
+    r, n = logits.shape
+    if r % block_m or n > MAX_TOKENS:
+        raise ValueError(f'logits must be R x N with R a multiple of {block_m} and N <= '
+                         f'{MAX_TOKENS}, got {tuple(logits.shape)}')
+    s = logits.float().contiguous()
+    thr = torch.empty(r, dtype=torch.float32, device=s.device)
+    rounds = torch.empty(r // block_m, dtype=torch.int32, device=s.device)
+    Launch(_kth_kernel, (r // block_m, 1), (s, thr, rounds, n, topk, first_probe_z(n, topk)),
+           dict(BLOCK_M=block_m, BLOCK_N=padded_keys(n)), warps)()
+    return thr, rounds
 
 
 # ----------------------------------------------------------------- custom ops and autograd
