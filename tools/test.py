@@ -46,7 +46,7 @@ def build_config(args):
     if not osp.isfile(args.checkpoint):
         raise MissingInputError(f'checkpoint not found: {args.checkpoint}')
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir,
-                      args.tensorboard)
+                      args.vis_backends)
     cfg.load_from = args.checkpoint
     if cfg.get('tta_model'):
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline

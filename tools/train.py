@@ -62,7 +62,7 @@ def parse_args(argv=None):
 
 def build_config(args) -> Config:
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir,
-                      args.tensorboard)
+                      args.vis_backends)
     if args.amp or args.amp_dtype:
         print(configure_amp(cfg, args.amp_dtype), flush=True)
     if args.resume == 'auto':

@@ -10,7 +10,7 @@ import os
 import os.path as osp
 import sys
 import tempfile
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -22,8 +22,9 @@ from .errors import InvalidInputError, MissingInputError
 
 
 def load_config(path: str, cfg_options: Optional[dict], launcher: str,
-                work_dir: Optional[str], tensorboard: bool = False) -> Config:
-    """Read a config, apply ``--cfg-options``, the launcher, the work dir and ``--tensorboard``.
+                work_dir: Optional[str], vis_backends: Sequence[str] = ()) -> Config:
+    """Read a config, apply ``--cfg-options``, the launcher, the work dir and the visualizer
+    backends of ``--tensorboard`` / ``--wandb`` / ``--mlflow`` (:data:`VIS_BACKENDS`).
 
     Work dir: ``work_dir``, else the config's, else ``./work_dirs/<config name>``. Without a
     GPU, distributed runs use gloo and DDP wraps the CPU model without device ids, so
@@ -31,9 +32,6 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     """
     if not osp.isfile(path):
         raise MissingInputError(f'config file not found: {path}')
-    if tensorboard and importlib.util.find_spec('tensorboard') is None:
-        raise InvalidInputError("--tensorboard needs the tensorboard package: .venv/bin/pip "
-                                "install -e '.[tensorboard]'")
     cfg = Config.fromfile(path)
     if cfg_options:
         check_override_keys(cfg, cfg_options, path)
@@ -46,8 +44,8 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
         if launcher != 'none':
             cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
-    if tensorboard:
-        add_tensorboard(cfg)
+    for name in vis_backends:
+        add_vis_backend(cfg, name)
     return cfg
 
 
@@ -155,25 +153,41 @@ def check_work_dir(cfg: Config) -> None:
     probe.close()
 
 
-def add_tensorboard(cfg: Config) -> None:
-    """Add MMEngine's ``TensorboardVisBackend`` to the visualizer (event files go to
-    ``<work_dir>/<timestamp>/vis_data``), keeping the backends the config has."""
+#: ``--NAME`` flag -> (MMEngine visualizer backend, package it needs, how to install it)
+VIS_BACKENDS = {
+    'tensorboard': ('TensorboardVisBackend', 'tensorboard', ".venv/bin/pip install -e "
+                                                            "'.[tensorboard]'"),
+    'wandb': ('WandbVisBackend', 'wandb', '.venv/bin/pip install wandb (then wandb login)'),
+    'mlflow': ('MLflowVisBackend', 'mlflow', '.venv/bin/pip install mlflow'),
+}
+
+
+def add_vis_backend(cfg: Config, name: str) -> None:
+    """Add the MMEngine visualizer backend of ``--name`` (:data:`VIS_BACKENDS`; TensorBoard
+    event files go to ``<work_dir>/<timestamp>/vis_data``), keeping the backends the config
+    has; refused in one line when its package is not installed."""
+    backend, package, install = VIS_BACKENDS[name]
+    if importlib.util.find_spec(package) is None:
+        raise InvalidInputError(f'--{name} needs the {package} package: {install}')
     visualizer = cfg.get('visualizer') or dict(type='Visualizer', name='visualizer',
                                                vis_backends=[dict(type='LocalVisBackend')])
     backends = list(visualizer.get('vis_backends') or [])
-    if not any(b.get('type') == 'TensorboardVisBackend' for b in backends):
-        backends.append(dict(type='TensorboardVisBackend'))
+    if not any(b.get('type') == backend for b in backends):
+        backends.append(dict(type=backend))
     visualizer['vis_backends'] = backends
     cfg.visualizer = visualizer
 
 
 def add_launch_args(parser: argparse.ArgumentParser) -> None:
-    """``--cfg-options``, ``--tensorboard``, ``--allow-partial``, ``--launcher`` and torchrun's
+    """``--cfg-options``, ``--tensorboard`` / ``--wandb`` / ``--mlflow``, ``--allow-partial``,
+    ``--launcher`` and torchrun's
     ``--local-rank`` (tools/train.py and tools/test.py)."""
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='override config entries, e.g. model.backbone.drop_path_rate=0.2')
-    parser.add_argument('--tensorboard', action='store_true',
-                        help='also log to TensorBoard (needs the tensorboard package)')
+    for name, (backend, package, _) in VIS_BACKENDS.items():
+        parser.add_argument(f'--{name}', action='store_true',
+                            help=f'also log to {backend[:-len("VisBackend")]} (needs the '
+                            f'{package} package)')
     parser.add_argument('--allow-partial', action='store_true',
                         help='load a checkpoint (load_from, the test checkpoint) that does not '
                         'cover the model: matching keys only, the mismatch logged as a warning')
@@ -183,9 +197,11 @@ def add_launch_args(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_launch_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse, then export the local rank: MMEngine reads ``LOCAL_RANK``."""
+    """Parse, then export the local rank (MMEngine reads ``LOCAL_RANK``); ``vis_backends``
+    lists the visualizer flags given."""
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    args.vis_backends = [name for name in VIS_BACKENDS if getattr(args, name)]
     return args
 
 

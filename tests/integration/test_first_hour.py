@@ -16,7 +16,7 @@ from mixedae.models import ViT
 from mixedae.utils import launch
 from mixedae.utils.checkpoint import CheckpointError
 from mixedae.utils.errors import InvalidInputError
-from support import ROOT, TINY
+from support import ROOT, TINY, load_tool
 
 ADE_TINY = os.path.join(ROOT,
                         'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
@@ -104,12 +104,15 @@ def test_depth_mismatch_gives_one_line(tmp_path):
     'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py',
     'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py',
     'configs/coco/mask-rcnn_vit-tiny-p8_fpn_1xb2-20iter_coco-synthetic-64.py'])
-def test_tensorboard_backend_is_added_and_builds(config, tmp_path):
+def test_tensorboard_backend_is_added_and_builds(config, tmp_path, monkeypatch):
     from mmengine.registry import VISUALIZERS
+    # the package is optional (not installed here); MMEngine's backend imports it only when it
+    # first writes, so the build below needs none
+    monkeypatch.setattr(launch.importlib.util, 'find_spec', lambda name: object())
     cfg = Config.fromfile(os.path.join(ROOT, config))
     before = [b['type'] for b in (cfg.get('visualizer') or {}).get('vis_backends', [])]
-    launch.add_tensorboard(cfg)
-    launch.add_tensorboard(cfg)  # twice: still one TensorBoard backend
+    launch.add_vis_backend(cfg, 'tensorboard')
+    launch.add_vis_backend(cfg, 'tensorboard')  # twice: still one TensorBoard backend
     types = [b['type'] for b in cfg.visualizer.vis_backends]
     assert types == (before or ['LocalVisBackend']) + ['TensorboardVisBackend']
     vis_cfg = dict(cfg.visualizer, name=f'tb-{os.path.basename(config)}', save_dir=str(tmp_path))
@@ -118,9 +121,23 @@ def test_tensorboard_backend_is_added_and_builds(config, tmp_path):
     assert [type(b).__name__ for b in visualizer._vis_backends.values()] == types
 
 
+@pytest.mark.parametrize('flag, backend, install', [
+    ('wandb', 'WandbVisBackend', r'\.venv/bin/pip install wandb \(then wandb login\)'),
+    ('mlflow', 'MLflowVisBackend', r'\.venv/bin/pip install mlflow')])
+def test_wandb_and_mlflow_flags_add_mmengines_backends(monkeypatch, flag, backend, install):
+    train = load_tool('train')
+    args = train.parse_args([ADE_TINY, f'--{flag}'])
+    assert args.vis_backends == [flag]
+    with pytest.raises(InvalidInputError, match=f'--{flag} needs the {flag} package: {install}'):
+        launch.load_config(ADE_TINY, {}, 'none', None, vis_backends=args.vis_backends)
+    monkeypatch.setattr(launch.importlib.util, 'find_spec', lambda name: object())
+    cfg = launch.load_config(ADE_TINY, {}, 'none', None, vis_backends=args.vis_backends)
+    assert cfg.visualizer.vis_backends[-1] == dict(type=backend)
+
+
 def test_tensorboard_flag_without_the_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(launch.importlib.util, 'find_spec', lambda name: None)
     # a UserInputError: one line and status 2 through the tools, not a traceback
     with pytest.raises(InvalidInputError, match=r"--tensorboard needs the tensorboard package: "
                                                 r"\.venv/bin/pip install -e '\.\[tensorboard\]'"):
-        launch.load_config(ADE_TINY, {}, 'none', None, tensorboard=True)
+        launch.load_config(ADE_TINY, {}, 'none', None, vis_backends=['tensorboard'])
