@@ -161,7 +161,7 @@ def test_collect_aggregates_every_seed_of_a_method(tmp_path):
 
 
 def test_matrix_refuses_runs_that_would_shadow_each_other(tmp_path):
-    matrix = _seeded_matrix(tmp_path, {'mae': [48.0, 48.5]})
+    _seeded_matrix(tmp_path, {'mae': [48.0, 48.5]})
     raw = json.loads((tmp_path / 'matrix.json').read_text())
     raw['runs'][1]['seed'] = 0
     (tmp_path / 'matrix.json').write_text(json.dumps(raw))
