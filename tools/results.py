@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     slurm.add_argument('--cpus-per-task', type=int, default=5,
                        help='CPU cores per task (data loading; default 5)')
     slurm.add_argument('--no-gres', action='store_true',
-                       help='request no GPUs (--gres): a CPU-only cluster')
+                       help='a CPU-only cluster: no --gres, the launchers get GRES= (the '
+                       'tasks run on CPU)')
     slurm.add_argument('--retry-failed', action='store_true',
                        help='submit again the runs whose last job failed')
     return parser.parse_args(argv)

@@ -341,8 +341,11 @@ def _sbatch_common(entry: dict, step: str, opts: SubmitOptions, tasks: int) -> L
 
 
 def _launcher_env(opts: SubmitOptions, tasks: int) -> str:
+    """The launchers' environment: tasks, tasks per node, cores per task; ``GRES=`` (no
+    ``--gres``: CPU tasks) on a CPU-only cluster."""
     per_node = min(opts.gpus_per_node, tasks)
-    return f'GPUS={tasks} GPUS_PER_NODE={per_node} CPUS_PER_TASK={opts.cpus_per_task}'
+    return (f'GPUS={tasks} GPUS_PER_NODE={per_node} CPUS_PER_TASK={opts.cpus_per_task}'
+            + ('' if opts.gres else ' GRES='))
 
 
 def _with_exit_file(entry: dict, step: str, commands: str) -> str:

@@ -80,7 +80,7 @@ def test_train_and_test_jobs(tmp_path, ade_root):
                          '--time=10:00', '--signal=USR1@60']
     wrap = args[-1][len('--wrap='):]
     assert wrap.startswith(f'R=; [ -f {tmp_path}/a/last_checkpoint ] && R=--resume; REQUEUE=1 '
-                           'SIGNAL_LEAD=60 GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1 '
+                           'SIGNAL_LEAD=60 GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1 GRES= '
                            f'tools/slurm_train.sh debug mixedae-a-ade20k {ADE} $R --work-dir '
                            f'{tmp_path}/a --cfg-options')
     assert wrap.endswith(f'; s=$?; echo $s > {tmp_path}/a/slurm_train.exit; exit $s')
@@ -89,6 +89,7 @@ def test_train_and_test_jobs(tmp_path, ade_root):
     assert '--gres=gpu:2' in test and '--account=acc' in test and '--requeue' not in test
     assert '--dependency=afterok:41' in test
     wrap = shlex.split(test[-1][len('--wrap='):].split(';')[0])
+    assert wrap[:3] == ['GPUS=2', 'GPUS_PER_NODE=2', 'CPUS_PER_TASK=1']   # GPUs: no GRES=
     assert wrap[3:9] == ['tools/slurm_test.sh', 'debug', 'mixedae-a-ade20k', ADE,
                          f'$(cat {tmp_path}/a/last_checkpoint)', '--work-dir']
     assert wrap[wrap.index('--out-metrics') + 1] == f'{tmp_path}/a.json'
