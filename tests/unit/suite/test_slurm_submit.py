@@ -245,3 +245,22 @@ def test_the_tool_without_sbatch_exits_2_with_one_line(tmp_path, ade_root):
     assert out.stderr == ('error: sbatch not found on PATH: run results.py submit on a Slurm '
                           'login node (or use results.py run on one machine)\n')
     assert not os.path.exists(tmp_path / 'a')
+
+
+def test_shipped_slurm_matrix_pretrains_mixedae_before_its_transfer_runs():
+    matrix = load_matrix(REPO.path('configs/matrix_vit-b16_slurm.json'))
+    assert matrix['runs'] == load_matrix(REPO.path('configs/matrix_vit-b16.json'))['runs']
+    [pre] = matrix['pretrain']
+    waiting = [r['task'] for r in matrix['runs'] if r.get('checkpoint') == pre['checkpoint']]
+    assert waiting == ['ade20k', 'coco'] and pre['train_args'] == '--amp'
+    opts = SubmitOptions(partition='p', time='24:00:00')
+    args = train_job_args(pre, opts)
+    assert '--nodes=1' in args and '--ntasks-per-node=8' in args and '--gres=gpu:8' in args
+    assert '--signal=USR1@120' in args and '--time=24:00:00' in args
+    assert (f'GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 tools/slurm_train.sh p '
+            f'mixedae-pretrain-mixedae {pre["config"]} $R --work-dir {pre["work_dir"]} --amp && '
+            f'.venv/bin/python tools/convert_checkpoint.py "$(cat {pre["work_dir"]}/'
+            f'last_checkpoint)" pretrain/mixedae_vit-b16_backbone.pth --src-format mixedae; '
+            's=$?') in args[-1]
+    two_nodes = train_job_args(dict(pre, nodes=2), opts)
+    assert '--nodes=2' in two_nodes and 'GPUS=16 GPUS_PER_NODE=8' in two_nodes[-1]
