@@ -293,14 +293,16 @@ def last_checkpoint_arg(work_dir: str) -> str:
 
 def convert_command(entry: dict) -> str:
     """The conversion of a pretraining entry's last checkpoint to its backbone checkpoint."""
-    return (f'.venv/bin/python tools/convert_checkpoint.py {last_checkpoint_arg(entry["work_dir"])} '
+    return ('.venv/bin/python tools/convert_checkpoint.py '
+            f'{last_checkpoint_arg(entry["work_dir"])} '
             f'{shlex.quote(entry["checkpoint"])} --src-format {entry["src_format"]}')
 
 
 def run_commands(run: dict, gpus: int, resume: bool = False) -> List[str]:
     """The dist_train / dist_test command lines of one run (``resume``: ``--resume``); of a
     pretraining entry, its dist_train and conversion lines."""
-    train = f'tools/dist_train.sh {shlex.quote(run["config"])} {gpus} {train_arguments(run, resume)}'
+    train = (f'tools/dist_train.sh {shlex.quote(run["config"])} {gpus} '
+             f'{train_arguments(run, resume)}')
     if 'name' in run:
         return [train, convert_command(run)]
     return [train, f'tools/dist_test.sh {shlex.quote(run["config"])} '

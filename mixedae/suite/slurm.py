@@ -140,7 +140,11 @@ class Slurm:
         self._run = run
 
     def call(self, *argv: str) -> subprocess.CompletedProcess:
-        return self._run(list(argv), env=self.env, capture_output=True, text=True)
+        try:
+            return self._run(list(argv), env=self.env, capture_output=True, text=True)
+        except FileNotFoundError as err:
+            raise UserInputError(f'{argv[0]} not found on PATH: run results.py submit / status '
+                                 'on a Slurm login node') from err
 
     def partitions(self) -> List[str]:
         out = self.call('sinfo', '-h', '-o', '%R')
@@ -226,8 +230,8 @@ def progress(log_path: str) -> str:
     with open(log_path, 'rb') as f:
         f.seek(max(0, os.path.getsize(log_path) - 65536))
         text = f.read().decode('utf-8', 'replace')
-    found = re.findall(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]|Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/(\d+)\]',
-                       text)
+    found = re.findall(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]'
+                       r'|Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/(\d+)\]', text)
     if not found:
         return ''
     it, total, epoch, ep_it, ep_total = found[-1]
@@ -340,12 +344,17 @@ def _sbatch_common(entry: dict, step: str, opts: SubmitOptions, tasks: int) -> L
     return args
 
 
+#: the rendezvous port of a job's processes, unless MASTER_PORT is set: one per job id, so
+#: that jobs sharing a node do not collide (sh arithmetic, evaluated in the job)
+JOB_PORT = '${MASTER_PORT:-$((29500 + SLURM_JOB_ID % 20000))}'
+
+
 def _launcher_env(opts: SubmitOptions, tasks: int) -> str:
-    """The launchers' environment: tasks, tasks per node, cores per task; ``GRES=`` (no
-    ``--gres``: CPU tasks) on a CPU-only cluster."""
+    """The launchers' environment: tasks, tasks per node, cores per task, the rendezvous port
+    (:data:`JOB_PORT`); ``GRES=`` (no ``--gres``: CPU tasks) on a CPU-only cluster."""
     per_node = min(opts.gpus_per_node, tasks)
-    return (f'GPUS={tasks} GPUS_PER_NODE={per_node} CPUS_PER_TASK={opts.cpus_per_task}'
-            + ('' if opts.gres else ' GRES='))
+    return (f'GPUS={tasks} GPUS_PER_NODE={per_node} CPUS_PER_TASK={opts.cpus_per_task} '
+            f'MASTER_PORT={JOB_PORT}' + ('' if opts.gres else ' GRES='))
 
 
 def _with_exit_file(entry: dict, step: str, commands: str) -> str:

@@ -4,6 +4,7 @@ re-running submit adds no job; the refusals that need a cluster (an unknown part
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -61,7 +62,15 @@ def on_cluster(slurm_cluster, monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv('SIGNAL_LEAD', '60')
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '')
+    for name in ('MASTER_PORT', 'PORT'):     # the jobs' and results.py run's rendezvous ports
+        monkeypatch.setenv(name, str(free_port()))
     return slurm_cluster
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
 
 
 def tool_lines(capsys, *argv):
@@ -102,8 +111,8 @@ def test_readme_matrix_submitted_followed_and_collected(on_cluster, quick, capsy
         if state in ('done', 'failed'):
             break
         time.sleep(1)
-    logs = ''.join((folder / 'slurm/ade20k' / f'slurm_{s}.log').read_text()[-3000:]
-                   for s in ('train', 'test') if (folder / 'slurm/ade20k' / f'slurm_{s}.log').exists())
+    logs = [folder / 'slurm/ade20k' / f'slurm_{step}.log' for step in ('train', 'test')]
+    logs = ''.join(log.read_text()[-3000:] for log in logs if log.exists())
     assert seen[-1] == 'done', f'{seen}: {lines}\n{logs}'
     assert seen[0] in ('pending', 'running') and 'running' in seen, seen
     assert set(seen) <= {'pending', 'running', 'done'}, seen

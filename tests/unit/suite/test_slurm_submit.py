@@ -11,7 +11,7 @@ import pytest
 
 from support import REPO, load_tool
 from mixedae.suite.results import load_matrix
-from mixedae.suite.slurm import (Job, Slurm, SubmitOptions, entry_status, parse_sacct,
+from mixedae.suite.slurm import (JOB_PORT, Job, Slurm, SubmitOptions, entry_status, parse_sacct,
                                  parse_scontrol_job, parse_squeue, parse_time_limit, progress,
                                  read_record, submit_matrix, submit_problems, eval_job_args,
                                  train_job_args)
@@ -80,7 +80,8 @@ def test_train_and_test_jobs(tmp_path, ade_root):
                          '--time=10:00', '--signal=USR1@60']
     wrap = args[-1][len('--wrap='):]
     assert wrap.startswith(f'R=; [ -f {tmp_path}/a/last_checkpoint ] && R=--resume; REQUEUE=1 '
-                           'SIGNAL_LEAD=60 GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1 GRES= '
+                           'SIGNAL_LEAD=60 GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1 MASTER_PORT='
+                           '${MASTER_PORT:-$((29500 + SLURM_JOB_ID % 20000))} GRES= '
                            f'tools/slurm_train.sh debug mixedae-a-ade20k {ADE} $R --work-dir '
                            f'{tmp_path}/a --cfg-options')
     assert wrap.endswith(f'; s=$?; echo $s > {tmp_path}/a/slurm_train.exit; exit $s')
@@ -89,8 +90,10 @@ def test_train_and_test_jobs(tmp_path, ade_root):
     assert '--gres=gpu:2' in test and '--account=acc' in test and '--requeue' not in test
     assert '--dependency=afterok:41' in test
     wrap = shlex.split(test[-1][len('--wrap='):].split(';')[0])
-    assert wrap[:3] == ['GPUS=2', 'GPUS_PER_NODE=2', 'CPUS_PER_TASK=1']   # GPUs: no GRES=
-    assert wrap[3:9] == ['tools/slurm_test.sh', 'debug', 'mixedae-a-ade20k', ADE,
+    assert wrap[:3] == ['GPUS=2', 'GPUS_PER_NODE=2', 'CPUS_PER_TASK=1']
+    at = wrap.index('tools/slurm_test.sh')
+    assert wrap[3].startswith('MASTER_PORT=') and not any(w.startswith('GRES') for w in wrap)
+    assert wrap[at:at + 6] == ['tools/slurm_test.sh', 'debug', 'mixedae-a-ade20k', ADE,
                          f'$(cat {tmp_path}/a/last_checkpoint)', '--work-dir']
     assert wrap[wrap.index('--out-metrics') + 1] == f'{tmp_path}/a.json'
 
@@ -195,7 +198,8 @@ def test_status_from_slurm_and_from_the_runs_files(tmp_path, ade_root):
     assert entry_status(run, jobs).line('a') == ('a: running, train job 5, iteration 7/40, '
                                                  'requeued 2 times')
     jobs['5'] = Job('5', 'PENDING', 1, reason='BeginTime')
-    assert entry_status(run, jobs).line('a') == 'a: pending, train job 5 (BeginTime), requeued 1 time'
+    assert entry_status(run, jobs).line('a') == ('a: pending, train job 5 (BeginTime), '
+                                                 'requeued 1 time')
     jobs['5'] = Job('5', 'COMPLETED', 1, '0:0')
     jobs['6'] = Job('6', 'RUNNING')
     assert entry_status(run, jobs).line('a') == 'a: running, test job 6'
@@ -257,10 +261,15 @@ def test_shipped_slurm_matrix_pretrains_mixedae_before_its_transfer_runs():
     args = train_job_args(pre, opts)
     assert '--nodes=1' in args and '--ntasks-per-node=8' in args and '--gres=gpu:8' in args
     assert '--signal=USR1@120' in args and '--time=24:00:00' in args
-    assert (f'GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 tools/slurm_train.sh p '
+    assert (f'GPUS=8 GPUS_PER_NODE=8 CPUS_PER_TASK=5 MASTER_PORT={JOB_PORT} '
+            'tools/slurm_train.sh p '
             f'mixedae-pretrain-mixedae {pre["config"]} $R --work-dir {pre["work_dir"]} --amp && '
             f'.venv/bin/python tools/convert_checkpoint.py "$(cat {pre["work_dir"]}/'
             f'last_checkpoint)" pretrain/mixedae_vit-b16_backbone.pth --src-format mixedae; '
             's=$?') in args[-1]
     two_nodes = train_job_args(dict(pre, nodes=2), opts)
     assert '--nodes=2' in two_nodes and 'GPUS=16 GPUS_PER_NODE=8' in two_nodes[-1]
+    # the port a job's processes meet on is the job's own
+    port = subprocess.run(['sh', '-c', f'echo {JOB_PORT}'], env=dict(SLURM_JOB_ID='20123'),
+                          capture_output=True, text=True).stdout
+    assert port == '29623\n'
