@@ -1,10 +1,15 @@
 """What several test modules share: the repository root, the tools, tiny model sizes, the tiny
-configs and pointing a config at a data root. (Fixtures live in conftest.py.)"""
+configs, pointing a config at a data root and comparing checkpoints bit for bit. (Fixtures
+live in conftest.py.)"""
 import importlib.util
 import os
 from typing import List
 
+import numpy as np
+import torch
+
 from mixedae.suite.repo import Repo
+from mixedae.utils.checkpoint import load_checkpoint_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = Repo(ROOT)
@@ -26,3 +31,30 @@ def data_root_options(root: str) -> List[str]:
     """``--cfg-options`` pointing the train, val and test datasets of a config at ``root``."""
     return [f'{loader}.dataset.data_root={root}'
             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+
+
+def tensors(obj, prefix=''):
+    """Every tensor / array of a checkpoint entry, by path."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    if isinstance(obj, np.ndarray):
+        return {prefix: torch.from_numpy(obj)}
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return {}
+    out = {}
+    for k, v in items:
+        out.update(tensors(v, f'{prefix}/{k}'))
+    return out
+
+
+def assert_identical(ckpt_a, ckpt_b, context):
+    a, b = load_checkpoint_file(ckpt_a), load_checkpoint_file(ckpt_b)
+    for entry in ('state_dict', 'optimizer', 'rng_state'):
+        ta, tb = tensors(a[entry]), tensors(b[entry])
+        assert ta.keys() == tb.keys() and ta, (context, entry)
+        differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
+        assert not differ, f'{context}: {len(differ)} {entry} tensors differ, e.g. {differ[:3]}'

@@ -3,7 +3,7 @@
 # launch of a tool on several processes.
 #   tools/_launch.sh torchrun GPUS TOOL.py ARGS...      (NNODES, NODE_RANK, MASTER_ADDR, PORT)
 #   tools/_launch.sh slurm PARTITION JOB_NAME TOOL.py ARGS...
-#                                        (GPUS, GPUS_PER_NODE, CPUS_PER_TASK, SRUN_ARGS)
+#                                  (GPUS, GPUS_PER_NODE, GRES, CPUS_PER_TASK, SRUN_ARGS)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PY="${PYTHON:-$HERE/../.venv/bin/python}"
@@ -25,12 +25,20 @@ TORCHRUN_ENV='Environment (torchrun launchers):
 SLURM_ENV='Environment (Slurm launchers):
   GPUS                  total number of GPUs (= tasks) for the job (default 8)
   GPUS_PER_NODE         GPUs (= tasks) per node (default 8); nodes used = GPUS / GPUS_PER_NODE
+  GRES                  generic resources per node, srun --gres (default gpu:GPUS_PER_NODE).
+                        On a CPU cluster set it empty (GRES=): no --gres, the tasks run on
+                        CPU (gloo) and GPUS / GPUS_PER_NODE count tasks
   CPUS_PER_TASK         CPU cores per task, used by the data loader workers (default 5)
   SRUN_ARGS             extra srun options, e.g. "--quotatype=spot" or "--time=72:00:00"
-  SIGNAL_LEAD           slurm_train.sh: seconds before the time limit at which Slurm sends
-                        SIGUSR1 to every task, which saves and exits 75 (default 120; 0: none)
+  SIGNAL_LEAD           slurm_train.sh run outside an allocation: seconds before the time
+                        limit at which Slurm sends SIGUSR1 to every task, which saves and exits
+                        75 (srun --signal; default 120; 0: none). Inside an sbatch job srun
+                        cannot ask for it: submit with sbatch --signal=USR1@SECONDS instead
   REQUEUE               slurm_train.sh inside an sbatch job: 1 requeues the job when the run
                         stops on a preemption signal (exit 75); a requeued job adds --resume
+  MASTER_PORT           TCP port of the process group on the first node (default 29500); set a
+                        free one when two jobs share a node
+  OMP_NUM_THREADS       threads per task (default 1, as torchrun sets it)
   PYTHON                interpreter (default .venv/bin/python, else python on PATH)
 Slurm chooses the GPUs: CUDA_VISIBLE_DEVICES is set by Slurm for each task.'
 
@@ -118,8 +126,14 @@ case "$MODE" in
            "PATH). Without Slurm use tools/dist_train.sh / tools/dist_test.sh." >&2
       exit 127
     fi
-    exec srun -p "$PARTITION" --job-name="$JOB_NAME" \
-        --gres=gpu:"$GPUS_PER_NODE" --ntasks="${GPUS:-8}" --ntasks-per-node="$GPUS_PER_NODE" \
+    # torchrun's default: without it every CPU task starts a thread per core (srun does not
+    # bind tasks to cores here), and the ranks' threads fight over the cores
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+    GRES=${GRES-gpu:$GPUS_PER_NODE}   # unset: GPUs; set empty: a CPU cluster
+    GRES_ARGS=()
+    [[ -z $GRES ]] || GRES_ARGS=(--gres="$GRES")
+    exec srun -p "$PARTITION" --job-name="$JOB_NAME" "${GRES_ARGS[@]}" \
+        --ntasks="${GPUS:-8}" --ntasks-per-node="$GPUS_PER_NODE" \
         --cpus-per-task="${CPUS_PER_TASK:-5}" --kill-on-bad-exit=1 ${SRUN_ARGS:-} \
         "$PY" -u "$HERE/$TOOL" "$@" --launcher slurm ;;
   -h|--help)

@@ -2,7 +2,7 @@
 # Evaluation on a Slurm cluster, one task per GPU; run with --help for the arguments and environment.
 set -euo pipefail
 source "$(dirname "$0")/_launch.sh"
-usage_or_die 4 "usage: [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS=...] \\
+usage_or_die 4 "usage: [GPUS=8] [GPUS_PER_NODE=8] [GRES=gpu:8] [CPUS_PER_TASK=5] [SRUN_ARGS=...] \\
     tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
 
 Evaluates CHECKPOINT with CONFIG on GPUS GPUs of a Slurm cluster (srun, one task per GPU).

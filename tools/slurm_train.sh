@@ -2,7 +2,7 @@
 # Training on a Slurm cluster, one task per GPU; run with --help for the arguments and environment.
 set -euo pipefail
 source "$(dirname "$0")/_launch.sh"
-usage_or_die 3 "usage: [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS=...] \\
+usage_or_die 3 "usage: [GPUS=8] [GPUS_PER_NODE=8] [GRES=gpu:8] [CPUS_PER_TASK=5] [SRUN_ARGS=...] \\
     [SIGNAL_LEAD=120] [REQUEUE=1] tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] \\
     [train.py args...]
 
@@ -14,9 +14,10 @@ Trains CONFIG on GPUS GPUs of a Slurm cluster (srun, one task per GPU). Run it o
   train.py args, e.g. --amp, --resume, --cfg-options KEY=VALUE
 Preemption: Slurm's SIGTERM (preemption) or SIGUSR1 (sent SIGNAL_LEAD seconds before the time
 limit) makes every task finish its iteration, save a checkpoint and exit 75. Submitted with
-sbatch --requeue --wrap 'tools/slurm_train.sh ...' and REQUEUE=1, the job then requeues itself,
-and a requeued job (or one Slurm requeued after preempting it) resumes from the work dir's last
-checkpoint." \
+sbatch --requeue --signal=USR1@120 --wrap 'tools/slurm_train.sh ...' and REQUEUE=1, the job
+then requeues itself, and a requeued job (or one Slurm requeued after preempting it) resumes
+from the work dir's last checkpoint. (Inside an sbatch job srun cannot ask for the signal:
+sbatch --signal does, SIGNAL_LEAD must be left unset.)" \
     "$SLURM_ENV" -- "$@"
 PARTITION=$1
 JOB_NAME=$2
@@ -32,13 +33,22 @@ if [[ ${REQUEUE:-0} == 1 && -z ${SLURM_JOB_ID:-} ]]; then
        '--requeue (SLURM_JOB_ID is not set here)' >&2
   exit 2
 fi
-if [[ ${SIGNAL_LEAD:-120} != 0 ]]; then
+if [[ -n ${SLURM_JOB_ID:-} && -n ${SIGNAL_LEAD:-} && $SIGNAL_LEAD != 0 ]]; then
+  echo "error: SIGNAL_LEAD=$SIGNAL_LEAD does nothing inside Slurm job $SLURM_JOB_ID (srun" \
+       "--signal applies only when srun creates the allocation); submit the job with" \
+       "sbatch --signal=USR1@$SIGNAL_LEAD and leave SIGNAL_LEAD unset" >&2
+  exit 2
+fi
+if [[ -z ${SLURM_JOB_ID:-} && ${SIGNAL_LEAD:-120} != 0 ]]; then
   export SRUN_ARGS="--signal=USR1@${SIGNAL_LEAD:-120} ${SRUN_ARGS:-}"
 fi
 RESUME_ARGS=()
 if [[ ${SLURM_RESTART_COUNT:-0} != 0 && " $* " != *" --resume"* ]]; then
   RESUME_ARGS=(--resume)   # a requeued job continues from last_checkpoint
 fi
+# In a batch job Slurm's SIGTERM (scancel --full, preemption) also reaches this shell: it waits
+# for the tasks, which save and exit 75, instead of dying before it can requeue the job.
+trap 'echo "slurm_train.sh: SIGTERM received; waiting for the tasks to save" >&2' TERM
 "$(dirname "$0")/_launch.sh" slurm "$PARTITION" "$JOB_NAME" train.py "$CONFIG" \
     "${WORK_DIR_ARGS[@]}" "${RESUME_ARGS[@]}" "$@" && STATUS=0 || STATUS=$?
 if [[ $STATUS == 75 && ${REQUEUE:-0} == 1 ]]; then

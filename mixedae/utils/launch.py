@@ -6,8 +6,9 @@ import importlib.util
 import logging
 import os
 import os.path as osp
+import subprocess
 import sys
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -80,19 +81,58 @@ def parse_launch_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Na
 
 
 def init_cpu_distributed(launcher: str) -> None:
-    """Start the gloo process group for torchrun-launched CPU processes.
+    """Start the gloo process group for CPU processes started by torchrun or by srun.
 
     MMEngine's own initialisation calls ``torch.cuda.set_device``, which fails without a GPU;
-    the Runner skips it when a process group already exists.
+    the Runner skips it when a process group already exists. Under srun (``--launcher slurm``)
+    the rank, world size and master address come from Slurm's variables
+    (:func:`slurm_process_env`).
     """
     if launcher == 'none' or torch.cuda.is_available():
         return
-    if launcher != 'pytorch':
+    if launcher not in ('pytorch', 'slurm'):
         raise InvalidInputError(f'--launcher {launcher} needs GPUs; on CPU use --launcher pytorch '
-                         '(tools/dist_train.sh)')
+                                '(tools/dist_train.sh) or slurm (tools/slurm_train.sh)')
     import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group(backend='gloo')
+    if dist.is_initialized():
+        return
+    if launcher == 'slurm':
+        os.environ.update(slurm_process_env(os.environ, first_slurm_host))
+    dist.init_process_group(backend='gloo')
+
+
+#: the variables srun sets for each task that --launcher slurm reads.
+SLURM_TASK_VARS = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID', 'SLURM_NODELIST')
+
+
+def slurm_process_env(environ: Mapping[str, str],
+                      first_host: Callable[[str], str]) -> Dict[str, str]:
+    """torch.distributed's ``env://`` variables for a task that srun started, read from Slurm's
+    as MMEngine's slurm launcher reads them: RANK = SLURM_PROCID, WORLD_SIZE = SLURM_NTASKS,
+    LOCAL_RANK = SLURM_LOCALID, MASTER_ADDR = the first host of SLURM_NODELIST
+    (``first_host(nodelist)``) unless MASTER_ADDR is set, MASTER_PORT as set, else 29500."""
+    missing = [name for name in SLURM_TASK_VARS if not environ.get(name)]
+    if missing:
+        raise InvalidInputError(f'--launcher slurm: {", ".join(missing)} not set; start the '
+                                'processes with srun (tools/slurm_train.sh, '
+                                'tools/slurm_test.sh) or use --launcher pytorch')
+    return dict(RANK=environ['SLURM_PROCID'], WORLD_SIZE=environ['SLURM_NTASKS'],
+                LOCAL_RANK=environ['SLURM_LOCALID'],
+                MASTER_ADDR=environ.get('MASTER_ADDR') or first_host(environ['SLURM_NODELIST']),
+                MASTER_PORT=environ.get('MASTER_PORT') or '29500')
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """The first host name of a Slurm node list (``node[1-4]`` -> ``node1``), by
+    ``scontrol show hostnames``."""
+    out = subprocess.run(['scontrol', 'show', 'hostnames', nodelist], capture_output=True,
+                         text=True)
+    hosts = out.stdout.split()
+    if out.returncode != 0 or not hosts:
+        raise InvalidInputError(f'scontrol show hostnames {nodelist} failed: '
+                                f'{out.stderr.strip() or "no host"}; set MASTER_ADDR to the '
+                                'first node of the job')
+    return hosts[0]
 
 
 def close_distributed(status: int) -> int:

@@ -7,13 +7,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-import torch
 
 from mixedae.datasets.synthetic import write_dataset
-from mixedae.utils.checkpoint import load_checkpoint_file
-from support import ROOT
+from support import ROOT, assert_identical
 
 pytestmark = pytest.mark.slow   # tools/train.py in subprocesses
 
@@ -39,33 +36,6 @@ def train(config, work_dir, options, resume=None, wait_for=None):
     proc.wait()
     assert (work_dir / wait_for).exists(), f'the run never saved {wait_for}'
     return None
-
-
-def tensors(obj, prefix=''):
-    """Every tensor / array of a checkpoint entry, by path."""
-    if isinstance(obj, torch.Tensor):
-        return {prefix: obj}
-    if isinstance(obj, np.ndarray):
-        return {prefix: torch.from_numpy(obj)}
-    if isinstance(obj, dict):
-        items = obj.items()
-    elif isinstance(obj, (list, tuple)):
-        items = enumerate(obj)
-    else:
-        return {}
-    out = {}
-    for k, v in items:
-        out.update(tensors(v, f'{prefix}/{k}'))
-    return out
-
-
-def assert_identical(ckpt_a, ckpt_b, context):
-    a, b = load_checkpoint_file(ckpt_a), load_checkpoint_file(ckpt_b)
-    for entry in ('state_dict', 'optimizer', 'rng_state'):
-        ta, tb = tensors(a[entry]), tensors(b[entry])
-        assert ta.keys() == tb.keys() and ta, (context, entry)
-        differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
-        assert not differ, f'{context}: {len(differ)} {entry} tensors differ, e.g. {differ[:3]}'
 
 
 def test_pretraining_resumes_bit_exactly(tmp_path, images):

@@ -1,4 +1,6 @@
-"""The shell launchers explain themselves and pass the right arguments on (no GPU, no Slurm)."""
+"""The shell launchers explain themselves, check their input and pass the right arguments on
+(no GPU, no Slurm). The Slurm launchers run for real on a test cluster in tests/slurm (make
+test-slurm); the stand-in srun here only shows what one node cannot: a multi-node launch."""
 import os
 import signal
 import subprocess
@@ -15,7 +17,8 @@ LAUNCHERS = {  # script: (minimum arguments, arguments it names in its usage)
     'slurm_test.sh': (4, ['PARTITION', 'JOB_NAME', 'CONFIG', 'CHECKPOINT']),
 }
 TORCHRUN_VARS = ['CUDA_VISIBLE_DEVICES', 'NNODES', 'NODE_RANK', 'MASTER_ADDR', 'PORT']
-SLURM_VARS = ['GPUS', 'GPUS_PER_NODE', 'CPUS_PER_TASK', 'SRUN_ARGS', 'SIGNAL_LEAD', 'REQUEUE']
+SLURM_VARS = ['GPUS', 'GPUS_PER_NODE', 'GRES', 'CPUS_PER_TASK', 'SRUN_ARGS', 'SIGNAL_LEAD',
+              'REQUEUE', 'MASTER_PORT', 'OMP_NUM_THREADS']
 
 
 def launch(script, *args, env=None):
@@ -64,6 +67,7 @@ def cfg(tmp_path):
 
 
 def test_missing_config_fails_before_torchrun_or_srun(tmp_path):
+    # the stand-ins only print, so that any launch would show in stdout
     env = dict(PYTHON=fake_python(tmp_path), PATH=f'{tmp_path}:{os.environ["PATH"]}')
     (tmp_path / 'srun').write_text('#!/usr/bin/env bash\necho srun ran\n')
     (tmp_path / 'srun').chmod(0o755)
@@ -124,61 +128,55 @@ def test_torchrun_arguments(tmp_path, cfg):
                         '--launcher', 'pytorch']
 
 
-def test_slurm_arguments(tmp_path, cfg):
+def fake_srun(tmp_path):
+    """An srun stand-in that prints its arguments, one per line, and an interpreter that does
+    the same: the environment for slurm_*.sh."""
     (tmp_path / 'srun').write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
     (tmp_path / 'srun').chmod(0o755)
-    py = fake_python(tmp_path)
-    env = dict(PATH=f'{tmp_path}:{os.environ["PATH"]}', PYTHON=py, GPUS='16',
-               GPUS_PER_NODE='8', CPUS_PER_TASK='4', SRUN_ARGS='--time=1:00:00')
+    return dict(PATH=f'{tmp_path}:{os.environ["PATH"]}', PYTHON=fake_python(tmp_path))
+
+
+def test_slurm_multi_node_arguments(tmp_path, cfg):
+    # Two nodes of eight GPUs: the test cluster (tests/slurm) has one node and no GPU, so the
+    # composition of a multi-node GPU launch is shown with a stand-in srun.
+    env = {**fake_srun(tmp_path), 'GPUS': '16', 'GPUS_PER_NODE': '8', 'CPUS_PER_TASK': '4',
+           'SRUN_ARGS': '--time=1:00:00'}
+    py, train = env['PYTHON'], os.path.join(ROOT, 'tools', 'train.py')
     out = launch('slurm_train.sh', 'part', 'job', cfg, 'work', '--amp', env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         '-p', 'part', '--job-name=job', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
         '--cpus-per-task=4', '--kill-on-bad-exit=1', '--signal=USR1@120', '--time=1:00:00',
-        py, '-u', os.path.join(ROOT, 'tools', 'train.py'), cfg, '--work-dir', 'work', '--amp',
-        '--launcher', 'slurm']
-
-
-def fake_slurm(tmp_path, srun_status=0):
-    """srun printing its arguments and exiting ``srun_status``; scontrol recording its own."""
-    (tmp_path / 'srun').write_text(
-        f'#!/usr/bin/env bash\nprintf "%s\\n" "$@"\nexit {srun_status}\n')
-    (tmp_path / 'scontrol').write_text(
-        f'#!/usr/bin/env bash\necho "$@" > {tmp_path}/scontrol.args\n')
-    for tool in ('srun', 'scontrol'):
-        (tmp_path / tool).chmod(0o755)
-    return dict(PATH=f'{tmp_path}:{os.environ["PATH"]}', PYTHON=fake_python(tmp_path))
-
-
-def test_slurm_signal_lead_and_automatic_resume(tmp_path, cfg):
-    env = fake_slurm(tmp_path)
-    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SIGNAL_LEAD': '300'})
+        py, '-u', train, cfg, '--work-dir', 'work', '--amp', '--launcher', 'slurm']
+    # a typed GPU, another signal lead, none
+    out = launch('slurm_train.sh', 'part', 'job', cfg, env={**env, 'GRES': 'gpu:a100:8',
+                                                            'SIGNAL_LEAD': '300'})
+    assert out.stdout.splitlines()[3:4] == ['--gres=gpu:a100:8']
     assert '--signal=USR1@300' in out.stdout.splitlines()
-    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SIGNAL_LEAD': '0'})
+    out = launch('slurm_train.sh', 'part', 'job', cfg, env={**env, 'SIGNAL_LEAD': '0'})
     assert out.returncode == 0 and '--signal' not in out.stdout
-    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SIGNAL_LEAD': 'soon'})
-    assert out.returncode == 2
-    assert "SIGNAL_LEAD must be a number of seconds, got 'soon'" in out.stderr
-    out = launch('slurm_train.sh', 'p', 'j', cfg, 'w', '--amp',
-                 env={**env, 'SLURM_RESTART_COUNT': '2'})
+    # a requeued job resumes; a command that already resumes is left as it is
+    restarted = {**env, 'SLURM_RESTART_COUNT': '2', 'SLURM_JOB_ID': '42'}
+    out = launch('slurm_train.sh', 'p', 'j', cfg, 'w', '--amp', env=restarted)
     assert out.stdout.splitlines()[-7:] == [cfg, '--work-dir', 'w', '--resume', '--amp',
                                             '--launcher', 'slurm']
-    out = launch('slurm_train.sh', 'p', 'j', cfg, '--resume', 'x.pth',
-                 env={**env, 'SLURM_RESTART_COUNT': '2'})
+    out = launch('slurm_train.sh', 'p', 'j', cfg, '--resume', 'x.pth', env=restarted)
     assert out.stdout.splitlines().count('--resume') == 1
 
 
-def test_slurm_requeue_on_preemption(tmp_path, cfg):
-    env = {**fake_slurm(tmp_path, srun_status=75), 'REQUEUE': '1'}
-    out = launch('slurm_train.sh', 'p', 'j', cfg, env=env)
-    assert out.returncode == 2 and 'REQUEUE=1 requeues the sbatch job' in out.stderr
-    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SLURM_JOB_ID': '4242'})
-    assert out.returncode == 75 and 'requeueing Slurm job 4242' in out.stderr
-    assert (tmp_path / 'scontrol.args').read_text() == 'requeue 4242\n'
-    (tmp_path / 'scontrol.args').unlink()
-    ok = {**fake_slurm(tmp_path, srun_status=0), 'REQUEUE': '1', 'SLURM_JOB_ID': '4242'}
-    assert launch('slurm_train.sh', 'p', 'j', cfg, env=ok).returncode == 0
-    assert not (tmp_path / 'scontrol.args').exists()
+def test_slurm_train_input_errors(tmp_path, cfg):
+    env = fake_srun(tmp_path)
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SIGNAL_LEAD': 'soon'})
+    assert out.returncode == 2 and out.stdout == ''
+    assert "SIGNAL_LEAD must be a number of seconds, got 'soon'" in out.stderr
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'REQUEUE': '1'})
+    assert out.returncode == 2 and out.stdout == ''
+    assert 'REQUEUE=1 requeues the sbatch job' in out.stderr
+    # inside a job srun cannot ask for the signal (it would be ignored): sbatch must
+    out = launch('slurm_train.sh', 'p', 'j', cfg, env={**env, 'SLURM_JOB_ID': '42',
+                                                      'SIGNAL_LEAD': '90'})
+    assert out.returncode == 2 and out.stdout == ''
+    assert 'submit the job with sbatch --signal=USR1@90 and leave SIGNAL_LEAD unset' in out.stderr
 
 
 def test_torchrun_launcher_forwards_preemption_signals_to_the_ranks(tmp_path, cfg):

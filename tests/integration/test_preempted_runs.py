@@ -12,8 +12,8 @@ import pytest
 
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.engine.hooks import EXIT_PREEMPTED
-from support import ROOT
-from test_exact_resume import ADE, PRETRAIN, assert_identical, train
+from support import ROOT, assert_identical
+from test_exact_resume import ADE, PRETRAIN, train
 
 pytestmark = pytest.mark.slow   # tools/train.py in subprocesses
 

@@ -18,9 +18,13 @@ How the cluster is made private and quick: ``tests/slurm/slurm_testcluster.py``.
 """
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from slurm_testcluster import ClusterUnavailable, new_folder, start_cluster, stop_cluster
+
+from support import ROOT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -48,3 +52,17 @@ def slurm_cluster(request):
         print(f'\nSlurm test cluster kept for its logs: {folder}')
     else:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def ade_options(tmp_path_factory):
+    """``--cfg-options`` for the tiny ADE20K config on generated data (12 train, 2 val
+    scenes, tools/make_synthetic_data.py), logging every iteration."""
+    out = tmp_path_factory.mktemp('data') / 'synthetic'
+    done = subprocess.run([sys.executable, 'tools/make_synthetic_data.py', str(out),
+                           '--num-train', '12', '--num-val', '2'], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    root = out / 'ade'
+    return [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')
+            ] + ['default_hooks.logger.interval=1']

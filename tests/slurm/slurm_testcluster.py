@@ -59,16 +59,17 @@ class SlurmCluster:
         return {name: proc.pid for name, proc in self.procs.items()}
 
     def run(self, args: List[str], check: bool = True, timeout: float = 60,
-            **kwargs) -> subprocess.CompletedProcess:
-        """Run a Slurm client (``['squeue', ...]``) on this cluster; its output as text."""
-        out = subprocess.run(args, env=self.env, capture_output=True, text=True,
-                             timeout=timeout, **kwargs)
+            env: Optional[Dict[str, str]] = None, **kwargs) -> subprocess.CompletedProcess:
+        """Run a Slurm client (``['squeue', ...]``) on this cluster, with ``env`` added to
+        :attr:`env` (sbatch and srun pass it on to the job); its output as text."""
+        out = subprocess.run(args, env={**self.env, **(env or {})}, capture_output=True,
+                             text=True, timeout=timeout, **kwargs)
         if check and out.returncode != 0:
             raise AssertionError(f'{" ".join(args)} failed ({out.returncode}): {out.stderr}')
         return out
 
     def submit(self, sbatch_args: List[str], **kwargs) -> str:
-        """``sbatch --parsable SBATCH_ARGS``: the job id."""
+        """``sbatch --parsable SBATCH_ARGS`` (``kwargs``: those of :meth:`run`): the job id."""
         return self.run(['sbatch', '--parsable', *sbatch_args], **kwargs).stdout.strip()
 
     def job(self, job_id: str) -> Dict[str, str]:
