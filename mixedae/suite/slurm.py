@@ -369,7 +369,8 @@ def train_job_args(entry: dict, opts: SubmitOptions, after: Optional[str] = None
     tasks = entry['nodes'] * opts.gpus_per_node if 'name' in entry else opts.gpus
     work = shlex.quote(os.path.join(entry['work_dir'], 'last_checkpoint'))
     name = f'{opts.job_prefix}-{run_name(entry).replace("/", "-")}'
-    train = (f'R=; [ -f {work} ] && R=--resume; REQUEUE=1 SIGNAL_LEAD={opts.signal_lead} '
+    # sbatch --signal sends USR1 before the limit; inside the job SIGNAL_LEAD stays unset
+    train = (f'R=; [ -f {work} ] && R=--resume; REQUEUE=1 SIGNAL_LEAD= '
              f'{_launcher_env(opts, tasks)} tools/slurm_train.sh {shlex.quote(opts.partition)} '
              f'{shlex.quote(name)} {shlex.quote(entry["config"])} $R {train_arguments(entry)}')
     if 'name' in entry:

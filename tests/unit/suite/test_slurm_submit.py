@@ -80,7 +80,7 @@ def test_train_and_test_jobs(tmp_path, ade_root):
                          '--time=10:00', '--signal=USR1@60']
     wrap = args[-1][len('--wrap='):]
     assert wrap.startswith(f'R=; [ -f {tmp_path}/a/last_checkpoint ] && R=--resume; REQUEUE=1 '
-                           'SIGNAL_LEAD=60 GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1 MASTER_PORT='
+                           'SIGNAL_LEAD= GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1 MASTER_PORT='
                            '${MASTER_PORT:-$((29500 + SLURM_JOB_ID % 20000))} GRES= '
                            f'tools/slurm_train.sh debug mixedae-a-ade20k {ADE} $R --work-dir '
                            f'{tmp_path}/a --cfg-options')
