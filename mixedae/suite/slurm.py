@@ -358,9 +358,12 @@ def _launcher_env(opts: SubmitOptions, tasks: int) -> str:
 
 
 def _with_exit_file(entry: dict, step: str, commands: str) -> str:
-    """``commands``, then their status written to the step's exit file and returned."""
+    """``commands``, then their status written to the step's exit file and returned. The
+    batch shell outlives Slurm's SIGTERM (preemption, ``scancel --full``) so that the
+    launcher below it can save, requeue and report (a handler, not ``''``: the commands keep
+    SIGTERM's default)."""
     path = shlex.quote(job_file(entry, step, 'exit'))
-    return f'{commands}; s=$?; echo $s > {path}; exit $s'
+    return f'trap : TERM; {commands}; s=$?; echo $s > {path}; exit $s'
 
 
 def train_job_args(entry: dict, opts: SubmitOptions, after: Optional[str] = None) -> List[str]:

@@ -1,6 +1,7 @@
 """results.py submit / status on the test cluster: the README's tiny matrix as Slurm jobs,
-followed with status to the end and collected into the same table as results.py run gives;
-re-running submit adds no job; the refusals that need a cluster (an unknown partition)."""
+preempted mid-run, followed with status to the end and collected into the same table as
+results.py run gives; re-running submit adds no job; the refusals that need a cluster (an
+unknown partition)."""
 import json
 import os
 import re
@@ -16,9 +17,10 @@ from mixedae.datasets.synthetic import write_dataset
 
 ADE = 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py'
 PRETRAIN = 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py'
-#: short runs: 6 iterations, a checkpoint every 3, validation at the end, a log line each
-SHORT = ['train_cfg.max_iters=6', 'train_cfg.val_interval=6', 'default_hooks.logger.interval=1',
-         'default_hooks.checkpoint.interval=3']
+#: short runs: 24 iterations (about 0.6 s each with two CPU tasks), a checkpoint every 3,
+#: validation at the end, a log line each
+SHORT = ['train_cfg.max_iters=24', 'train_cfg.val_interval=24',
+         'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=3']
 
 
 @pytest.fixture(scope='module')
@@ -102,12 +104,21 @@ def test_readme_matrix_submitted_followed_and_collected(on_cluster, quick, capsy
     # submitting again while the jobs are queued adds none
     status, lines = tool_lines(capsys, *submit)
     assert status == 0 and 'already queued' in lines[0] and queued_jobs(on_cluster) == jobs
-    seen, deadline = [], time.time() + 600
+    # followed with status; once it has trained a few iterations, Slurm requeues the training
+    # as a preemption does (scontrol requeue: SIGTERM to the job, which saves; requeued by
+    # Slurm); it resumes from its last checkpoint
+    seen, preempted, deadline = [], False, time.time() + 600
     while time.time() < deadline:
         status, lines = tool_lines(capsys, 'status', matrix)
         state = lines[0].split(': ', 1)[1].split(',')[0]
         if not seen or seen[-1] != state:
             seen.append(state)
+        done = re.search(r'iteration (\d+)/24', lines[0])
+        if not preempted and done and 4 <= int(done.group(1)) <= 18:
+            on_cluster.run(['scontrol', 'requeue', found.group(1)])
+            preempted = True
+        if 'requeued 1 time' in lines[0] and seen[-1] != 'requeued':
+            seen.append('requeued')
         if state in ('done', 'failed'):
             break
         time.sleep(1)
@@ -115,7 +126,12 @@ def test_readme_matrix_submitted_followed_and_collected(on_cluster, quick, capsy
     logs = ''.join(log.read_text()[-3000:] for log in logs if log.exists())
     assert seen[-1] == 'done', f'{seen}: {lines}\n{logs}'
     assert seen[0] in ('pending', 'running') and 'running' in seen, seen
-    assert set(seen) <= {'pending', 'running', 'done'}, seen
+    assert preempted and 'requeued' in seen, seen
+    assert set(seen) <= {'pending', 'running', 'completing', 'requeued', 'done'}, seen
+    assert on_cluster.job(found.group(1))['Restarts'] == '1'
+    train_log = (folder / 'slurm/ade20k/slurm_train.log').read_text()
+    resumed = re.search(r'resumed epoch: \d+, iter: (\d+)', train_log)
+    assert resumed and int(resumed.group(1)) >= 3, train_log[-3000:]   # not from iteration 0
     assert re.fullmatch(r'mixedae/ade20k: done, ADE20K mIoU \d+\.\d\d', lines[0]), lines
     # done: submitting again submits nothing
     status, lines = tool_lines(capsys, *submit)
@@ -148,3 +164,39 @@ def test_an_unknown_partition_is_refused_before_anything_is_submitted(on_cluster
         f"error: unknown partition 'gpu-a100': --partition must be one that sinfo lists "
         f"({on_cluster.partition})"]
     assert queued_jobs(on_cluster) == [] and not (folder / 'refused/ade20k').exists()
+
+
+def test_a_transfer_run_waits_for_its_pretraining_job(on_cluster, quick, capsys):
+    """A matrix "pretrain" entry is one job (training, then conversion); the run that loads
+    its encoder waits for it (afterok) and then loads what it wrote."""
+    folder, data_root = quick
+    out = folder / 'chain'
+    matrix = json.loads(readme_matrix(folder, data_root, 'chain').read_text())
+    matrix['pretrain'] = [{
+        'name': 'mixedae', 'config': PRETRAIN, 'work_dir': str(out / 'pretrain'),
+        'checkpoint': str(out / 'mixedae.pth'), 'src_format': 'mixedae',
+        'train_args': '--cfg-options train_dataloader.batch_size=4 '    # 2 batches per task
+                      f'train_dataloader.dataset.data_root={folder / "data" / "pretrain"}'}]
+    run = matrix['runs'][0]
+    run['checkpoint'] = str(out / 'mixedae.pth')
+    run['train_args'] = run['train_args'].replace('max_iters=24', 'max_iters=6').replace(
+        'val_interval=24', 'val_interval=6')
+    path = out / 'matrix.json'
+    path.write_text(json.dumps(matrix))
+    status, lines = tool_lines(capsys, 'submit', str(path), '--partition', on_cluster.partition,
+                               '--cpus-per-task', '1', '--no-gres')
+    assert status == 0 and lines[0].startswith('pretrain/mixedae: submitted train job '), lines
+    pre = lines[0].rsplit(' ', 1)[1]
+    assert lines[1].endswith(f'(after job {pre})'), lines
+    train = re.search(r'train job (\d+)', lines[1]).group(1)
+    assert on_cluster.job(train)['Dependency'].startswith(f'afterok:{pre}')
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status, lines = tool_lines(capsys, 'status', str(path))
+        if all(line.split(': ')[1].startswith(('done', 'failed')) for line in lines):
+            break
+        time.sleep(2)
+    assert lines[0] == f'pretrain/mixedae: done, wrote {out}/mixedae.pth', lines
+    assert re.fullmatch(r'mixedae/ade20k: done, ADE20K mIoU \d+\.\d\d', lines[1]), lines
+    log = (out / 'ade20k' / 'slurm_train.log').read_text()
+    assert f'loaded 52 tensors from {out}/mixedae.pth' in log

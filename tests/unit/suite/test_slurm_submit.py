@@ -79,7 +79,7 @@ def test_train_and_test_jobs(tmp_path, ade_root):
                          f'--output={tmp_path}/a/slurm_train.log', '--open-mode=append',
                          '--time=10:00', '--signal=USR1@60']
     wrap = args[-1][len('--wrap='):]
-    assert wrap.startswith(f'R=; [ -f {tmp_path}/a/last_checkpoint ] && R=--resume; REQUEUE=1 '
+    assert wrap.startswith(f'trap : TERM; R=; [ -f {tmp_path}/a/last_checkpoint ] && R=--resume; REQUEUE=1 '
                            'SIGNAL_LEAD= GPUS=2 GPUS_PER_NODE=2 CPUS_PER_TASK=1 MASTER_PORT='
                            '${MASTER_PORT:-$((29500 + SLURM_JOB_ID % 20000))} GRES= '
                            f'tools/slurm_train.sh debug mixedae-a-ade20k {ADE} $R --work-dir '
@@ -89,7 +89,7 @@ def test_train_and_test_jobs(tmp_path, ade_root):
                          '41')
     assert '--gres=gpu:2' in test and '--account=acc' in test and '--requeue' not in test
     assert '--dependency=afterok:41' in test
-    wrap = shlex.split(test[-1][len('--wrap='):].split(';')[0])
+    wrap = shlex.split(test[-1][len('--wrap='):].split(';')[1])
     assert wrap[:3] == ['GPUS=2', 'GPUS_PER_NODE=2', 'CPUS_PER_TASK=1']
     at = wrap.index('tools/slurm_test.sh')
     assert wrap[3].startswith('MASTER_PORT=') and not any(w.startswith('GRES') for w in wrap)
