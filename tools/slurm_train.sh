@@ -14,10 +14,12 @@ Trains CONFIG on GPUS GPUs of a Slurm cluster (srun, one task per GPU). Run it o
   train.py args, e.g. --amp, --resume, --cfg-options KEY=VALUE
 Preemption: Slurm's SIGTERM (preemption) or SIGUSR1 (sent SIGNAL_LEAD seconds before the time
 limit) makes every task finish its iteration, save a checkpoint and exit 75. Submitted with
-sbatch --requeue --signal=USR1@120 --wrap 'tools/slurm_train.sh ...' and REQUEUE=1, the job
-then requeues itself, and a requeued job (or one Slurm requeued after preempting it) resumes
-from the work dir's last checkpoint. (Inside an sbatch job srun cannot ask for the signal:
-sbatch --signal does, SIGNAL_LEAD must be left unset.)" \
+sbatch --requeue --signal=USR1@120 --wrap 'exec tools/slurm_train.sh ...' and REQUEUE=1, the
+job then requeues itself, and a requeued job (or one Slurm requeued after preempting it)
+resumes from the work dir's last checkpoint. (Inside an sbatch job srun cannot ask for the
+signal: sbatch --signal does, SIGNAL_LEAD must be left unset. exec makes this script the batch
+shell, which outlives a SIGTERM Slurm sends the whole job. To stop a job so that it saves:
+scancel --signal=TERM JOBID, without --full, whose SIGTERM to srun kills the tasks at once.)" \
     "$SLURM_ENV" -- "$@"
 PARTITION=$1
 JOB_NAME=$2
@@ -46,13 +48,18 @@ RESUME_ARGS=()
 if [[ ${SLURM_RESTART_COUNT:-0} != 0 && " $* " != *" --resume"* ]]; then
   RESUME_ARGS=(--resume)   # a requeued job continues from last_checkpoint
 fi
-# In a batch job Slurm's SIGTERM (scancel --full, preemption) also reaches this shell: it waits
-# for the tasks, which save and exit 75, instead of dying before it can requeue the job.
+# As the batch shell (sbatch --wrap 'exec ...') this script also gets the SIGTERM Slurm sends
+# a whole job (termination, scontrol requeue): it waits for the tasks, which save and exit 75,
+# instead of ending first.
 trap 'echo "slurm_train.sh: SIGTERM received; waiting for the tasks to save" >&2' TERM
 "$(dirname "$0")/_launch.sh" slurm "$PARTITION" "$JOB_NAME" train.py "$CONFIG" \
     "${WORK_DIR_ARGS[@]}" "${RESUME_ARGS[@]}" "$@" && STATUS=0 || STATUS=$?
 if [[ $STATUS == 75 && ${REQUEUE:-0} == 1 ]]; then
   echo "preempted: requeueing Slurm job $SLURM_JOB_ID; it resumes from the last checkpoint" >&2
-  scontrol requeue "$SLURM_JOB_ID"
+  if ! scontrol requeue "$SLURM_JOB_ID"; then
+    echo "slurm_train.sh: scontrol requeue $SLURM_JOB_ID failed (above); unless Slurm requeues" \
+         "the job itself (scontrol requeue from outside, preemption with PreemptMode=REQUEUE)," \
+         "continue it with the same command plus --resume" >&2
+  fi
 fi
 exit "$STATUS"

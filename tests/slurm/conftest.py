@@ -14,6 +14,9 @@ jobs: ``SLURM_CONF`` of this cluster, ``PATH`` with the clients, no inherited ``
 ``run(args)`` (a client command), ``submit(sbatch_args)`` (the job id), ``job(job_id)``
 (``scontrol show job`` as a dict) and ``wait_for_state(job_id, states, timeout)``.
 
+The module fixture ``ade_options`` gives ``--cfg-options`` for the tiny ADE20K config on
+generated data.
+
 How the cluster is made private and quick: ``tests/slurm/slurm_testcluster.py``.
 """
 import os

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
-#: Debian packages of the cluster, and the programs each one brings.
+#: each program the cluster needs, and the Debian package that brings it.
 PACKAGES = {'slurmctld': 'slurmctld', 'slurmd': 'slurmd', 'sbatch': 'slurm-client',
             'munged': 'munge'}
 #: job states after which a job does not change again by itself.

@@ -15,6 +15,7 @@ def test_a_job_runs_two_tasks_with_slurms_environment(slurm_cluster, tmp_path):
                                 f"srun bash -c '{TASK_ENV}'"])
     info = slurm_cluster.wait_for_state(job, {'COMPLETED'}, timeout=60)
     assert info['ExitCode'] == '0:0' and info['Partition'] == slurm_cluster.partition
+    assert int(info['NumCPUs']) == 2 <= slurm_cluster.cpus
     name = slurm_cluster.run(['scontrol', 'show', 'config']).stdout
     cluster_name = next(line.split('=', 1)[1].strip() for line in name.splitlines()
                         if line.startswith('ClusterName'))

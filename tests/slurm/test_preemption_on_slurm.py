@@ -1,6 +1,6 @@
 """Preemption as Slurm does it, on the test cluster: a tools/slurm_train.sh job submitted with
 ``sbatch --requeue`` and REQUEUE=1 (two CPU tasks) is stopped mid-run by Slurm's own SIGUSR1
-before its time limit, by ``scontrol requeue`` or by ``scancel --signal=TERM --full``; every
+before its time limit, by ``scontrol requeue`` or by ``scancel --signal=TERM``; every
 task saves, the job requeues, resumes from last_checkpoint and ends with weights, optimizer
 and RNG states equal bit for bit to an uninterrupted tools/dist_train.sh run."""
 import os
@@ -57,21 +57,21 @@ def slow_config(folder, seconds):
     """The tiny ADE20K config plus SlowFirstRunHook(seconds), written to ``folder``."""
     from mmengine.config import Config
     (folder / 'slow_first_run.py').write_text(SLOW_HOOK)
-    hooks = Config.fromfile(ADE).get('custom_hooks', [])
-    hooks = [*hooks, dict(type='SlowFirstRunHook', seconds=seconds)]
+    base = Config.fromfile(ADE)
+    imports = dict(base.custom_imports)
+    imports['imports'] = [*imports['imports'], 'slow_first_run']
+    hooks = [*base.custom_hooks, dict(type='SlowFirstRunHook', seconds=seconds)]
     path = folder / 'slow_ade.py'
-    path.write_text(f'_base_ = [{ADE!r}]\n'
-                    "custom_imports = dict(imports=['slow_first_run'], "
-                    'allow_failed_imports=False)\n'
+    path.write_text(f'_base_ = [{ADE!r}]\ncustom_imports = {imports!r}\n'
                     f'custom_hooks = {hooks!r}\n')
     return str(path)
 
 
 def submit_training(cluster, config, work_dir, options, sbatch_args, pythonpath=''):
-    """sbatch --requeue a REQUEUE=1 tools/slurm_train.sh job of two CPU tasks; its id and
-    output file (appended to by every run of the job)."""
+    """sbatch --requeue a REQUEUE=1 tools/slurm_train.sh job of two CPU tasks (--wrap 'exec
+    ...', as docs/usage.md says); its id and output file (appended to by every run)."""
     log = work_dir.parent / f'{work_dir.name}.out'
-    command = ' '.join(shlex.quote(a) for a in [
+    command = 'exec ' + ' '.join(shlex.quote(a) for a in [
         'tools/slurm_train.sh', cluster.partition, 'preempt', config, str(work_dir),
         '--cfg-options', *options])
     env = {**CPU_TASKS, 'REQUEUE': '1', 'MASTER_PORT': str(free_port()),
@@ -100,8 +100,11 @@ def follow(cluster, job, log, timeout=900):
 
 
 def requeue_seconds(states):
-    """Seconds from the first run's end (the job leaves RUNNING) to the second run's start."""
-    ended = next(t for t, state, restarts in states if state != 'RUNNING' and t > 0)
+    """Seconds from the end of the job's first run (the state after its first RUNNING; the
+    first state seen when it was stopped before ``follow`` began) to its second run's start."""
+    first = [i for i, (_, state, restarts) in enumerate(states)
+             if state == 'RUNNING' and restarts == 0]
+    ended = states[first[0] + 1][0] if first else states[0][0]
     started = next(t for t, state, restarts in states if state == 'RUNNING' and restarts >= 1)
     return started - ended
 
@@ -146,12 +149,13 @@ def test_slurms_usr1_before_the_time_limit(slurm_cluster, options, uninterrupted
     stopped = check_resumed(log, work, uninterrupted, 'SIGUSR1', True,
                             'USR1 before the time limit')
     assert 0 < stopped < ITERS and states[-1][2] >= 1, states
-    print(f'\nUSR1: stopped after iteration {stopped}; job states {states}; requeue round '
-          f'trip {requeue_seconds(states):.1f} s')
+    print(f'\nUSR1: stopped after iteration {stopped}; job states {states}; from the end of '
+          f'the first run to the start of the next: {requeue_seconds(states):.1f} s')
 
 
-@pytest.mark.parametrize('stop', [['scontrol', 'requeue'],
-                                  ['scancel', '--signal=TERM', '--full']],
+# Not scancel --full: it also signals srun in the batch step, which answers SIGTERM by
+# killing its tasks at once ("srun: forcing job termination"), before they can save.
+@pytest.mark.parametrize('stop', [['scontrol', 'requeue'], ['scancel', '--signal=TERM']],
                          ids=['scontrol-requeue', 'scancel-term'])
 def test_preempted_from_outside(slurm_cluster, options, uninterrupted, tmp_path, stop):
     work = tmp_path / 'work'
@@ -163,5 +167,5 @@ def test_preempted_from_outside(slurm_cluster, options, uninterrupted, tmp_path,
     stopped = check_resumed(log, work, uninterrupted, 'SIGTERM', stop[0] == 'scancel',
                             ' '.join(stop))
     assert states[-1][2] >= 1, states
-    print(f'\n{" ".join(stop)}: stopped after iteration {stopped}; job states {states}; '
-          f'requeue round trip {requeue_seconds(states):.1f} s')
+    print(f'\n{" ".join(stop)}: stopped after iteration {stopped}; job states {states}; from '
+          f'the command to the start of the next run: {requeue_seconds(states):.1f} s')
