@@ -1,52 +1,97 @@
 #!/usr/bin/env python
 """Transfer results over a run matrix (see mixedae/suite/results.py for the format).
 
-    .venv/bin/python tools/results.py commands MATRIX.json          # print the train/test commands
-    .venv/bin/python tools/results.py run MATRIX.json               # run them (skips finished runs)
-    .venv/bin/python tools/results.py collect MATRIX.json --out DIR # results.md, results.csv, results.png
+    .venv/bin/python tools/results.py commands MATRIX.json          # print the commands
+    .venv/bin/python tools/results.py run MATRIX.json               # run them on this machine
+    .venv/bin/python tools/results.py submit MATRIX.json --partition P [--account A] [--time T]
+    .venv/bin/python tools/results.py status MATRIX.json            # where each Slurm run stands
+    .venv/bin/python tools/results.py collect MATRIX.json --out DIR # results.md, .csv, .png
 
-Missing runs are shown as "missing"; the published ViT-B numbers are added as reference rows.
+run: skips runs whose metrics exist, resumes a run from its checkpoint, goes on after a
+preempted (exit 75) or failed run and ends with one summary line per run (exit status 1 when a
+run failed, else 75 when one was preempted). submit: one Slurm job per training (requeued and
+resumed on preemption) and one per test (after it); running it again submits only what is
+neither done nor queued, failed runs only with --retry-failed. Both check every run's config,
+checkpoint and data first. Missing runs are shown as "missing" by collect; the published ViT-B
+numbers are added as reference rows.
 """
 import argparse
 import os
-import subprocess
 import sys
 
 from mixedae.suite.plots import bar_chart
 from mixedae.suite.results import (REFERENCE_RULE, collect, collect_ablations,
-                                   compare_to_reference, load_matrix, results_markdown,
-                                   run_commands, write_csv)
+                                   compare_to_reference, gpus_per_node, input_problems,
+                                   load_matrix, results_markdown, run_commands, write_csv)
+from mixedae.suite.runner import exit_status, run_matrix
+from mixedae.suite.slurm import (Slurm, SubmitOptions, matrix_status, signal_lead,
+                                 submit_matrix)
 from mixedae.suite.tables import COLUMNS, markdown_table
 from mixedae.utils.cli import run_tool
+from mixedae.utils.errors import UserInputError
 from mixedae.utils.io import atomic_write
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('action', choices=['commands', 'run', 'collect'])
+    parser.add_argument('action', choices=['commands', 'run', 'submit', 'status', 'collect'])
     parser.add_argument('matrix', help='matrix JSON file')
     parser.add_argument('--out', default='work_dirs/benchmark', help='collect: output folder')
     parser.add_argument('--gpus', type=int, help='override the matrix "gpus"')
-    args = parser.parse_args(argv)
+    slurm = parser.add_argument_group('submit (environment: SIGNAL_LEAD, seconds before the '
+                                      'time limit at which a run saves and requeues; default 120)')
+    slurm.add_argument('--partition', help='the Slurm partition (sinfo lists them)')
+    slurm.add_argument('--account', help='the Slurm account to charge')
+    slurm.add_argument('--time', help='time limit of each job (Slurm format, e.g. 24:00:00); '
+                       'a run that reaches it saves, requeues and resumes')
+    slurm.add_argument('--cpus-per-task', type=int, default=5,
+                       help='CPU cores per task (data loading; default 5)')
+    slurm.add_argument('--no-gres', action='store_true',
+                       help='a CPU-only cluster: no --gres, the launchers get GRES= (the '
+                       'tasks run on CPU)')
+    slurm.add_argument('--retry-failed', action='store_true',
+                       help='submit again the runs whose last job failed')
+    return parser.parse_args(argv)
+
+
+def submit(matrix: dict, args: argparse.Namespace) -> int:
+    if not args.partition:
+        raise UserInputError('submit needs --partition P (a partition that sinfo lists)')
+    opts = SubmitOptions(partition=args.partition, account=args.account, time=args.time,
+                         signal_lead=signal_lead(os.environ), gpus=matrix['gpus'],
+                         gpus_per_node=gpus_per_node(matrix), cpus_per_task=args.cpus_per_task,
+                         gres=not args.no_gres)
+    for line in submit_matrix(matrix, opts, Slurm(), args.retry_failed):
+        print(line, flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     try:
         matrix = load_matrix(args.matrix)
     except (OSError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    gpus = args.gpus or matrix.get('gpus', 8)
+    if args.gpus:
+        matrix['gpus'] = args.gpus
+    matrix.setdefault('gpus', 8)
     if args.action == 'commands':
-        for run in matrix.get('runs', []):
-            print('\n'.join(run_commands(run, gpus)))
+        for entry in [*matrix['pretrain'], *matrix.get('runs', [])]:
+            print('\n'.join(run_commands(entry, matrix['gpus'])))
         return 0
     if args.action == 'run':
-        for run in matrix.get('runs', []):
-            if os.path.isfile(run['metrics']):
-                print(f'skip {run["method"]}/{run["task"]}: {run["metrics"]} exists')
-                continue
-            for cmd in run_commands(run, gpus):
-                print(f'+ {cmd}', flush=True)
-                subprocess.run(['bash', '-c', cmd], check=True)
+        problems = input_problems(matrix)
+        if problems:
+            raise UserInputError('\nerror: '.join(problems))
+        outcomes = run_matrix(matrix, matrix['gpus'])
+        print('summary:\n' + '\n'.join(o.line() for o in outcomes), flush=True)
+        return exit_status(outcomes)
+    if args.action == 'submit':
+        return submit(matrix, args)
+    if args.action == 'status':
+        print('\n'.join(matrix_status(matrix, Slurm())), flush=True)
         return 0
     os.makedirs(args.out, exist_ok=True)
     rows = collect(matrix.get('runs', []))

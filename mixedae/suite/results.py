@@ -17,14 +17,34 @@ ones before each run's own. ``scale`` (optional, top level or per run) describes
 run (model, data, schedule); it is shown next to the method so that a small run is never read as
 a full-scale one. A run whose metrics file does not exist is reported as missing, never as zero;
 a method/task pair absent from the matrix is shown as "–".
+
+``pretrain`` (optional) lists pretraining runs whose converted encoder a transfer run loads:
+
+    "pretrain": [{"name": "mixedae", "config": "configs/pretrain/....py",
+                  "work_dir": "work_dirs/mixedae_pretrain", "src_format": "mixedae",
+                  "checkpoint": "pretrain/mixedae_vit-b16_backbone.pth", "nodes": 2,
+                  "train_args": "--amp"}]
+
+Each is trained (on ``nodes`` machines under Slurm, default 1; on this machine's ``gpus`` by
+``results.py run``), then its last checkpoint is converted (``tools/convert_checkpoint.py
+--src-format``) to ``checkpoint``. A transfer run whose ``checkpoint`` is that file waits for it
+(``results.py submit``: ``--dependency=afterok`` on the pretraining job). A pretraining entry is
+done when its ``checkpoint`` exists. ``gpus_per_node`` (optional, top level; default
+``min(gpus, 8)``) splits ``gpus`` over Slurm nodes.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
+import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mmengine.config import DictAction
+
+from mixedae.models.backbones.loading import FORMATS
+from mixedae.utils.launch import load_config, missing_inputs
 from mixedae.utils.io import atomic_write
 from .stats import compare, family_real, format_comparison, format_spread
 from .tables import ANCHOR_HEADING, COLUMNS, NOT_IN_MATRIX, markdown_table, published_rows, \
@@ -74,11 +94,107 @@ def load_matrix(path: str) -> dict:
                                                    run.get('train_args')]))
         run['test_args'] = ' '.join(filter(None, [matrix.get('test_args'), run.get('test_args')]))
         run.setdefault('scale', matrix.get('scale', ''))
+    _check_pretrain(path, matrix)
     for i, abl in enumerate(matrix.get('ablations', [])):
         if {'name', 'task', 'metrics'} - set(abl) or abl['task'] not in tasks:
             raise ValueError(f'{path}: ablations[{i}] needs name, task in {sorted(tasks)} '
                              'and metrics')
     return matrix
+
+
+def _check_pretrain(path: str, matrix: dict) -> None:
+    """Validate ``matrix['pretrain']`` and the ``gpus`` / ``gpus_per_node`` fields; fill in
+    ``nodes`` (default 1) and ``train_args`` (the top-level one first) of each entry."""
+    for key in ('gpus', 'gpus_per_node'):
+        value = matrix.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f'{path}: {key} must be a positive integer, got {value!r}')
+    if matrix.get('gpus', 8) % gpus_per_node(matrix):
+        raise ValueError(f'{path}: gpus {matrix["gpus"]} is not a multiple of gpus_per_node '
+                         f'{gpus_per_node(matrix)}: set gpus_per_node to a divisor of gpus')
+    entries = matrix.setdefault('pretrain', [])
+    if not isinstance(entries, list):
+        raise ValueError(f'{path}: pretrain must be a list of entries, got {entries!r}')
+    seen: Dict[str, str] = {}
+    for i, entry in enumerate(entries):
+        where = f'{path}: pretrain[{i}]'
+        missing = {'name', 'config', 'work_dir', 'checkpoint', 'src_format'} - set(entry)
+        if missing:
+            raise ValueError(f'{where} lacks {sorted(missing)}')
+        if entry['src_format'] not in FORMATS:
+            raise ValueError(f'{where}.src_format {entry["src_format"]!r} not in {list(FORMATS)}')
+        nodes = entry.setdefault('nodes', 1)
+        if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
+            raise ValueError(f'{where}.nodes must be a positive integer, got {nodes!r}')
+        if not isinstance(entry.get('train_args', ''), str):
+            raise ValueError(f'{where}.train_args must be a string, got {entry["train_args"]!r}')
+        for key in ('name', 'checkpoint', 'work_dir'):
+            if f'{key}={entry[key]}' in seen:
+                raise ValueError(f'{where}.{key} {entry[key]!r} is also that of '
+                                 f'{seen[f"{key}={entry[key]}"]}: each entry needs its own')
+            seen[f'{key}={entry[key]}'] = f'pretrain[{i}]'
+        entry['train_args'] = ' '.join(filter(None, [matrix.get('train_args'),
+                                                     entry.get('train_args')]))
+
+
+def gpus_per_node(matrix: dict) -> int:
+    """GPUs (= Slurm tasks) per node: ``gpus_per_node``, default ``min(gpus, 8)``."""
+    return matrix.get('gpus_per_node', min(matrix.get('gpus', 8), 8))
+
+
+def run_name(entry: dict) -> str:
+    """``method/task`` of a transfer run, ``pretrain/<name>`` of a pretraining entry."""
+    return f'pretrain/{entry["name"]}' if 'name' in entry else f'{entry["method"]}/{entry["task"]}'
+
+
+def pretraining_of(matrix: dict) -> Dict[str, dict]:
+    """checkpoint path -> the pretraining entry that writes it."""
+    return {entry['checkpoint']: entry for entry in matrix.get('pretrain', [])}
+
+
+def metric_text(run: dict) -> str:
+    """The displayed metrics of a finished run, e.g. ``ADE20K mIoU 31.25`` ('' if none)."""
+    metrics = read_metrics(run['metrics'])
+    return ', '.join(f'{title} {_cell(metrics, key, scale)}'
+                     for task, key, title, scale in COLUMNS if task == run['task'])
+
+
+def _cfg_options(args: str) -> Dict[str, object]:
+    """The ``--cfg-options`` of a ``train_args`` / ``test_args`` string, parsed as the tools do."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
+    return parser.parse_known_args(shlex.split(args))[0].cfg_options
+
+
+def input_problems(matrix: dict) -> List[str]:
+    """Every missing config, backbone checkpoint and data folder or file of every entry of the
+    matrix, one line each naming the entry and the fix. A checkpoint that a ``pretrain`` entry
+    writes is not required to exist yet."""
+    produced = pretraining_of(matrix)
+    problems = []
+    for entry in [*matrix.get('pretrain', []), *matrix.get('runs', [])]:
+        name = run_name(entry)
+        if not os.path.isfile(entry['config']):
+            problems.append(f'{name}: config file not found: {entry["config"]} (fix the '
+                            '"config" path in the matrix)')
+            continue
+        ckpt = entry.get('checkpoint') if 'name' not in entry else None
+        if ckpt and ckpt not in produced and not os.path.isfile(ckpt):
+            problems.append(f'{name}: checkpoint not found: {ckpt} (convert the encoder with '
+                            'tools/convert_checkpoint.py, or add a "pretrain" entry that '
+                            'writes it)')
+        options = _cfg_options(entry.get('train_args', ''))
+        if ckpt:
+            options.update(checkpoint_options(ckpt))
+        cfg = load_config(entry['config'], options, 'none', entry['work_dir'])
+        seen = set()    # a path the train and val loaders share is one problem
+        for line in missing_inputs(cfg, 'train'):
+            path = line.split(' not found: ', 1)[-1]
+            if path not in seen and path not in {repr(p) for p in [*produced, ckpt] if p}:
+                seen.add(path)
+                problems.append(f'{name}: {line} (fix the path in the config or with '
+                                '--cfg-options in the matrix\'s "train_args")')
+    return problems
 
 
 def read_metrics(path: str) -> Optional[Dict[str, float]]:
@@ -190,20 +306,67 @@ def write_csv(rows: Sequence[Dict[str, str]], path: str) -> None:
         writer.writerows(rows)
 
 
-def run_commands(run: dict, gpus: int) -> List[str]:
-    """The dist_train / dist_test command lines of one run."""
-    opts = ''
-    if run.get('checkpoint'):
-        opts = (f' --cfg-options model.backbone.init_cfg.type=Pretrained '
-                f'model.backbone.init_cfg.checkpoint={run["checkpoint"]}')
+def checkpoint_options(checkpoint: str) -> Dict[str, str]:
+    """The config entries that load a converted backbone checkpoint."""
+    return {'model.backbone.init_cfg.type': 'Pretrained',
+            'model.backbone.init_cfg.checkpoint': checkpoint}
+
+
+def _merged_args(args: str, options: Dict[str, str]) -> str:
+    """``args`` with ``options`` added to its ``--cfg-options`` (one option list: the tools
+    keep only the last ``--cfg-options`` given), placed last."""
+    if not options:
+        return args
+    words = shlex.split(args)
+    extra = [f'{k}={v}' for k, v in options.items()]
+    if '--cfg-options' not in words:
+        return ' '.join(filter(None, [args, '--cfg-options', *map(shlex.quote, extra)]))
+    at = words.index('--cfg-options')
+    end = next((j for j in range(at + 1, len(words)) if words[j].startswith('--')), len(words))
+    words = [*words[:at], *words[end:], *words[at:end], *extra]   # --cfg-options comes last
+    return ' '.join(map(shlex.quote, words))
+
+
+def train_arguments(run: dict, resume: bool = False) -> str:
+    """The train.py arguments of a run (or pretraining entry) after its config: work dir,
+    ``--resume``, its ``train_args``, the backbone checkpoint's and the seed's
+    ``--cfg-options`` last."""
+    options = checkpoint_options(run['checkpoint']) if run.get('checkpoint') and \
+        'name' not in run else {}
     if run.get('seed') is not None:
-        opts += f' randomness.seed={run["seed"]}' if opts else \
-            f' --cfg-options randomness.seed={run["seed"]}'
-    train_args = f' {run["train_args"]}' if run.get('train_args') else ''
-    test_args = f' {run["test_args"]}' if run.get('test_args') else ''
-    return [  # --cfg-options takes every argument after it: it comes last
-        f'tools/dist_train.sh {run["config"]} {gpus} --work-dir {run["work_dir"]}'
-        f'{train_args}{opts}',
-        f'tools/dist_test.sh {run["config"]} "$(cat {run["work_dir"]}/last_checkpoint)" {gpus} '
-        f'--work-dir {run["work_dir"]} --out-metrics {run["metrics"]}{test_args}{opts}',
-    ]
+        options['randomness.seed'] = str(run['seed'])
+    args = _merged_args(run.get('train_args', ''), options)
+    return ' '.join(filter(None, [f'--work-dir {shlex.quote(run["work_dir"])}',
+                                  '--resume' if resume else '', args]))
+
+
+def eval_arguments(run: dict) -> str:
+    """The test.py arguments of a run after its config and checkpoint."""
+    return ' '.join(filter(None, [f'--work-dir {shlex.quote(run["work_dir"])} --out-metrics '
+                                  f'{shlex.quote(run["metrics"])}',
+                                  _merged_args(run.get('test_args', ''),
+                                               checkpoint_options(run['checkpoint'])
+                                               if run.get('checkpoint') else {})]))
+
+
+def last_checkpoint_arg(work_dir: str) -> str:
+    """A shell word that reads the work dir's ``last_checkpoint`` when the command runs."""
+    return f'"$(cat {shlex.quote(os.path.join(work_dir, "last_checkpoint"))})"'
+
+
+def convert_command(entry: dict) -> str:
+    """The conversion of a pretraining entry's last checkpoint to its backbone checkpoint."""
+    return ('.venv/bin/python tools/convert_checkpoint.py '
+            f'{last_checkpoint_arg(entry["work_dir"])} '
+            f'{shlex.quote(entry["checkpoint"])} --src-format {entry["src_format"]}')
+
+
+def run_commands(run: dict, gpus: int, resume: bool = False) -> List[str]:
+    """The dist_train / dist_test command lines of one run (``resume``: ``--resume``); of a
+    pretraining entry, its dist_train and conversion lines."""
+    train = (f'tools/dist_train.sh {shlex.quote(run["config"])} {gpus} '
+             f'{train_arguments(run, resume)}')
+    if 'name' in run:
+        return [train, convert_command(run)]
+    return [train, f'tools/dist_test.sh {shlex.quote(run["config"])} '
+                   f'{last_checkpoint_arg(run["work_dir"])} {gpus} {eval_arguments(run)}']
