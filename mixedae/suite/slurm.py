@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from mixedae.utils.errors import UserInputError
 from mixedae.utils.io import atomic_write
-from .results import (convert_command, gpus_per_node, input_problems, last_checkpoint_arg,
+from .results import (convert_command, input_problems, last_checkpoint_arg,
                       metric_text, pretraining_of, run_name, eval_arguments, train_arguments)
 
 #: a run's record of its jobs, in its work dir
