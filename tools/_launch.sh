@@ -96,10 +96,8 @@ case "$MODE" in
         echo "error: $var must be an integer, got '${!var}'" >&2; exit 2; }
     done
     # the machine of NODE_RANK 0 hosts the rendezvous on PORT: a taken port fails every rank
-    if [[ ${NODE_RANK:-0} == 0 ]] && ! "$PY" -c 'import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("", int(sys.argv[1])))' "${PORT:-29500}" 2>/dev/null; then
+    if [[ ${NODE_RANK:-0} == 0 ]] && (exec 3<>"/dev/tcp/127.0.0.1/${PORT:-29500}") 2>/dev/null
+    then
       echo "error: PORT ${PORT:-29500} is taken on this machine (another run?): choose a free" \
            "one, e.g. PORT=$(( ${PORT:-29500} + 1 )) tools/dist_train.sh ..." >&2
       exit 2

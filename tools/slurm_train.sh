@@ -45,8 +45,13 @@ if [[ -z ${SLURM_JOB_ID:-} && ${SIGNAL_LEAD:-120} != 0 ]]; then
   export SRUN_ARGS="--signal=USR1@${SIGNAL_LEAD:-120} ${SRUN_ARGS:-}"
 fi
 RESUME_ARGS=()
-if [[ ${SLURM_RESTART_COUNT:-0} != 0 && " $* " != *" --resume"* ]]; then
-  RESUME_ARGS=(--resume)   # a requeued job continues from last_checkpoint
+# a requeued job continues from last_checkpoint, if the first run wrote one (train.py refuses
+# --resume with nothing to resume); the work dir as train.py chooses it by default
+CONFIG_NAME=${CONFIG##*/}
+RUN_DIR=${WORK_DIR_ARGS[1]:-work_dirs/${CONFIG_NAME%.py}}
+if [[ ${SLURM_RESTART_COUNT:-0} != 0 && " $* " != *" --resume"* \
+      && -f $RUN_DIR/last_checkpoint ]]; then
+  RESUME_ARGS=(--resume)
 fi
 # As the batch shell (sbatch --wrap 'exec ...') this script also gets the SIGTERM Slurm sends
 # a whole job (termination, scontrol requeue): it waits for the tasks, which save and exit 75,

@@ -120,11 +120,13 @@ def test_torchrun_arguments(tmp_path, cfg):
                     '--master_addr=10.0.0.1', '--master_port=29511', '--nproc_per_node=4',
                     os.path.join(ROOT, 'tools', 'train.py'), cfg, '--amp',
                     '--launcher', 'pytorch']
-    out = launch('dist_test.sh', cfg, 'ckpt.pth', '2', env=dict(PYTHON=env['PYTHON']))
+    ckpt = tmp_path / 'ckpt.pth'
+    ckpt.write_text('')
+    out = launch('dist_test.sh', cfg, str(ckpt), '2', env=dict(PYTHON=env['PYTHON']))
     args = out.stdout.splitlines()
     assert args[2:7] == ['--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1',
                          '--master_port=29500', '--nproc_per_node=2']
-    assert args[7:] == [os.path.join(ROOT, 'tools', 'test.py'), cfg, 'ckpt.pth',
+    assert args[7:] == [os.path.join(ROOT, 'tools', 'test.py'), cfg, str(ckpt),
                         '--launcher', 'pytorch']
 
 
@@ -155,10 +157,17 @@ def test_slurm_multi_node_arguments(tmp_path, cfg):
     assert '--signal=USR1@300' in out.stdout.splitlines()
     out = launch('slurm_train.sh', 'part', 'job', cfg, env={**env, 'SIGNAL_LEAD': '0'})
     assert out.returncode == 0 and '--signal' not in out.stdout
-    # a requeued job resumes; a command that already resumes is left as it is
+    # a requeued job resumes when its first run left a checkpoint; a command that already
+    # resumes is left as it is
     restarted = {**env, 'SLURM_RESTART_COUNT': '2', 'SLURM_JOB_ID': '42'}
-    out = launch('slurm_train.sh', 'p', 'j', cfg, 'w', '--amp', env=restarted)
-    assert out.stdout.splitlines()[-7:] == [cfg, '--work-dir', 'w', '--resume', '--amp',
+    work = str(tmp_path / 'w')
+    out = launch('slurm_train.sh', 'p', 'j', cfg, work, '--amp', env=restarted)
+    assert out.stdout.splitlines()[-6:] == [cfg, '--work-dir', work, '--amp', '--launcher',
+                                            'slurm']     # nothing saved yet: a fresh start
+    os.makedirs(work)
+    open(os.path.join(work, 'last_checkpoint'), 'w').close()
+    out = launch('slurm_train.sh', 'p', 'j', cfg, work, '--amp', env=restarted)
+    assert out.stdout.splitlines()[-7:] == [cfg, '--work-dir', work, '--resume', '--amp',
                                             '--launcher', 'slurm']
     out = launch('slurm_train.sh', 'p', 'j', cfg, '--resume', 'x.pth', env=restarted)
     assert out.stdout.splitlines().count('--resume') == 1
