@@ -1,5 +1,6 @@
 """What several test modules share: the repository root, the tools, tiny model sizes, the tiny
 configs and pointing a config at a data root. (Fixtures live in conftest.py.)"""
+import contextlib
 import importlib.util
 import os
 from typing import List
@@ -26,3 +27,31 @@ def data_root_options(root: str) -> List[str]:
     """``--cfg-options`` pointing the train, val and test datasets of a config at ``root``."""
     return [f'{loader}.dataset.data_root={root}'
             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+
+
+@contextlib.contextmanager
+def inductor_recording_graphs():
+    """torch.compile's inductor without its graph caches, yielding a list that receives the op
+    names (``str(node.target)``) of each graph inductor compiles, after its post-grad passes.
+
+    The FX graph and AOT autograd caches are keyed on the traced graph, not on the Python code
+    of a custom op's fake implementation: a cache filled with a correct fake hides a wrong one
+    (and the reverse). Those two are off here; the C++ kernel cache stays on (its key is the
+    generated source, so it cannot hand back code for other source, and a cold one costs
+    minutes of g++ on 2 cores). ``fallback_random``: inductor draws random numbers with
+    torch's generator, so a compiled step samples the eager step's mixing assignment.
+    """
+    import torch
+    graphs = []
+
+    def record(graph):
+        graphs.append({str(n.target) for n in graph.nodes if n.op == 'call_function'})
+
+    with torch._inductor.config.patch(fx_graph_cache=False, fx_graph_remote_cache=False,
+                                      post_grad_custom_post_pass=record, fallback_random=True), \
+            torch._functorch.config.patch(enable_autograd_cache=False,
+                                          enable_remote_autograd_cache=False):
+        try:
+            yield graphs
+        finally:
+            torch._dynamo.reset()
