@@ -3,17 +3,21 @@
 shape, against SDPA in the same run; each variant is first checked against the reference.
 Needs a CUDA GPU (exit status 2 without one). See mixedae/suite/topk_bench.py.
 
-    python tools/benchmark_topk_kernels.py                      # ViT-B at G = 4, bf16
+    python tools/benchmark_topk_kernels.py                      # the ViT-B config's shape, bf16
     python tools/benchmark_topk_kernels.py --variants default 'fwd rows 32' --out topk.json
 """
 import argparse
 import json
+import os.path as osp
 import sys
 
 import torch
 
+from mixedae.suite.speed import homologous_attention_shape
 from mixedae.suite.topk_bench import NO_CUDA, benchmark_topk_kernels
 from mixedae.utils.cli import run_tool
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 DTYPES = dict(bfloat16=torch.bfloat16, float16=torch.float16)
 
@@ -21,11 +25,14 @@ DTYPES = dict(bfloat16=torch.bfloat16, float16=torch.float16)
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    vit_b = homologous_attention_shape(ROOT, 'base')          # the MixedAE ViT-B/16 config's
     p.add_argument('--seqs', type=int, default=64, help='sequences T (batch 256 / G = 4)')
-    p.add_argument('--heads', type=int, default=12)
-    p.add_argument('--tokens', type=int, default=200, help="N' (196 patches + G class tokens)")
-    p.add_argument('--head-dim', type=int, default=64)
-    p.add_argument('--topk', type=int, default=51, help='K (N/G + 1)')
+    p.add_argument('--heads', type=int, default=vit_b.heads, help='default: ViT-B config')
+    p.add_argument('--tokens', type=int, default=vit_b.tokens,
+                   help="N' (default: ViT-B config, N patches + G class tokens)")
+    p.add_argument('--head-dim', type=int, default=vit_b.head_dim, help='default: ViT-B config')
+    p.add_argument('--topk', type=int, default=vit_b.topk,
+                   help="K (default: ViT-B config's, N/G + 1)")
     p.add_argument('--dtype', choices=sorted(DTYPES), default='bfloat16')
     p.add_argument('--warmup', type=int, default=10)
     p.add_argument('--repeats', type=int, default=50)

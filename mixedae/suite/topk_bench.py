@@ -147,12 +147,13 @@ def timing_table(sdpa: Dict[str, Dict[str, float]], rows: Dict[str, Dict]) -> st
     return markdown_table(table, header)
 
 
-def benchmark_topk_kernels(t: int = 64, h: int = 12, n: int = 200, hd: int = 64,
-                           topk: int = 51, dtype: torch.dtype = torch.bfloat16,
-                           warmup: int = 10, repeats: int = 50,
-                           names: Sequence[str] = ()) -> Tuple[Dict, str]:
-    """Check and time each variant (all, or those in ``names``) on the current CUDA device;
-    (results, markdown report). RuntimeError without CUDA."""
+def benchmark_topk_kernels(t: int, h: int, n: int, hd: int, topk: int,
+                           dtype: torch.dtype = torch.bfloat16, warmup: int = 10,
+                           repeats: int = 50, names: Sequence[str] = ()) -> Tuple[Dict, str]:
+    """Check and time each variant (all, or those in ``names``) on T x H x N x hd inputs with
+    K = ``topk`` on the current CUDA device (the tool's defaults: the MixedAE ViT-B config's
+    shape, ``speed.homologous_attention_shape``); (results, markdown report). RuntimeError
+    without CUDA."""
     if not torch.cuda.is_available():
         raise RuntimeError(NO_CUDA)
     q, k, v, grad = inputs(t, h, n, hd, dtype, 'cuda')
