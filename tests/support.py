@@ -1,6 +1,7 @@
 """What several test modules share: the repository root, the tools, tiny model sizes, the tiny
-configs, pointing a config at a data root and comparing checkpoints bit for bit. (Fixtures
-live in conftest.py.)"""
+configs, pointing a config at a data root, comparing checkpoints bit for bit and recording
+inductor's graphs. (Fixtures live in conftest.py.)"""
+import contextlib
 import importlib.util
 import os
 from typing import List
@@ -58,3 +59,33 @@ def assert_identical(ckpt_a, ckpt_b, context):
         assert ta.keys() == tb.keys() and ta, (context, entry)
         differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
         assert not differ, f'{context}: {len(differ)} {entry} tensors differ, e.g. {differ[:3]}'
+
+
+@contextlib.contextmanager
+def inductor_recording_graphs():
+    """torch.compile's inductor without its graph caches, yielding a list that receives the op
+    names (``str(node.target)``) of each graph inductor compiles, after its post-grad passes.
+
+    The FX graph and AOT autograd caches are keyed on the traced graph, not on the Python code
+    of a custom op's fake implementation: a cache filled with a correct fake hides a wrong one
+    (and the reverse). Those two are off here. The C++ kernel cache stays on: its key is the
+    generated source, so it cannot hand back code for other source, and with it cold (as
+    ``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1`` makes it on every compile) the tiny MixedAE step
+    of tests/unit/models/test_topk_compile.py took 171 s instead of 54 s (2 cores, load 8-11).
+    ``fallback_random``: inductor draws random numbers with torch's generator, so a compiled
+    step samples the eager step's mixing assignment.
+    """
+    import torch
+    graphs = []
+
+    def record(graph):
+        graphs.append({str(n.target) for n in graph.nodes if n.op == 'call_function'})
+
+    with torch._inductor.config.patch(fx_graph_cache=False, fx_graph_remote_cache=False,
+                                      post_grad_custom_post_pass=record, fallback_random=True), \
+            torch._functorch.config.patch(enable_autograd_cache=False,
+                                          enable_remote_autograd_cache=False):
+        try:
+            yield graphs
+        finally:
+            torch._dynamo.reset()

@@ -5,7 +5,9 @@ Times forward + backward of the models built from the pretraining configs (warm-
 min / median / max of the repeats), one after another in this process, and prints a markdown
 table: time per step, images/s, TFLOP per step (torch's FlopCounterMode), achieved TFLOP/s, MFU against
 --peak-tflops (when given), peak memory and the ratio to MAE, with a warning line under the
-table where a ratio is noisy or rests on fewer than 3 repeats. See mixedae/suite/speed.py.
+table where a ratio is noisy or rests on fewer than 3 repeats. The steps do not compute hr_acc
+(training computes it only on the iterations it logs) unless --hr-acc. See
+mixedae/suite/speed.py.
 
     .venv/bin/python tools/benchmark_pretrain.py --arch base --batch 16 --device cpu
     .venv/bin/python tools/benchmark_pretrain.py --arch base --batch 256 --device cuda --amp --peak-tflops 989
@@ -33,11 +35,13 @@ def main(argv=None) -> int:
     p.add_argument('--methods', nargs='+', choices=PRETRAIN_METHODS, default=list(PRETRAIN_METHODS))
     p.add_argument('--peak-tflops', type=float,
                    help="the device's peak dense TFLOP/s in the step's precision: adds MFU")
+    p.add_argument('--hr-acc', action='store_true',
+                   help="compute MixedAE's hr_acc on every step (training: on logged steps only)")
     p.add_argument('--out', help='also write the results as JSON here')
     args = p.parse_args(argv)
     results, report = benchmark_pretrain(
         ROOT, args.methods, args.arch, args.batch, args.device, args.amp, args.warmup, args.repeats,
-        args.peak_tflops)
+        args.peak_tflops, args.hr_acc)
     print(report)
     if args.out:
         with atomic_write(args.out) as f:

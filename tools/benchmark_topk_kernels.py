@@ -5,9 +5,9 @@ Needs a CUDA GPU (exit status 2 without one). ``--static`` needs none: it compil
 and launch variant for sm_90a (H100) and prints registers, spills, shared memory, blocks per SM
 and tensor-core instructions. See mixedae/suite/topk_bench.py.
 
-    .venv/bin/python tools/benchmark_topk_kernels.py                      # ViT-B at G = 4, bf16
+    .venv/bin/python tools/benchmark_topk_kernels.py            # the ViT-B config's shape, bf16
     .venv/bin/python tools/benchmark_topk_kernels.py --variants default 'fwd warps 4' --out topk.json
-    .venv/bin/python tools/benchmark_topk_kernels.py --static             # no GPU needed
+    .venv/bin/python tools/benchmark_topk_kernels.py --static   # no GPU needed
 """
 import argparse
 import json
@@ -16,6 +16,7 @@ import sys
 
 import torch
 
+from mixedae.suite.speed import homologous_attention_shape
 from mixedae.suite.topk_bench import (NO_CUDA, benchmark_topk_kernels, static_cases,
                                       static_metrics, static_table)
 from mixedae.utils.cli import run_tool
@@ -28,11 +29,14 @@ DTYPES = dict(bfloat16=torch.bfloat16, float16=torch.float16)
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    vit_b = homologous_attention_shape(ROOT, 'base')          # the MixedAE ViT-B/16 config's
     p.add_argument('--seqs', type=int, default=64, help='sequences T (batch 256 / G = 4)')
-    p.add_argument('--heads', type=int, default=12)
-    p.add_argument('--tokens', type=int, default=200, help="N' (196 patches + G class tokens)")
-    p.add_argument('--head-dim', type=int, default=64)
-    p.add_argument('--topk', type=int, default=50, help='K (N/G + 1 = 196/4 + 1)')
+    p.add_argument('--heads', type=int, default=vit_b.heads, help='default: ViT-B config')
+    p.add_argument('--tokens', type=int, default=vit_b.tokens,
+                   help="N' (default: ViT-B config, N patches + G class tokens)")
+    p.add_argument('--head-dim', type=int, default=vit_b.head_dim, help='default: ViT-B config')
+    p.add_argument('--topk', type=int, default=vit_b.topk,
+                   help="K (default: ViT-B config's, N/G + 1)")
     p.add_argument('--dtype', choices=sorted(DTYPES), default='bfloat16')
     p.add_argument('--warmup', type=int, default=10)
     p.add_argument('--repeats', type=int, default=50)

@@ -35,17 +35,19 @@ from mixedae.utils.io import atomic_write
 
 from .repo import Repo, set_data_root
 from .speed import (PRETRAIN_METHODS, PROTOCOLS, benchmark_backbones, benchmark_pretrain,
-                    device_description, pretrain_model_config, ratio_warning)
+                    device_description, homologous_attention_shape, pretrain_model_config,
+                    ratio_warning)
 from .tables import markdown_table
 
 #: per scale: pretraining arch, protocol config scale, images per step (pretrain, transfer),
-#: top-K attention test shape (T, H, N, hd, K), and the benchmarks' settings
+#: sequences T of the top-K attention test (its H, N, hd and K are the arch's MixedAE config's:
+#: ``speed.homologous_attention_shape``), and the benchmarks' settings
 SCALES = dict(
     base=dict(arch='base', protocol='base', pretrain_batch=16, transfer_batch=2,
-              attention=(8, 12, 200, 64, 50), bench=dict(
+              attention_seqs=8, bench=dict(
                   pretrain_batch=256, backbone_batch=16, img_size=512, warmup=3, repeats=10)),
     tiny=dict(arch='tiny', protocol='tiny', pretrain_batch=8, transfer_batch=2,
-              attention=(2, 2, 20, 16, 6), bench=dict(
+              attention_seqs=2, bench=dict(
                   pretrain_batch=8, backbone_batch=2, img_size=None, warmup=1, repeats=3)))
 #: max |kernel - reference| allowed, relative and absolute, per dtype
 TOLERANCES = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
@@ -366,8 +368,9 @@ def run_all(root: str, device: torch.device, scale_name: str) -> Dict:
             rows.append(run_check(f'train + test: {name} (tiny, generated data)',
                                   end_to_end_check(root, protocol, metrics, views,
                                                    os.path.join(tmp, protocol), device)))
+    attention = (scale['attention_seqs'], *homologous_attention_shape(root, scale['arch']))
     rows.append(run_check('top-K attention kernel vs reference',
-                          lambda: kernel_check(scale['attention'], device)))
+                          lambda: kernel_check(attention, device)))
     amp, tables, results = device.type == 'cuda', [], {}
 
     def pretrain() -> str:

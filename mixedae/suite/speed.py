@@ -19,6 +19,8 @@ max; a ratio of two medians gets a warning (:func:`ratio_warning`) when it rests
 3 repeats or when the timings spread wider than the ratio differs from 1. FLOPs are counted by
 torch's ``FlopCounterMode`` over one more forward + backward step: matrix products,
 convolutions and scaled-dot-product attention (work inside custom kernels is not seen).
+A pretraining step leaves ``hr_acc`` off unless asked (``hr_acc=True``), as training does on
+the iterations it does not log.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 from torch.utils import flop_counter
@@ -245,10 +247,41 @@ def pretrain_model_config(root: str, method: str, arch: str):
     return cfg
 
 
+class AttentionShape(NamedTuple):
+    """One top-K attention call of a MixedAE encoder, per mixed sequence: heads, tokens (N
+    patches + G class tokens), head dim and K."""
+    heads: int
+    tokens: int
+    head_dim: int
+    topk: int
+
+
+def attention_shape(backbone) -> AttentionShape:
+    """The top-K attention shape of a ``mixedae.MixedViT`` backbone config; K is its ``topk``,
+    or when None the encoder's default (``default_topk``: N/G + 1)."""
+    from timm.layers import to_2tuple
+
+    from mixedae.models.backbones.mixed_vit import default_topk
+
+    b = backbone
+    rows, cols = (s // p for s, p in zip(to_2tuple(b.img_size), to_2tuple(b.patch_size)))
+    n, g = rows * cols, b.group_size
+    topk = default_topk(n, g) if b.get('topk') is None else b.topk
+    return AttentionShape(b.num_heads, n + g, b.embed_dim // b.num_heads, topk)
+
+
+def homologous_attention_shape(root: str, arch: str = 'base') -> AttentionShape:
+    """:func:`attention_shape` of the MixedAE pretraining config of ``arch``."""
+    return attention_shape(pretrain_model_config(root, 'mixedae', arch).backbone)
+
+
 def measure_pretrain(root: str, method: str, arch: str = 'base', batch: int = 16,
                      device: str = 'cpu', amp: bool = False, warmup: int = 1,
-                     repeats: int = 3) -> Dict:
-    """Forward + backward of one method's pretraining loss on random images."""
+                     repeats: int = 3, hr_acc: bool = False) -> Dict:
+    """Forward + backward of one method's pretraining loss on random images. ``hr_acc``:
+    compute the top-K layers' ``hr_acc`` on every step (unpacking their keep masks); off by
+    default, as in training, which computes it only on the iterations it logs
+    (``mixedae.HrAccScheduleHook``)."""
     from mmengine.registry import DefaultScope
 
     from mixedae.registry import MODELS
@@ -261,6 +294,7 @@ def measure_pretrain(root: str, method: str, arch: str = 'base', batch: int = 16
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mixedae'):
         model = MODELS.build(cfg).to(dev).train()
+    model.set_hr_acc(hr_acc)
     if batch % model.group_size:
         raise ValueError(f'batch {batch} is not divisible by the group size {model.group_size}')
     images = torch.randn(batch, 3, *model.backbone.patch_embed.img_size, device=dev)
@@ -308,11 +342,12 @@ def pretrain_warnings(results: Sequence[Dict]) -> List[Optional[str]]:
 def benchmark_pretrain(root: str, methods: Sequence[str] = PRETRAIN_METHODS,
                        arch: str = 'base', batch: int = 16, device: str = 'cpu',
                        amp: bool = False, warmup: int = 1, repeats: int = 3,
-                       peak_tflops: Optional[float] = None):
+                       peak_tflops: Optional[float] = None, hr_acc: bool = False):
     """Measure each method, one after another in this process; (results, markdown report)."""
-    results = [measure_pretrain(root, m, arch, batch, device, amp, warmup, repeats)
+    results = [measure_pretrain(root, m, arch, batch, device, amp, warmup, repeats, hr_acc)
                for m in methods]
     title = (f'ViT {arch}, batch {batch}, {"bf16 autocast" if amp else "fp32"}, '
+             f'hr_acc {"on every step" if hr_acc else "off"}, '
              f'{device_description(device)}; {repeats} timed steps after {warmup} warm-up; '
              f'{isolation_note(device)}')
     return results, report(title, pretrain_table(results, device, peak_tflops),

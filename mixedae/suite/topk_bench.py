@@ -162,12 +162,13 @@ def timing_table(sdpa: Dict[str, Dict[str, float]], rows: Dict[str, Dict]) -> st
     return markdown_table(table, header)
 
 
-def benchmark_topk_kernels(t: int = 64, h: int = 12, n: int = 200, hd: int = 64,
-                           topk: int = 50, dtype: torch.dtype = torch.bfloat16,
-                           warmup: int = 10, repeats: int = 50,
-                           names: Sequence[str] = ()) -> Tuple[Dict, str]:
-    """Check and time each variant (all, or those in ``names``) on the current CUDA device;
-    (results, markdown report). RuntimeError without CUDA."""
+def benchmark_topk_kernels(t: int, h: int, n: int, hd: int, topk: int,
+                           dtype: torch.dtype = torch.bfloat16, warmup: int = 10,
+                           repeats: int = 50, names: Sequence[str] = ()) -> Tuple[Dict, str]:
+    """Check and time each variant (all, or those in ``names``) on T x H x N x hd inputs with
+    K = ``topk`` on the current CUDA device (the tool's defaults: the MixedAE ViT-B config's
+    shape, ``speed.homologous_attention_shape``); (results, markdown report). RuntimeError
+    without CUDA."""
     if not torch.cuda.is_available():
         raise RuntimeError(NO_CUDA)
     q, k, v, grad = inputs(t, h, n, hd, dtype, 'cuda')
@@ -214,13 +215,12 @@ class StaticCase(NamedTuple):
 
 
 def config_shape(path: str) -> Tuple[int, int]:
-    """(N', K) of a MixedAE pretraining config: N' = patches + G class tokens, K = the
-    backbone's ``topk`` or its default patches / G + 1 (``MixedViT``)."""
+    """(N', K) of a MixedAE pretraining config (:func:`~.speed.attention_shape`)."""
     from mmengine.config import Config
-    bb = Config.fromfile(path).model.backbone
-    img = bb.img_size if isinstance(bb.img_size, int) else bb.img_size[0]
-    patches = (img // bb.patch_size) ** 2
-    return patches + bb.group_size, bb.topk or patches // bb.group_size + 1
+
+    from .speed import attention_shape
+    shape = attention_shape(Config.fromfile(path).model.backbone)
+    return shape.tokens, shape.topk
 
 
 def static_cases(root: str, hd: int = 64) -> List[StaticCase]:

@@ -1,16 +1,17 @@
 """tools/train.py --compile (MMEngine's compile=True) on the tiny MixedAE config, on CPU with the
-reference top-K path: the same logged losses as the eager run."""
+top-K kernel forced (``attn_impl='triton'``, Triton's interpreter): its custom ops are in the
+graphs inductor compiles, and the logged losses are the eager run's."""
 import glob
 import json
 import os
 
 import pytest
-import torch
 
-from support import REPO, load_tool
+from support import REPO, inductor_recording_graphs, load_tool
 
 TINY_CFG = REPO.config('mixedae-tiny')
 LOGGED = ('loss', 'loss_rec', 'loss_hc', 'hr_acc')
+FWD, BWD = 'mixedae.topk_attention_fwd.default', 'mixedae.topk_attention_bwd.default'
 
 
 def logged_losses(work_dir):
@@ -23,17 +24,17 @@ def logged_losses(work_dir):
 def test_compiled_training_logs_the_eager_losses(tmp_path, images):
     train = load_tool('train')
     runs = {}
-    # inductor draws random numbers its own way unless told to call torch's: the mixing
-    # assignment must be the eager one for the losses to compare. The config's own patch
-    # restores the setting (after pytest's monkeypatch it was missing from torch's config).
-    with torch._inductor.config.patch(fallback_random=True):
+    # inductor's graph caches off, its random numbers torch's (the mixing assignment must be the
+    # eager one for the losses to compare); the graphs it compiles are recorded
+    with inductor_recording_graphs() as graphs:
         for name, flags in (('eager', []), ('compiled', ['--compile'])):
             work_dir = str(tmp_path / name)
             assert train.main([TINY_CFG, '--work-dir', work_dir, *flags, '--cfg-options',
                                f'train_dataloader.dataset.data_root={images}',
+                               'model.backbone.attn_impl=triton',
                                'train_cfg.max_epochs=2', f'experiment_name={name}']) == 0
             runs[name] = logged_losses(work_dir)
-    torch._dynamo.reset()
+    assert any(FWD in ops for ops in graphs) and any(BWD in ops for ops in graphs)
     assert len(runs['eager']) == 4                          # 2 epochs of 2 batches of 16
     for eager, compiled in zip(runs['eager'], runs['compiled']):
         for key in LOGGED:

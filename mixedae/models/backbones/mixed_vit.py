@@ -22,6 +22,12 @@ from ..layers.pos_embed import sincos_2d_pos_embed
 from .vit import ViT
 
 
+def default_topk(num_patches: int, group_size: int) -> int:
+    """Keys kept per query when ``topk`` is not given: one image's share of a mixed sequence
+    plus one, N/G + 1 (50 for ViT-B/16 at 224 px with G = 4)."""
+    return num_patches // group_size + 1
+
+
 @MODELS.register_module()
 class MixedViT(ViT):
     """ViT encoder for MixedAE (G >= 2) and MAE (G = 1) pretraining.
@@ -63,7 +69,7 @@ class MixedViT(ViT):
         if num_patches % group_size:
             raise ValueError(f'group_size {group_size} does not divide the {num_patches} patches '
                              f'of a {img_size} image')
-        topk = num_patches // group_size + 1 if topk is None else topk
+        topk = default_topk(num_patches, group_size) if topk is None else topk
         if not 1 <= topk <= num_patches + group_size:
             raise ValueError(f'topk must be in [1, {num_patches + group_size}] (tokens of a mixed '
                              f'sequence), got {topk}')

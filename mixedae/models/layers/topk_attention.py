@@ -612,8 +612,10 @@ def _fwd_op(q: Tensor, k: Tensor, v: Tensor, topk: int) -> Tuple[Tensor, Tensor,
 
 @_fwd_op.register_fake
 def _fwd_fake(q, k, v, topk):
+    """The outputs as ``triton_forward`` allocates them: contiguous whatever q's strides
+    (``empty_like(q)`` would copy the stride order of a qkv slice, and inductor checks it)."""
     t, h, n, _ = q.shape
-    return (torch.empty_like(q), q.new_empty((t * h, n), dtype=torch.float32),
+    return (q.new_empty(q.shape), q.new_empty((t * h, n), dtype=torch.float32),
             q.new_empty((t * h, n, padded_keys(n) // 32), dtype=torch.int32))
 
 
@@ -625,7 +627,8 @@ def _bwd_op(q: Tensor, k: Tensor, v: Tensor, out: Tensor, grad_out: Tensor, lse:
 
 @_bwd_op.register_fake
 def _bwd_fake(q, k, v, out, grad_out, lse, mask):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    """dq, dk, dv as ``triton_backward`` returns them: contiguous, in q's dtype."""
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
 
 
 def _setup_context(ctx, inputs, output) -> None:

@@ -185,6 +185,40 @@ def test_pretrain_model_config_takes_the_method_knobs_to_other_archs():
         speed.pretrain_model_config(ROOT, 'mae', 'huge')
 
 
+def test_homologous_attention_shape_is_the_encoders():
+    """H, N', hd and K of the benchmarks come from the MixedAE config: ViT-B/16 at 224 px with
+    G = 4 keeps K = 196 / 4 + 1 = 50 of 200 tokens; the tiny config's built encoder agrees."""
+    assert speed.homologous_attention_shape(ROOT, 'base') == (12, 200, 64, 50)
+    from mixedae.registry import MODELS
+    cfg = speed.pretrain_model_config(ROOT, 'mixedae', 'tiny')
+    encoder = MODELS.build(cfg.backbone)
+    attn = encoder.blocks[0].attn
+    n = encoder.patch_embed.num_patches + encoder.group_size
+    assert speed.homologous_attention_shape(ROOT, 'tiny') == (attn.num_heads, n, attn.head_dim,
+                                                              attn.topk)
+
+
+def test_pretrain_steps_leave_hr_acc_off_unless_asked(monkeypatch):
+    """The benchmark's MixedAE steps (the FLOP count's and the timed ones) call the top-K
+    attention without labels, so no keep mask is unpacked for hr_acc; hr_acc=True gives them
+    labels on every step."""
+    from mixedae.models.layers import homologous_attention
+    calls = []
+
+    def recording(q, k, v, topk, labels=None, *args, **kwargs):
+        calls.append(labels is not None)
+        return real(q, k, v, topk, labels, *args, **kwargs)
+
+    real = homologous_attention.topk_attention
+    monkeypatch.setattr(homologous_attention, 'topk_attention', recording)
+    depth = speed.pretrain_model_config(ROOT, 'mixedae', 'tiny').backbone.depth
+    for hr_acc in (False, True):
+        calls.clear()
+        speed.measure_pretrain(ROOT, 'mixedae', 'tiny', batch=4, warmup=1, repeats=1,
+                               hr_acc=hr_acc)
+        assert calls == [hr_acc] * 3 * depth          # FLOP count, warm-up, timed step
+
+
 def test_backbone_configs_and_their_yardsticks():
     ade = speed.backbone_config(ROOT, 'ade20k')
     assert ade.use_rel_pos_bias and tuple(ade.img_size) == (512, 512) and 'init_cfg' not in ade
