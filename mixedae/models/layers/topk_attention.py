@@ -255,7 +255,7 @@ def _fwd_kernel(Q, K, V, O, LSE, MASK,
 @_jit
 def _bwd_kernel(Q, K, V, DO, DQP, DK, DV, LSE, DELTA, MASK,
                 sq_b, sq_h, sq_n, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, so_b, so_h, so_n,
-                sd_b, sd_h, sd_n, sp_k, sp_b, sp_h, sp_n, H, N, HD, scale, WORDS,
+                sd_b, sd_h, sd_n, sp_k, sp_b, sp_h, sp_n, H, N: tl.constexpr, HD, scale, WORDS,
                 ATOMIC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     pid_n = tl.program_id(0)
@@ -272,6 +272,8 @@ def _bwd_kernel(Q, K, V, DO, DQP, DK, DV, LSE, DELTA, MASK,
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     word_idx = pid_n * (BLOCK_N // 32) + tl.arange(0, BLOCK_N // 32)
     dqp = DQP + (0 if ATOMIC else pid_n * sp_k) + b * sp_b + h * sp_h
+    # N is constexpr because it bounds this loop: Triton 3.6's interpreter turns a runtime
+    # bound into int() of a 1-element array, which numpy >= 2.4 refuses (docs/testing.md)
     for start in range(0, N, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         row_ok = rows < N

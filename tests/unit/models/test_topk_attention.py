@@ -549,9 +549,9 @@ common = dict(BLOCK_D=hd, PRECISION='tf32', UPCAST=False)
 for kernel, consts, num_warps in [
         (ta._fwd_kernel, dict(BLOCK_M=b.fwd_m, BLOCK_N=ta.padded_keys(n),
                               **common), b.fwd_m // 16),
-        (ta._bwd_kernel, dict(ATOMIC=False, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, **common),
+        (ta._bwd_kernel, dict(ATOMIC=False, N=n, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, **common),
          b.bwd_warps),
-        (ta._bwd_kernel, dict(ATOMIC=True, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, **common),
+        (ta._bwd_kernel, dict(ATOMIC=True, N=n, BLOCK_M=b.bwd_m, BLOCK_N=b.bwd_n, **common),
          b.bwd_warps)]:
     sig = {}
     for name in kernel.arg_names:
