@@ -43,6 +43,7 @@ WORK="$(realpath -m "${WINDOW_WORK:-work_dirs/window_work}")"
 VENV="${WINDOW_VENV:-/tmp/mixedae-window}"
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/window.log") 2>&1
+TEE_PID=$!
 printf 'part\tstatus\tseconds\tbudget_s\n' >"$OUT/summary.tsv"
 
 log() { printf '[window %s +%ds] %s\n' "$(date +%H:%M:%S)" "$((SECONDS - START))" "$*"; }
@@ -60,23 +61,31 @@ run_part() {
     return $rc
 }
 
+# finish STATUS: the summary, then exit once tee has written the log's last lines
+finish() {
+    log "done in $((SECONDS - START))s; summary:"
+    cat "$OUT/summary.tsv"
+    exec >&- 2>&-
+    wait "$TEE_PID"
+    exit "$1"
+}
+
 if [[ $ALLOW_CPU == 1 ]]; then
-    SCALE=tiny PRESET=cpu-rehearsal CHECK_ARGS=(--allow-cpu)
-    # the kernels run in Triton's interpreter on CPU
-    export TRITON_INTERPRET=1
+    # gpu_check's kernel row runs in Triton's interpreter on CPU
+    SCALE=tiny PRESET=cpu-rehearsal CHECK_ARGS=(--allow-cpu) CHECK_ENV=(env TRITON_INTERPRET=1)
 else
-    SCALE=base PRESET=gpu-window CHECK_ARGS=()
+    SCALE=base PRESET=gpu-window CHECK_ARGS=() CHECK_ENV=()
 fi
 log "parts: ${PARTS[*]}; window ${WINDOW_S}s; output in $OUT"
 run_part env "$ENV_BUDGET_S" bash tools/window_env.sh "${SYSTEM_PYTHON:-python3}" "$VENV" "$ROOT/wheelhouse" \
-    || { log "no environment: nothing else runs"; exit 1; }
+    || { log "no environment: nothing else runs"; finish 1; }
 PY="$VENV/bin/python"
 "$PY" -c 'import torch; print("device:", torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU only")'
 export PYTHONUNBUFFERED=1
 FAILED=0
 for part in "${PARTS[@]}"; do
     case "$part" in
-        check) run_part check "$CHECK_BUDGET_S" "$PY" tools/gpu_check.py "${CHECK_ARGS[@]}" \
+        check) run_part check "$CHECK_BUDGET_S" "${CHECK_ENV[@]}" "$PY" tools/gpu_check.py "${CHECK_ARGS[@]}" \
                    --scale "$SCALE" --out "$OUT/gpu_check.json" || FAILED=1 ;;
         bench) run_part bench "$BENCH_BUDGET_S" "$PY" tools/benchmark_topk_kernels.py \
                    --out "$OUT/topk_bench.json"
@@ -100,6 +109,4 @@ for part in "${PARTS[@]}"; do
             fi ;;
     esac
 done
-log "done in $((SECONDS - START))s; summary:"
-cat "$OUT/summary.tsv"
-exit $FAILED
+finish $FAILED
