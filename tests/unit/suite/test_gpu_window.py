@@ -28,8 +28,8 @@ def pins(text, pattern):
 
 
 def script_default(name):
-    """The default of ``NAME="${NAME:-value}"`` in tools/gpu_window.sh, as an int."""
-    return int(re.search(rf'^{name}="\$\{{{name}:-(\d+)\}}"$', read('tools/gpu_window.sh'),
+    """The GPU window's default ``GPU_<name>=<seconds>`` in tools/gpu_window.sh."""
+    return int(re.search(rf'(?:^|\s)GPU_{name}=(\d+)(?:\s|$)', read('tools/gpu_window.sh'),
                          re.M).group(1))
 
 
