@@ -48,7 +48,7 @@ PACK_S=20
 WORK="$(realpath -m "${WINDOW_WORK:-work_dirs/window_work}")"
 VENV="${WINDOW_VENV:-/tmp/mixedae-window}"
 mkdir -p "$OUT" "$WORK"
-exec > >(tee -a "$OUT/window.log") 2>&1
+exec > >(tee "$OUT/window.log") 2>&1
 TEE_PID=$!
 printf 'part\tstatus\tseconds\tbudget_s\n' >"$OUT/summary.tsv"
 
