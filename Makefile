@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 PARITY_VENV ?= .venv-mmcv-ops
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-parity test-slurm mutate demo clean
+.PHONY: setup test test-fast test-parity test-slurm env-torch211 test-torch211 wheelhouse mutate demo \
+	clean
 
 setup:
 	@bash tools/setup_env.sh
@@ -32,6 +33,26 @@ test-parity:
 # tests are skipped, with the reason, where no cluster can be started)
 test-slurm: setup
 	$(PY) -m pytest tests/slurm $(PYTEST_ARGS)
+
+# the wheels the lent GPU machine lacks (cp312, manylinux x86_64, mmcv without ops) in
+# ./wheelhouse, for tools/gpu_window.sh (docs/benchmarks.md)
+wheelhouse:
+	@bash tools/make_wheelhouse.sh
+
+# a second environment as on the lent GPU machine: Python 3.12, torch 2.11 (PyPI's CUDA wheel,
+# run on CPU), Triton 3.6, numpy 2.5, the wheelhouse (docs/setup.md)
+env-torch211:
+	@bash tools/setup_torch211_env.sh
+
+# in it: the kernels in Triton 3.6's interpreter, inductor compiling the attention and a whole
+# MixedAE step with the kernel (test_topk_compile.py), and gpu_check on CPU (its
+# kernel row in the interpreter too)
+TORCH211_TESTS ?= tests/unit/models/test_topk_attention.py tests/unit/models/test_topk_compile.py \
+	tests/unit/engine/test_layer_decay.py
+test-torch211: env-torch211
+	.venv-torch211/bin/python -m pytest -p no:cacheprovider $(TORCH211_TESTS) $(PYTEST_ARGS)
+	TRITON_INTERPRET=1 .venv-torch211/bin/python tools/gpu_check.py --allow-cpu --scale tiny \
+	    --out work_dirs/gpu_check_torch211.json
 
 # mutation testing of the core pure modules ([tool.mutmut] in pyproject.toml; docs/testing.md):
 # not part of `make test`; results stay in mutants/ (`mutmut results`, `mutmut show NAME`).

@@ -1,7 +1,7 @@
 """The demo's methods and scales (presets)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Tuple
 
 #: pretrained methods, each one knob from its neighbour: name -> (config kind, backbone fields,
@@ -62,6 +62,8 @@ class Preset:
         tuned = ' and '.join(f'{self.finetune_iters[t]} iterations of '
                              f'{"UperNet" if t == "ade20k" else "Mask R-CNN (FPN protocol)"}'
                              for t in self.finetune_tasks)
+        tuned = (f'{tuned}, from the encoders of pretraining seed(s) '
+                 f'{", ".join(map(str, self.finetune_seeds))}' if tuned else 'none in this preset')
         return (f'ViT ({a["depth"]} blocks, {a["embed_dim"]}-d, {heads}, '
                 f'{a["patch_size"]}x{a["patch_size"]} patches); {self.num_train} train / '
                 f'{self.num_val} val generated scenes of {self.scene_size}x{self.scene_size} px '
@@ -69,8 +71,7 @@ class Preset:
                 f'{self.pretrain_size} px, batch {self.pretrain_batch}, G = 4 for the mixing '
                 f'methods, seeds {", ".join(map(str, self.pretrain_seeds))} for every method. '
                 f'Linear probe: {self.probe_iters} iterations on the frozen encoder of every '
-                f'run. Fine-tuning: {tuned}, from the encoders of pretraining seed(s) '
-                f'{", ".join(map(str, self.finetune_seeds))}')
+                f'run. Fine-tuning: {tuned}')
 
 
 PRESETS = {
@@ -99,6 +100,19 @@ PRESETS = {
         expected_s=dict(data=60, pretrain=60, convert=2, probe=25, ade20k=45, coco=60, hr_acc=15,
                         figures=15, report=5)),
 }
+#: the GPU preset cut to fit one GPU window after the checks (tools/gpu_window.sh,
+#: docs/benchmarks.md): the same data, model, pretraining (every method, seeds 0-2) and linear
+#: probe, without the fine-tuning runs (gpu_check trains UperNet and Mask R-CNN itself), five
+#: training runs side by side (one seed's methods at once). Chosen here; not measured on a GPU:
+#: its ETA uses the GPU preset's guesses.
+PRESETS['gpu-window'] = replace(PRESETS['gpu'], name='gpu-window', finetune_tasks=(), parallel=5)
+#: the window's CPU rehearsal (``tools/gpu_window.sh --allow-cpu``): every stage of the window's
+#: demo at the smallest scale that still gives two seeds per method (minutes on 2 cores)
+PRESETS['cpu-rehearsal'] = replace(
+    PRESETS['cpu'], name='cpu-rehearsal', num_train=64, num_val=16, pretrain_epochs=2,
+    pretrain_seeds=(0, 1), probe_iters=10, finetune_tasks=(), hr_images=8, log_interval=2,
+    expected_s=dict(PRESETS['cpu'].expected_s, data=2, pretrain=8, probe=8, hr_acc=6,
+                    figures=12))
 
 
 def out_indices(depth: int) -> List[int]:
