@@ -8,7 +8,7 @@ import inspect
 import logging
 import os
 import os.path as osp
-import subprocess
+import re
 import sys
 import tempfile
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -249,16 +249,21 @@ def slurm_process_env(environ: Mapping[str, str],
 
 
 def first_slurm_host(nodelist: str) -> str:
-    """The first host name of a Slurm node list (``node[1-4]`` -> ``node1``), by
-    ``scontrol show hostnames``."""
-    out = subprocess.run(['scontrol', 'show', 'hostnames', nodelist], capture_output=True,
-                         text=True)
-    hosts = out.stdout.split()
-    if out.returncode != 0 or not hosts:
-        raise InvalidInputError(f'scontrol show hostnames {nodelist} failed: '
-                                f'{out.stderr.strip() or "no host"}; set MASTER_ADDR to the '
-                                'first node of the job')
-    return hosts[0]
+    """The first host of a Slurm node list, as ``scontrol show hostnames`` would list it
+    (``node[01-04,7],gpu1`` -> ``node01``; ``rack[1-2]-n[3-4]`` -> ``rack1-n3``): the first
+    top-level item with each bracket replaced by its first value (the library starts no
+    process)."""
+    depth, end = 0, len(nodelist)
+    for i, c in enumerate(nodelist):
+        depth += (c == '[') - (c == ']')
+        if c == ',' and depth == 0:
+            end = i
+            break
+    item = nodelist[:end].strip()
+    if not item or item.count('[') != item.count(']'):
+        raise InvalidInputError(f'SLURM_NODELIST {nodelist!r} is not a Slurm node list; set '
+                                'MASTER_ADDR to the first node of the job')
+    return re.sub(r'\[([^\]]*)\]', lambda m: re.split(r'[-,]', m.group(1))[0], item)
 
 
 def close_distributed(status: int) -> int:

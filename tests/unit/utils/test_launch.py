@@ -8,8 +8,8 @@ import torch
 from mmengine.config import Config
 
 from mixedae.utils.errors import InvalidInputError
-from mixedae.utils.launch import (add_preemption, check_schedule, init_cpu_distributed,
-                                  load_config, slurm_process_env)
+from mixedae.utils.launch import (add_preemption, check_schedule, first_slurm_host,
+                                  init_cpu_distributed, load_config, slurm_process_env)
 
 
 def test_checkpoint_hook_becomes_atomic_and_preemption_is_added():
@@ -122,3 +122,16 @@ def test_cpu_launchers_other_than_torchrun_and_srun_are_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     with pytest.raises(InvalidInputError, match='--launcher mpi needs GPUs'):
         init_cpu_distributed('mpi')
+
+
+@pytest.mark.parametrize('nodelist, first', [
+    ('node7', 'node7'), ('node[01-04,7],gpu1', 'node01'), ('gpu1,node[2-3]', 'gpu1'),
+    ('rack[1-2]-n[3-4]', 'rack1-n3'), ('a-b[10,12]', 'a-b10')])
+def test_the_first_host_of_a_slurm_node_list(nodelist, first):
+    assert first_slurm_host(nodelist) == first
+
+
+def test_a_malformed_node_list_says_what_to_set():
+    with pytest.raises(InvalidInputError, match="SLURM_NODELIST 'node\\[1-2' is not a Slurm "
+                                                'node list; set MASTER_ADDR'):
+        first_slurm_host('node[1-2')
