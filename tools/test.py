@@ -64,8 +64,8 @@ def build_config(args):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
-    check_work_dir(cfg)
     check_inputs_exist(cfg, 'test')
+    check_work_dir(cfg)
     require_full_checkpoint(cfg, args.allow_partial)
     init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)

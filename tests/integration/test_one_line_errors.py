@@ -50,7 +50,8 @@ def test_training_mistakes(tmp_path, images):
             'model.backbone.init_cfg has no type')
     blocked = tmp_path / 'a_file'
     blocked.write_text('')
-    refused('train', [PRETRAIN, '--work-dir', str(blocked / 'w')],
+    refused('train', [PRETRAIN, '--work-dir', str(blocked / 'w'), '--cfg-options',
+                      f'train_dataloader.dataset.data_root={images}'],
             f'work dir {blocked}/w cannot be written')
 
 

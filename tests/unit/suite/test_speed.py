@@ -189,9 +189,12 @@ def test_homologous_attention_shape_is_the_encoders():
     """H, N', hd and K of the benchmarks come from the MixedAE config: ViT-B/16 at 224 px with
     G = 4 keeps K = 196 / 4 + 1 = 50 of 200 tokens; the tiny config's built encoder agrees."""
     assert speed.homologous_attention_shape(ROOT, 'base') == (12, 200, 64, 50)
+    from mmengine.registry import DefaultScope
+
     from mixedae.registry import MODELS
     cfg = speed.pretrain_model_config(ROOT, 'mixedae', 'tiny')
-    encoder = MODELS.build(cfg.backbone)
+    with DefaultScope.overwrite_default_scope('mixedae'):   # whatever scope a test left
+        encoder = MODELS.build(cfg.backbone)
     attn = encoder.blocks[0].attn
     n = encoder.patch_embed.num_patches + encoder.group_size
     assert speed.homologous_attention_shape(ROOT, 'tiny') == (attn.num_heads, n, attn.head_dim,
