@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from mixedae.engine.hooks import (EXIT_PREEMPTED, AtomicCheckpointHook, Preempted, PreemptionHook,
                                   RNGStateHook)
 from mixedae.utils.checkpoint import load_checkpoint_file
+from support import tensors
 
 
 class NoisyData(Dataset):
@@ -82,16 +83,6 @@ def toy_runner(work_dir, by_epoch, resume=False, extra_hooks=(), max_keep_ckpts=
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[dict(type='mixedae.RNGStateHook'), dict(type='mixedae.PreemptionHook'),
                       *extra_hooks])
-
-
-def tensors(obj, prefix=''):
-    if isinstance(obj, torch.Tensor):
-        return {prefix: obj}
-    if isinstance(obj, np.ndarray):
-        return {prefix: torch.from_numpy(obj)}
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) \
-        if isinstance(obj, (list, tuple)) else []
-    return {k: v for key, value in items for k, v in tensors(value, f'{prefix}/{key}').items()}
 
 
 def assert_identical(path_a, path_b, context):
