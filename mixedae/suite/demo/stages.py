@@ -18,6 +18,7 @@ from mixedae.datasets.synthetic import matches_manifest
 from mixedae.models.backbones.loading import convert_checkpoint
 from mixedae.utils.io import atomic_write
 from ..repo import Repo
+from ..runner import has_checkpoint
 from ..stats import read_validation
 from .presets import Preset
 from .run_configs import finetune_config, pretrain_config, probe_config
@@ -65,7 +66,7 @@ class Demo:
                self.env, self.repo.root)
 
     def train(self, config: str, work_dir: str, log: str) -> None:
-        resume = ['--resume'] if osp.exists(osp.join(work_dir, 'last_checkpoint')) else []
+        resume = ['--resume'] if has_checkpoint(work_dir) else []
         amp = ['--amp'] if self.p.amp else []
         self.tool('train.py', config, '--work-dir', work_dir, *resume, *amp, log=log)
 
