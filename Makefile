@@ -23,9 +23,10 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow and not parity and not slurm" $(PYTEST_ARGS)
 
 # mixedae's torchvision-backed mmcv ops against mmcv's compiled ones, and the end-to-end runs
-# with compiled mmcv, in a second environment (mmcv compiled once per machine, then cached)
-test-parity:
-	@MIXEDAE_MMCV_OPS=1 VENV=$(PARITY_VENV) bash tools/setup_env.sh
+# with compiled mmcv, in a second environment layered over the first (only mmcv and the
+# package of its own; mmcv compiled once per machine, then cached)
+test-parity: setup
+	@MIXEDAE_MMCV_OPS=1 MIXEDAE_BASE_VENV=$(VENV) VENV=$(PARITY_VENV) bash tools/setup_env.sh
 	$(PARITY_VENV)/bin/python -m pytest -m "(parity or slow) and not slurm" $(PYTEST_ARGS)
 
 # the Slurm launchers and preemption on a real single-node Slurm cluster that the tests bring

@@ -11,6 +11,9 @@
 # A stamp keyed by the inputs makes a re-run with nothing changed take seconds.
 # The interpreter that creates .venv: $PYTHON if set, else the newest Python 3.10-3.12 on PATH
 # (`bash tools/setup_env.sh --print-python` prints the choice and exits).
+# MIXEDAE_BASE_VENV=DIR makes $VENV a layer over that (already set-up) environment: it holds
+# only mmcv and the package, and sees DIR's packages after its own (a .pth file), so a second
+# mmcv build costs megabytes instead of a second torch (`make test-parity` uses it).
 set -euo pipefail
 
 PYTHON_CANDIDATES=(python3.12 python3.11 python3.10 python3)
@@ -75,13 +78,32 @@ if [[ -f "$STAMP" ]]; then
     exit 0
 fi
 
+BASE_VENV="${MIXEDAE_BASE_VENV:+$(realpath -m "$MIXEDAE_BASE_VENV")}"
+if [[ -n "$BASE_VENV" ]]; then
+    [[ -x "$BASE_VENV/bin/python" ]] \
+        || { echo "setup_env: MIXEDAE_BASE_VENV=$BASE_VENV has no bin/python; set it up first (make setup)" >&2; exit 1; }
+    [[ "$BASE_VENV" != "$VENV" ]] \
+        || { echo "setup_env: MIXEDAE_BASE_VENV and VENV are the same folder ($VENV)" >&2; exit 1; }
+fi
 if [[ ! -x "$VENV/bin/python" ]]; then
-    PYTHON="$(pick_python)"
+    PYTHON="${BASE_VENV:+$BASE_VENV/bin/python}"
+    PYTHON="${PYTHON:-$(pick_python)}"
     log "creating $VENV with $PYTHON ($("$PYTHON" --version 2>&1))"
     "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check -q)
+if [[ -n "$BASE_VENV" ]]; then
+    # site.addsitedir appends the base's packages after this venv's own and reads its .pth files
+    BASE_SITE="$("$BASE_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+    "$PY" - "$BASE_SITE" <<'PYEOF'
+import sys, sysconfig
+from pathlib import Path
+line = f"import site; site.addsitedir({sys.argv[1]!r})\n"
+Path(sysconfig.get_path("purelib"), "_mixedae_base_venv.pth").write_text(line)
+PYEOF
+    log "layered over $BASE_VENV (its packages come after this environment's own)"
+fi
 
 log "installing torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION and build tools"
 "${PIP[@]}" install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \

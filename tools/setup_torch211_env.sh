@@ -10,8 +10,8 @@
 #   .venv-torch211         the window's environment, made from it by tools/window_env.sh: a plain
 #                          venv seeing the system's packages after its own, with the wheelhouse
 #                          (`make wheelhouse`) and this checkout installed offline.
-# The system's wheels (about 3 GB with torch's CUDA libraries) are downloaded once into
-# ${MIXEDAE_CACHE:-~/.cache/mixedae}/wheels/torch211-cp312 and installed from there offline.
+# The system's packages (about 3 GB downloaded with torch's CUDA libraries, 5 GB installed) are
+# installed once per machine in ${MIXEDAE_CACHE:-~/.cache/mixedae}/venvs/.
 # A stamp keyed by the inputs makes a re-run with nothing changed take a second.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +19,6 @@ cd "$ROOT"
 source tools/_py312.sh
 VENV="$ROOT/.venv-torch211"
 CACHE_DIR="${MIXEDAE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mixedae}"
-WHEELS="$CACHE_DIR/wheels/torch211-cp312"
 SYSTEM="$CACHE_DIR/venvs/torch211-system-$(sha256sum tools/torch211.txt | cut -c1-16)"
 
 log() { printf '[torch211 %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -36,19 +35,13 @@ fi
 
 if [[ ! -f "$SYSTEM/.mixedae-system-$(sha256sum tools/torch211.txt | cut -c1-16)" ]]; then
     PY="$(py312)" || exit 2
-    if [[ ! -f "$WHEELS/.complete-$(sha256sum tools/torch211.txt | cut -c1-16)" ]]; then
-        log "downloading torch 2.11 and the GPU machine's packages into $WHEELS (about 3 GB, once)"
-        mkdir -p "$WHEELS"
-        "$PY" -m pip --disable-pip-version-check -q download --only-binary=:all: \
-            -r tools/torch211.txt -d "$WHEELS"
-        touch "$WHEELS/.complete-$(sha256sum tools/torch211.txt | cut -c1-16)"
-    fi
-    log "creating $SYSTEM ($("$PY" --version)) from the cached wheels, offline"
+    log "creating $SYSTEM ($("$PY" --version)) with torch 2.11 and the GPU machine's packages (about 3 GB downloaded, once)"
     rm -rf "$SYSTEM"
     mkdir -p "$(dirname "$SYSTEM")"
     "$PY" -m venv "$SYSTEM"
-    "$SYSTEM/bin/python" -m pip --disable-pip-version-check -q install --no-index \
-        --find-links "$WHEELS" -r tools/torch211.txt
+    # no pip cache: the download would sit on disk a second time beside the installed copy
+    "$SYSTEM/bin/python" -m pip --disable-pip-version-check -q install --no-cache-dir \
+        -r tools/torch211.txt
     touch "$SYSTEM/.mixedae-system-$(sha256sum tools/torch211.txt | cut -c1-16)"
 fi
 

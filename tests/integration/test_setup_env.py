@@ -63,3 +63,13 @@ def test_mmcv_ops_switch_takes_only_0_or_1(tmp_path):
     assert "MIXEDAE_MMCV_OPS must be 0 (mmcv without compiled ops) or 1 (compiled ops), not 'yes'" \
         in out.stderr
     assert not (tmp_path / 'venv').exists()
+
+
+def test_base_venv_must_be_set_up_first(tmp_path):
+    out = subprocess.run([BASH, SCRIPT], env={'PATH': os.environ['PATH'], 'HOME': str(tmp_path),
+                                              'MIXEDAE_BASE_VENV': str(tmp_path / 'base'),
+                                              'VENV': str(tmp_path / 'layer')},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert f"MIXEDAE_BASE_VENV={tmp_path / 'base'} has no bin/python" in out.stderr
+    assert not (tmp_path / 'layer').exists()
