@@ -13,7 +13,7 @@ COLUMNS = [
 #: a cell of a method/task pair that no run provides
 NOT_IN_MATRIX = '–'
 
-#: published ViT-B numbers (docs/method.md), shown as reference rows with where each is published;
+#: published ViT-B numbers (README, "Results"), shown as reference rows with where each is published;
 #: each names the protocol its numbers come from (docs/protocols.md). Our COCO protocol A
 #: (Mask R-CNN + FPN, 1x/3x multi-scale) matches none of the published COCO rows; protocol B is
 #: mmdet's ViTDet.
