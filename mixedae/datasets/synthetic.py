@@ -24,6 +24,7 @@ import numpy as np
 
 from mixedae.utils.errors import OutputExistsError
 from mixedae.utils.io import write_json
+from .checks import is_data_file
 from .validation import DataError
 
 #: (name, base RGB colour) of each object class; class k is written as label k + 1 in ADE20K
@@ -386,14 +387,15 @@ def regenerate_command(root: str, manifest: dict) -> str:
 
 def manifest_problems(root: str) -> List[str]:
     """How the files in a generated ``root`` differ from its manifest (one line per folder);
-    [] when they match or ``root`` has no manifest."""
+    [] when they match or ``root`` has no manifest. The files are counted on disk, hidden and
+    temporary ones left out (:func:`~mixedae.datasets.checks.is_data_file`)."""
     manifest = read_manifest(root)
     if manifest is None:
         return []
     problems = []
     for folder, count in sorted(manifest['files'].items()):
         path = os.path.join(root, folder)
-        found = len([n for n in os.listdir(path) if not n.startswith('.')]) \
+        found = len([n for n in os.listdir(path) if is_data_file(n)]) \
             if os.path.isdir(path) else 0
         if found != count:
             problems.append(f'{path}: {found} files, its {MANIFEST} lists {count}')

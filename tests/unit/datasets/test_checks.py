@@ -2,13 +2,17 @@
 COCO annotation files; each problem names its file."""
 import json
 import os
+import re
 
 import cv2
 import numpy as np
 import pytest
 
-from mixedae.datasets.checks import (ADE_MAX_LABEL, CHECKS, bad_label_values, check_ade20k,
-                                     check_coco)
+from mixedae.datasets.checks import (ADE_MAX_LABEL, CHECKS, FULL_SPLIT_IMAGES, Problem,
+                                     bad_label_values, cap_problems, check_ade20k, check_coco,
+                                     is_data_file, split_size_warning)
+from mixedae.utils.errors import MissingInputError
+from support import load_tool
 
 
 @pytest.mark.parametrize('values,num_classes,allowed,bad', [
@@ -68,8 +72,9 @@ def test_ade_pairing_channels_and_sizes_are_checked(tmp_path, capsys):
         f'{train_ann}/nolabel.png: unreadable annotation',
         f'{train_ann}/rgb.png: annotation must be single-channel, has shape (6, 8, 3)',
         f'{train_ann}/small.png: size (4, 8) differs from the image (6, 8)']
-    assert capsys.readouterr().out == ('training: 6 images, 6 annotations\n'
-                                       'validation: 0 images, 0 annotations\n')
+    assert [line for line in capsys.readouterr().out.splitlines()
+            if not line.startswith('warning:')] == ['training: 6 images, 6 annotations',
+                                                     'validation: 0 images, 0 annotations']
 
 
 def test_ade_missing_folders_are_listed(tmp_path):
@@ -107,20 +112,25 @@ def test_a_valid_coco_tree_passes(tmp_path, capsys):
     root = coco_tree(str(tmp_path), [ann(1), edge, rle, thin])
     assert check_coco(root) == [] and capsys.readouterr().out == ''
     assert check_coco(root, verbose=True) == []
-    assert capsys.readouterr().out == ('train2017: 1 images, 4 annotations, 2 categories\n'
-                                       'val2017: 1 images, 0 annotations, 2 categories\n')
+    assert [line for line in capsys.readouterr().out.splitlines()
+            if not line.startswith(('warning:', 'train2017: reading', 'val2017: reading'))] == [
+        'train2017: 1 images, 4 annotations, 2 categories',
+        'val2017: 1 images, 0 annotations, 2 categories']
     assert CHECKS == dict(ade20k=check_ade20k, coco=check_coco)
 
 
 @pytest.mark.parametrize('bad,problem', [
     (dict(image_id=9), 'unknown image_id 9'),
     (dict(category_id=7), 'unknown category_id 7'),
-    (dict(bbox=[0, 0, 0, 5]), 'bbox [0, 0, 0, 5] empty or outside the image'),
-    (dict(bbox=[0, 0, 5, 0]), 'bbox [0, 0, 5, 0] empty or outside the image'),
-    (dict(bbox=[-1, 0, 5, 5]), 'bbox [-1, 0, 5, 5] empty or outside the image'),
-    (dict(bbox=[0, -1, 5, 5]), 'bbox [0, -1, 5, 5] empty or outside the image'),
-    (dict(bbox=[0, 0, 22, 5]), 'bbox [0, 0, 22, 5] empty or outside the image'),
-    (dict(bbox=[0, 0, 5, 12]), 'bbox [0, 0, 5, 12] empty or outside the image'),
+    (dict(bbox=[0, 0, 0, 5]), 'bbox [0, 0, 0, 5] is empty (width or height <= 0)'),
+    (dict(bbox=[0, 0, 5, 0]), 'bbox [0, 0, 5, 0] is empty (width or height <= 0)'),
+    (dict(bbox=[-1, 0, 5, 5]), 'bbox [-1, 0, 5, 5] outside the image (20x10)'),
+    (dict(bbox=[0, -1, 5, 5]), 'bbox [0, -1, 5, 5] outside the image (20x10)'),
+    (dict(bbox=[0, 0, 22, 5]), 'bbox [0, 0, 22, 5] outside the image (20x10)'),
+    (dict(bbox=[0, 0, 5]), 'bbox [0, 0, 5] is not 4 numbers [x, y, w, h]'),
+    (dict(bbox=None), 'bbox None is not 4 numbers'),
+    (dict(bbox=[0, 0, '5', 5]), "bbox [0, 0, '5', 5] is not 4 numbers"),
+    (dict(bbox=[0, 0, 5, 12]), 'bbox [0, 0, 5, 12] outside the image (20x10)'),
     (dict(segmentation=[]), 'empty polygon list'),
     (dict(segmentation=[[1, 1, 2, 2]]), 'a polygon needs an even number (>= 6) of coordinates'),
     (dict(segmentation=[[1, 1, 2, 2, 3, 3, 4]]), 'a polygon needs an even number'),
@@ -144,14 +154,90 @@ def test_each_bad_annotation_is_named(tmp_path, bad, problem):
         f'{root}/annotations/instances_train2017.json: annotation 5: {problem}')
 
 
-def test_every_bad_annotation_is_listed_and_a_missing_box_is_empty(tmp_path):
+def test_every_bad_annotation_is_listed_and_a_missing_box_is_missing_not_empty(tmp_path):
     no_box = ann(7)
     del no_box['bbox']
-    root = coco_tree(str(tmp_path), [ann(5, image_id=9), ann(6, category_id=8), no_box])
+    root = coco_tree(str(tmp_path), [ann(5, image_id=9), ann(6, category_id=8), no_box,
+                                     ann(8, bbox=[1, 1, 0, 0])])
     where = f'{root}/annotations/instances_train2017.json: annotation'
-    assert check_coco(root) == [f'{where} 5: unknown image_id 9',
-                                f'{where} 6: unknown category_id 8',
-                                f'{where} 7: bbox [0, 0, 0, 0] empty or outside the image']
+    problems = check_coco(root)
+    assert problems == [f'{where} 5: unknown image_id 9',
+                        f'{where} 6: unknown category_id 8',
+                        f"{where} 7: no 'bbox' key (mmdet needs one [x, y, w, h] per annotation)",
+                        f'{where} 8: bbox [1, 1, 0, 0] is empty (width or height <= 0)']
+    assert [p.kind for p in problems] == ['unknown image_id', 'unknown category_id', 'no bbox',
+                                          'empty bbox']
+
+
+def test_repeated_problems_are_capped_per_kind_in_order():
+    problems = [Problem(f'f{i}: no bbox', 'no bbox') for i in range(7)]
+    problems.insert(2, Problem('g: unknown image_id 3', 'unknown image_id'))
+    assert cap_problems(problems, first=3) == [
+        'f0: no bbox', 'f1: no bbox', 'f2: no bbox', '... and 4 more of this kind (no bbox)',
+        'g: unknown image_id 3']
+    assert cap_problems(problems, first=7) == problems[:2] + problems[3:] + problems[2:3]
+    assert cap_problems(problems, first=0) == problems           # 0: no cap
+    assert cap_problems(['a', 'b', 'a'], first=1) == ['a', '... and 1 more of this kind (a)',
+                                                      'b']
+
+
+@pytest.mark.parametrize('found,warned', [(20210, False), (20209, True), (64, True),
+                                          (20211, True)])
+def test_split_size_warning_names_split_expected_and_found(found, warned):
+    warning = split_size_warning('ade20k', 'training', found)
+    if not warned:
+        assert warning is None
+        return
+    assert warning == (f'warning: ade20k training: {found:,} images, the full split has 20,210: '
+                       'this is not the full dataset (a subset or generated stand-in data); '
+                       'results on it are not comparable with published numbers')
+    assert FULL_SPLIT_IMAGES == {'ade20k': {'training': 20210, 'validation': 2000},
+                                 'coco': {'train2017': 118287, 'val2017': 5000}}
+    assert split_size_warning('coco', 'val2017', 5000) is None
+    assert 'coco val2017: 4,999 images, the full split has 5,000' in \
+        split_size_warning('coco', 'val2017', 4999)
+
+
+def test_verbose_check_prints_progress_every_n_images_then_counts_and_warning(tmp_path, capsys):
+    labels = {f'x{i}': np.zeros((6, 8), np.uint8) for i in range(5)}
+    root = ade_tree(str(tmp_path), labels)
+    assert check_ade20k(root, verbose=True, every=2) == []
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(' (')[0] for line in lines[:2]] == [
+        'training: 2/5 images checked', 'training: 4/5 images checked']
+    assert all(re.fullmatch(r'training: \d/5 images checked \(\d+/s, about \d+ s left\)', line)
+               for line in lines[:2])
+    assert lines[2:] == [
+        'training: 5 images, 5 annotations',
+        'warning: ade20k training: 5 images, the full split has 20,210: this is not the full '
+        'dataset (a subset or generated stand-in data); results on it are not comparable with '
+        'published numbers',
+        'validation: 0 images, 0 annotations',
+        'warning: ade20k validation: 0 images, the full split has 2,000: this is not the full '
+        'dataset (a subset or generated stand-in data); results on it are not comparable with '
+        'published numbers']
+
+
+def test_coco_progress_counts_listed_images(tmp_path, capsys):
+    images = [dict(id=i, file_name='a.jpg', height=10, width=20) for i in range(1, 4)]
+    root = coco_tree(str(tmp_path), [ann(1)], images=images)
+    assert check_coco(root, verbose=True, every=1) == []
+    out = capsys.readouterr().out
+    assert [line.split(' (')[0] for line in out.splitlines() if 'checked' in line] == [
+        'train2017: 1/3 images checked', 'train2017: 2/3 images checked',
+        'val2017: 1/3 images checked', 'val2017: 2/3 images checked']
+    assert 'warning: coco train2017: 3 images, the full split has 118,287' in out
+
+
+def test_hidden_and_temporary_files_are_not_data(tmp_path):
+    assert [n for n in ('a.jpg', '.a.jpg', '._a.jpg', 'a.jpg.tmp', 'a.jpg.partial', 'a.jpg~',
+                        'tmp.jpg', 'partial.png') if is_data_file(n)] == [
+        'a.jpg', 'tmp.jpg', 'partial.png']
+    root = ade_tree(str(tmp_path), dict(a=np.zeros((6, 8), np.uint8)))
+    img_dir = f'{root}/images/training'
+    for name in ('._a.jpg', '.b.jpg', 'c.jpg~'):                 # macOS forks, editor backups
+        open(f'{img_dir}/{name}', 'w').write('not an image')
+    assert check_ade20k(root) == []
 
 
 def test_coco_image_sizes_are_the_stored_ones(tmp_path):
@@ -190,3 +276,26 @@ def test_coco_files_images_and_categories(tmp_path):
     with open(ann_file, 'w') as f:
         f.write('{')
     assert check_coco(root)[0].startswith(f'{ann_file}: cannot read (Expecting')
+
+
+def test_tool_caps_each_kind_and_passes_a_small_set_with_the_size_warning(tmp_path, capsys):
+    tool = load_tool('check_dataset')
+    root = coco_tree(str(tmp_path / 'ok'), [ann(1)])
+    assert tool.main(['coco', root]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f'coco at {root}: 0 problem(s)'
+    assert ('warning: coco val2017: 1 images, the full split has 5,000: this is not the full '
+            'dataset (a subset or generated stand-in data); results on it are not comparable '
+            'with published numbers') in out
+    boxless = [{k: v for k, v in ann(i).items() if k != 'bbox'} for i in range(10, 17)]
+    root = coco_tree(str(tmp_path / 'bad'), boxless + [ann(5, image_id=9)])
+    assert tool.main(['coco', root, '--max-per-kind', '2']) == 1
+    where = f'{root}/annotations/instances_train2017.json: annotation'
+    out = [line for line in capsys.readouterr().out.splitlines()
+           if not line.startswith(('warning:', 'train2017:', 'val2017:'))]
+    no_box = "no 'bbox' key (mmdet needs one [x, y, w, h] per annotation)"
+    assert out == [f'{where} 10: {no_box}', f'{where} 11: {no_box}',
+                   '... and 5 more of this kind (no bbox)', f'{where} 5: unknown image_id 9',
+                   f'coco at {root}: 8 problem(s)']
+    with pytest.raises(MissingInputError, match=f'^{tmp_path}/none: dataset root not found$'):
+        tool.main(['coco', str(tmp_path / 'none')])

@@ -105,3 +105,19 @@ def test_demo_data_stage_is_done_only_when_the_manifest_matches_the_preset(tmp_p
     assert not stage.done()
     stage.run()                                             # regenerates with --replace
     assert stage.done() and count(data, 'pretrain') == 3 and count(data, 'coco/val2017') == 2
+
+
+def test_manifest_is_checked_on_disk_and_hidden_or_temporary_files_are_not_data(tmp_path):
+    """The manifest's counts are compared with the files on disk (a deleted file is found, not
+    trusted away); dotfiles, ``*.tmp``, ``*.partial`` and ``name~`` are not counted as data."""
+    root = str(tmp_path / 'syn')
+    write_dataset(root, 3, 2, (32, 32), seed=0, views=('ade20k',))
+    folder = tmp_path / 'syn' / 'ade' / 'images' / 'training'
+    for name in ('.DS_Store', '._ADE_train_00000000.jpg', 'ADE_x.jpg.tmp', 'ADE_x.jpg.partial',
+                 'ADE_x.jpg~'):
+        (folder / name).write_bytes(b'')
+    assert manifest_problems(root) == []
+    assert matches_manifest(root, 3, 2, (32, 32), 0, views=('ade20k',))
+    (folder / 'ADE_train_00000001.jpg').unlink()
+    assert manifest_problems(root) == [f'{folder}: 2 files, its {MANIFEST} lists 3']
+    assert not matches_manifest(root, 3, 2, (32, 32), 0, views=('ade20k',))

@@ -1,4 +1,5 @@
 """tools/convert_checkpoint.py: every source layout gives the source model's features."""
+import hashlib
 import re
 import subprocess
 import sys
@@ -12,7 +13,9 @@ from mixedae.models import ViT
 from mixedae.utils.checkpoint import CheckpointError
 from mixedae.models.backbones.loading import (convert_checkpoint, extract_backbone,
                                               mmseg_to_timm_names)
-from support import ROOT, TINY
+from mixedae.utils.digest import file_digests
+from mixedae.utils.errors import InvalidInputError, MissingInputError
+from support import ROOT, TINY, load_tool
 
 
 
@@ -157,6 +160,24 @@ def test_mmseg_segmentor_checkpoint(tmp_path, beit):
                                atol=1e-5, rtol=1e-5)
 
 
+def test_mmpretrain_mae_pretraining_checkpoint_converts_with_mmseg_names(tmp_path):
+    """mmpretrain's MAE release (docs/checkpoints.md): an MMEngine checkpoint whose encoder
+    has mmpretrain's ViT names under ``backbone.`` and whose decoder lies under ``neck.``."""
+    src = source_vit()
+    sd = {f'backbone.{k}': v for k, v in mmseg_backbone(src, beit=False).items()}
+    decoder = ['neck.mask_token', 'neck.decoder_pos_embed', 'neck.decoder_embed.weight',
+               'neck.decoder_blocks.0.ln1.weight', 'neck.decoder_blocks.0.attn.qkv.weight',
+               'neck.ln1.weight', 'neck.decoder_pred.weight']
+    sd.update({name: torch.zeros(2) for name in decoder})
+    torch.save(dict(meta=dict(epoch=1600, mmengine_version='0.1.0'), state_dict=sd),
+               tmp_path / 'mmpretrain_mae.pth')
+    kept, dropped = run(tmp_path / 'mmpretrain_mae.pth', tmp_path / 'out.pth', 'mmseg')
+    assert (kept, dropped) == (len(src.state_dict()), decoder)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth')(x)[0], features(src, x),
+                               atol=1e-5, rtol=1e-5)
+
+
 def test_mmseg_backbone_only_file_and_fused_biases():
     src = source_vit()
     sd = mmseg_backbone(src, beit=True)
@@ -212,6 +233,49 @@ def test_cli_reports_kept_and_dropped(tmp_path):
     assert out.returncode == 0, out.stderr
     n_backbone = len([k for k in source_vit().state_dict()])
     assert f'kept {n_backbone} tensors, dropped 4' in out.stdout
+    sha = hashlib.sha256((tmp_path / 'mae.pth').read_bytes()).hexdigest()
+    assert out.stdout.startswith(f'{tmp_path}/mae.pth: sha256 {sha} md5 ')
+    wrong = '0' * 8 if not sha.startswith('0' * 8) else '1' * 8
+    out = subprocess.run([sys.executable, f'{ROOT}/tools/convert_checkpoint.py',
+                          tmp_path / 'mae.pth', tmp_path / 'out2.pth', '--src-format', 'mae',
+                          '--sha256', wrong], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f'error: {tmp_path}/mae.pth: sha256 {sha} does not start with the published {wrong}: '
+        'not the released file (an incomplete or corrupted download, or another release); '
+        'download it again (docs/checkpoints.md)']
+    assert not (tmp_path / 'out2.pth').exists()
+
+
+def test_tool_prints_the_input_digests_and_verifies_published_prefixes(tmp_path, capsys):
+    """A tiny generated release: its sha256 and md5 printed, a matching prefix (any case)
+    converts, a wrong one or one too short to mean anything is refused before anything is
+    written."""
+    tool = load_tool('convert_checkpoint')
+    src, dst = tmp_path / 'mae.pth', tmp_path / 'out.pth'
+    torch.save(mae_release(source_vit()), src)
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    md5 = hashlib.md5(src.read_bytes()).hexdigest()
+    assert file_digests(str(src)) == dict(sha256=sha, md5=md5)
+    base = [str(src), str(dst), '--src-format', 'mae']
+    assert tool.main(base + ['--sha256', sha[:8].upper(), '--md5', md5[:6]]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f'{src}: sha256 {sha} md5 {md5}'
+    assert dst.exists()
+    dst.unlink()
+    flipped = lambda h: h[:-1] + ('1' if h[-1] == '0' else '0')       # noqa: E731  last digit
+    with pytest.raises(InvalidInputError, match=rf'^{src}: sha256 {sha} does not start with '
+                                                rf'the published {flipped(sha[:8])}: '):
+        tool.main(base + ['--sha256', flipped(sha[:8])])
+    with pytest.raises(InvalidInputError, match=rf'^{src}: md5 {md5} does not start with the '
+                                                rf'published {flipped(md5[:6])}: '):
+        tool.main(base + ['--sha256', sha, '--md5', flipped(md5[:6])])
+    with pytest.raises(InvalidInputError, match=r"^--sha256 'abc': give at least 6 hex digits"):
+        tool.main(base + ['--sha256', 'abc'])
+    with pytest.raises(InvalidInputError, match=r"^--md5 'zzzzzz': give at least 6 hex"):
+        tool.main(base + ['--md5', 'zzzzzz'])
+    assert not dst.exists()
+    with pytest.raises(MissingInputError, match=f'^checkpoint file not found: {tmp_path}/none'):
+        tool.main([str(tmp_path / 'none.pth'), str(dst), '--src-format', 'mae'])
 
 
 def test_unrecognised_keys_fail_and_write_nothing(tmp_path):

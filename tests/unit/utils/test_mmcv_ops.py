@@ -213,3 +213,33 @@ def test_mmdet_and_mmseg_models_import_and_reach_the_installed_ext():
     import mmdet.models  # noqa: F401
     import mmseg.models  # noqa: F401
     assert all(module.ext_module is sys.modules['mmcv._ext'] for module in OP_MODULES)
+
+
+#: boxes whose coordinates every float dtype holds exactly, so any difference between box
+#: dtypes comes from the dtype the op computes in
+EXACT_ROIS = torch.tensor([[0, 1.0, 2.0, 12.5, 9.0], [1, 3.0, 0.5, 15.0, 14.0]])
+
+
+@pytest.mark.parametrize('feat_dtype', [torch.float32, torch.bfloat16, torch.float16])
+def test_roi_align_backward_computes_in_one_dtype_whatever_the_boxes_dtype_under_autocast(
+        provider, feat_dtype):
+    """Under autocast the boxes may come in any float dtype (fp16/bf16 from an autocast region,
+    fp32 or fp64 from the box coder); the gradient is the one computed with boxes in the
+    features' compute dtype (fp32 for bf16 features), bit for bit, in the features' dtype."""
+    feats = torch.randn(2, 3, 16, 18).to(feat_dtype)
+    weights = torch.randn(2, 3, 5, 4)
+
+    def grad(rois, autocast):
+        x = feats.clone().requires_grad_(True)
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+            out = mmcv.ops.roi_align(x, rois, (5, 4), 1.0, 2, 'avg', True)
+            (g,) = torch.autograd.grad((out.float() * weights).sum(), x)
+        return g
+
+    reference = grad(EXACT_ROIS.to(feats.dtype if feat_dtype != torch.bfloat16
+                                   else torch.float32), autocast=False)
+    assert reference.dtype == feat_dtype and reference.abs().sum() > 0
+    for box_dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        g = grad(EXACT_ROIS.to(box_dtype), autocast=True)
+        assert g.dtype == feat_dtype, box_dtype
+        assert torch.equal(g, reference), box_dtype
