@@ -6,6 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PARITY_VENV ?= .venv-mmcv-ops
 PYTEST_ARGS ?=
+# pytest-xdist workers of make test, test-fast and test-parity (the tests are independent:
+# each has its own tmp_path, data and rendezvous port)
+PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS)
 
 .PHONY: setup test test-fast test-parity test-slurm env-torch211 test-torch211 wheelhouse mutate demo \
 	clean
@@ -16,18 +20,18 @@ setup:
 # `parity` tests compare with mmcv's compiled ops, which this environment may not have;
 # `slurm` tests need a Slurm test cluster (make test-slurm)
 test: setup
-	$(PY) -m pytest -m "not parity and not slurm" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not parity and not slurm" $(PYTEST_ARGS)
 
 # unit tests only (no subprocess or end-to-end runs): about 1.5 minutes on 2 cores
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not parity and not slurm" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow and not parity and not slurm" $(PYTEST_ARGS)
 
 # mixedae's torchvision-backed mmcv ops against mmcv's compiled ones, and the end-to-end runs
 # with compiled mmcv, in a second environment layered over the first (only mmcv and the
 # package of its own; mmcv compiled once per machine, then cached)
 test-parity: setup
 	@MIXEDAE_MMCV_OPS=1 MIXEDAE_BASE_VENV=$(VENV) VENV=$(PARITY_VENV) bash tools/setup_env.sh
-	$(PARITY_VENV)/bin/python -m pytest -m "(parity or slow) and not slurm" $(PYTEST_ARGS)
+	$(PARITY_VENV)/bin/python -m pytest $(XDIST) -m "(parity or slow) and not slurm" $(PYTEST_ARGS)
 
 # the Slurm launchers and preemption on a real single-node Slurm cluster that the tests bring
 # up (tests/slurm/conftest.py: as root; installs Debian's Slurm and munge when missing; the

@@ -4,6 +4,7 @@ inductor's graphs. (Fixtures live in conftest.py.)"""
 import contextlib
 import importlib.util
 import os
+import socket
 from typing import List
 
 import numpy as np
@@ -89,3 +90,11 @@ def inductor_recording_graphs():
             yield graphs
         finally:
             torch._dynamo.reset()
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (the kernel's choice): rendezvous ports of runs that
+    may go on beside each other (pytest-xdist workers, two test clusters)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]

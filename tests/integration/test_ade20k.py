@@ -14,7 +14,7 @@ import torch
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.models.backbones.loading import convert_checkpoint
-from support import ROOT, data_root_options
+from support import ROOT, data_root_options, free_port
 
 TINY = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
 PY = sys.executable
@@ -135,7 +135,7 @@ def test_killed_training_resumes_without_losing_checkpoints(ade_root, tmp_path):
 @pytest.mark.slow
 def test_dist_train_two_gloo_processes(ade_root, tmp_path):
     work = tmp_path / 'dist'
-    env = dict(os.environ, PORT=str(29500 + os.getpid() % 1000))
+    env = dict(os.environ, PORT=str(free_port()))
     out = run(['bash', 'tools/dist_train.sh', TINY, '2', '--work-dir', str(work),
                '--cfg-options', *data_root_options(ade_root), 'train_cfg.max_iters=6',
                'train_cfg.val_interval=6', 'train_dataloader.batch_size=2',

@@ -12,7 +12,7 @@ from pycocotools import mask as mask_utils
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.models.backbones.loading import convert_checkpoint
-from support import ROOT, data_root_options
+from support import ROOT, data_root_options, free_port
 
 PY = sys.executable
 TINY = {
@@ -184,7 +184,7 @@ def test_tiny_protocol_trains_and_reports_box_and_mask_ap(coco_root, tmp_path, p
 
 @pytest.mark.slow
 def test_dist_train_two_gloo_processes(coco_root, tmp_path):
-    env = dict(os.environ, PORT=str(30500 + os.getpid() % 1000))
+    env = dict(os.environ, PORT=str(free_port()))
     out = run(['bash', 'tools/dist_train.sh', TINY['fpn'], '2', '--work-dir', str(tmp_path),
                '--cfg-options', *data_opts(coco_root), 'train_cfg.max_iters=4',
                'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4'],

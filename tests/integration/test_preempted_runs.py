@@ -12,7 +12,7 @@ import pytest
 
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.engine.hooks import EXIT_PREEMPTED
-from support import ROOT, assert_identical
+from support import ROOT, assert_identical, free_port
 from test_exact_resume import ADE, PRETRAIN, train
 
 pytestmark = pytest.mark.slow   # tools/train.py in subprocesses
@@ -24,7 +24,7 @@ def sigterm_at(cmd, iteration, logged_iteration):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED='1',
                                                PYTHON=sys.executable,
-                                               PORT=str(29500 + os.getpid() % 1000)))
+                                               PORT=str(free_port())))
     lines = []
     for line in proc.stdout:
         lines.append(line)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from support import ROOT
+from support import ROOT, free_port
 
 pytestmark = pytest.mark.slow   # tools/results.py and the trainings in subprocesses
 
@@ -20,7 +20,7 @@ SHORT = ['train_cfg.max_iters=6', 'train_cfg.val_interval=6', 'default_hooks.log
 def results_run(matrix):
     out = subprocess.run([sys.executable, 'tools/results.py', 'run', str(matrix)], cwd=ROOT,
                          env=dict(os.environ, CUDA_VISIBLE_DEVICES='',
-                                  PORT=str(29500 + os.getpid() % 1000)),
+                                  PORT=str(free_port())),
                          capture_output=True, text=True, timeout=600)
     return out.returncode, out.stdout, out.stderr
 

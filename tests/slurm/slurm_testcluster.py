@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
+from support import free_port
+
 #: each program the cluster needs, and the Debian package that brings it.
 PACKAGES = {'slurmctld': 'slurmctld', 'slurmd': 'slurmd', 'sbatch': 'slurm-client',
             'munged': 'munge'}
@@ -107,13 +109,6 @@ def parse_fields(line: str) -> Dict[str, str]:
     """``Key=value Key2=value2`` (scontrol's one-line output) as a dict; values without
     spaces, as scontrol prints the fields tests read."""
     return dict(word.split('=', 1) for word in line.split() if '=' in word)
-
-
-def free_port() -> int:
-    """A TCP port free on this machine now (the kernel's choice)."""
-    with socket.socket() as sock:
-        sock.bind(('', 0))
-        return sock.getsockname()[1]
 
 
 def ensure_packages() -> Dict[str, str]:

@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 
-from slurm_testcluster import free_port
+from support import free_port
 
 from support import ROOT, assert_identical
 

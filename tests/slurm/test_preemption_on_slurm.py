@@ -9,7 +9,8 @@ import shlex
 import time
 
 import pytest
-from slurm_testcluster import FINAL_STATES, free_port
+from slurm_testcluster import FINAL_STATES
+from support import free_port
 
 from support import ROOT, assert_identical
 from test_launchers_on_slurm import ADE, CPU_TASKS, run

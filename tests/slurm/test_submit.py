@@ -5,14 +5,13 @@ unknown partition)."""
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from support import ROOT, load_tool
+from support import ROOT, free_port, load_tool
 from mixedae.datasets.synthetic import write_dataset
 
 ADE = 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py'
@@ -67,12 +66,6 @@ def on_cluster(slurm_cluster, monkeypatch):
     for name in ('MASTER_PORT', 'PORT'):     # the jobs' and results.py run's rendezvous ports
         monkeypatch.setenv(name, str(free_port()))
     return slurm_cluster
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def tool_lines(capsys, *argv):
