@@ -12,7 +12,6 @@ and tensor-core instructions. See mixedae/suite/topk_bench.py.
 import argparse
 import json
 import os.path as osp
-import sys
 
 import torch
 
@@ -20,6 +19,7 @@ from mixedae.suite.speed import homologous_attention_shape
 from mixedae.suite.topk_bench import (NO_CUDA, benchmark_topk_kernels, static_cases,
                                       static_metrics, static_table)
 from mixedae.utils.cli import run_tool
+from mixedae.utils.errors import DeviceUnavailableError
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -56,8 +56,7 @@ def main(argv=None) -> int:
                 json.dump(dict(args=vars(args), static=rows), f, indent=1)
         return 0
     if not torch.cuda.is_available():
-        print(NO_CUDA, file=sys.stderr)
-        return 2
+        raise DeviceUnavailableError(NO_CUDA)
     results, report = benchmark_topk_kernels(
         args.seqs, args.heads, args.tokens, args.head_dim, args.topk, DTYPES[args.dtype],
         args.warmup, args.repeats, args.variants)

@@ -5,14 +5,14 @@
     .venv/bin/python tools/check_dataset.py coco data/coco
 
 The checks are ``mixedae.datasets.checks`` (what each format must satisfy is listed there).
-Exit status 0 when no problem was found, 1 otherwise.
+Exit status 0 when no problem was found, 1 otherwise (2 when the root does not exist).
 """
 import argparse
 import os
-import sys
 
 from mixedae.datasets.checks import CHECKS
 from mixedae.utils.cli import run_tool
+from mixedae.utils.errors import MissingInputError
 
 
 def main(argv=None) -> int:
@@ -22,8 +22,7 @@ def main(argv=None) -> int:
     parser.add_argument('root', help='dataset root')
     args = parser.parse_args(argv)
     if not os.path.isdir(args.root):
-        print(f'{args.root}: dataset root not found', file=sys.stderr)
-        return 1
+        raise MissingInputError(f'{args.root}: dataset root not found')
     problems = CHECKS[args.format](args.root, verbose=True)
     for p in problems:
         print(p)

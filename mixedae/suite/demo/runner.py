@@ -12,6 +12,11 @@ from typing import Dict, List, Optional
 _PROGRESS = re.compile(r'(Epoch|Iter)\(train\)\s*(\[[^\]]*\](?:\s*\[[^\]]*\])?).*?eta: (\S+)')
 
 
+class CommandFailed(RuntimeError):
+    """A child command of the demo exited with an error status (not a mistake of the demo's
+    user: its message ends with the tail of the command's log)."""
+
+
 def child_env(root: str, threads: int) -> Dict[str, str]:
     """Environment of the training children: fixed thread counts (float sums depend on them)
     and the checkout ``root`` first on the import path."""
@@ -37,7 +42,8 @@ def progress_line(line: str) -> Optional[str]:
 def stream(cmd: List[str], log: str, env: Dict[str, str], cwd: str,
            every_s: float = 15.0) -> None:
     """Run ``cmd`` in ``cwd`` with its output appended to ``log``; print MMEngine's training
-    progress at most every ``every_s`` seconds. A failure shows the log's tail."""
+    progress at most every ``every_s`` seconds. A failure raises :class:`CommandFailed` with the
+    log's tail."""
     os.makedirs(osp.dirname(log), exist_ok=True)
     last = 0.0
     with open(log, 'a') as f:
@@ -55,8 +61,8 @@ def stream(cmd: List[str], log: str, env: Dict[str, str], cwd: str,
     if returncode:
         with open(log) as f:
             tail = f.read()[-3000:]
-        raise SystemExit(f'command failed ({returncode}): {" ".join(cmd)}\n'
-                         f'--- last lines of {log} ---\n{tail}')
+        raise CommandFailed(f'command failed ({returncode}): {" ".join(cmd)}\n'
+                            f'--- last lines of {log} ---\n{tail}')
 
 
 def fmt(seconds: float) -> str:

@@ -12,6 +12,7 @@ import torch
 
 from support import ROOT, load_tool
 from mixedae.suite import gpu_check
+from mixedae.utils.errors import DeviceUnavailableError
 
 KERNEL_MODULE = 'mixedae.models.layers.topk_attention'
 
@@ -49,11 +50,12 @@ def fake_kernel(monkeypatch):
     return use
 
 
-def test_refuses_to_run_without_cuda(monkeypatch, capsys):
+def test_refuses_to_run_without_cuda(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    assert load_tool('gpu_check').main([]) == 2
-    err = capsys.readouterr().err
-    assert 'no CUDA device' in err and '--allow-cpu' in err
+    out = tmp_path / 'report.json'
+    with pytest.raises(DeviceUnavailableError, match=r'no CUDA device.*--allow-cpu'):
+        load_tool('gpu_check').main(['--out', str(out)])
+    assert not out.exists()
 
 
 def test_run_check_statuses(capsys):
