@@ -9,6 +9,8 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
+from ..repo import Repo
+
 _PROGRESS = re.compile(r'(Epoch|Iter)\(train\)\s*(\[[^\]]*\](?:\s*\[[^\]]*\])?).*?eta: (\S+)')
 
 
@@ -17,13 +19,13 @@ class CommandFailed(RuntimeError):
     user: its message ends with the tail of the command's log)."""
 
 
-def child_env(root: str, threads: int) -> Dict[str, str]:
+def child_env(repo: Repo, threads: int) -> Dict[str, str]:
     """Environment of the training children: fixed thread counts (float sums depend on them)
-    and the checkout ``root`` first on the import path."""
+    and the checkout ``repo`` first on the import path."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OMP_WAIT_POLICY='PASSIVE', PYTHONHASHSEED='0', PYTHONUNBUFFERED='1',
                CUBLAS_WORKSPACE_CONFIG=':4096:8')
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [root, env.get('PYTHONPATH')]))
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [repo.root, env.get('PYTHONPATH')]))
     return env
 
 

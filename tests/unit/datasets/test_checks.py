@@ -9,6 +9,8 @@ import pytest
 
 from mixedae.datasets.checks import (ADE_MAX_LABEL, CHECKS, bad_label_values, check_ade20k,
                                      check_coco)
+from mixedae.utils.errors import MissingInputError
+from support import load_tool
 
 
 @pytest.mark.parametrize('values,num_classes,allowed,bad', [
@@ -190,3 +192,8 @@ def test_coco_files_images_and_categories(tmp_path):
     with open(ann_file, 'w') as f:
         f.write('{')
     assert check_coco(root)[0].startswith(f'{ann_file}: cannot read (Expecting')
+
+
+def test_check_dataset_tool_refuses_a_missing_root(tmp_path):
+    with pytest.raises(MissingInputError, match=f'{tmp_path}/none: dataset root not found'):
+        load_tool('check_dataset').main(['ade20k', str(tmp_path / 'none')])

@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from support import ROOT, load_tool
+from support import REPO, load_tool
 from mixedae.datasets.synthetic import render_scene, write_dataset
 from mixedae.suite.demo.presets import HOMOLOGOUS, PRESETS, PRETRAINS, TRANSFERS, out_indices
 from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG
@@ -23,10 +23,7 @@ from mixedae.suite.demo.run_configs import (entry_of_type, finetune_config, pret
 from mixedae.suite.demo.runner import progress_line
 from mixedae.suite.demo.schedule import Stage, batches, eta, read_timings, run_stages
 from mixedae.suite.demo.stages import Demo
-from mixedae.suite.repo import Repo
 from mixedae.suite.stats import read_scalars, read_validation, steady_time_per_iter
-
-REPO = Repo(ROOT)
 
 
 def write_lines(path, records):

@@ -10,7 +10,7 @@ import types
 import pytest
 import torch
 
-from support import ROOT, load_tool
+from support import REPO, ROOT, load_tool
 from mixedae.suite import gpu_check
 from mixedae.utils.errors import DeviceUnavailableError
 
@@ -164,8 +164,7 @@ def test_report_json_round_trip_and_summary(tmp_path):
 
 
 def test_end_to_end_config_points_at_the_generated_data():
-    from mixedae.suite.repo import Repo
-    cfg = Repo(ROOT).load('coco_a-tiny')
+    cfg = REPO.load('coco_a-tiny')
     views = dict(ade20k='/d/ade', coco='/d/coco')
     gpu_check.point_at_data(cfg, 'coco_a', views, '/w', 8)
     assert cfg.train_dataloader.dataset.data_root == cfg.test_dataloader.dataset.data_root \
