@@ -1,6 +1,6 @@
-"""What several test modules share: the repository root, the tools, tiny model sizes, the tiny
-configs, pointing a config at a data root, comparing checkpoints bit for bit and recording
-inductor's graphs. (Fixtures live in conftest.py.)"""
+"""What several test modules share: the repository root, the tools, tiny model sizes, a
+stand-in logger, the tiny configs, pointing a config at a data root, comparing checkpoints bit
+for bit and recording inductor's graphs. (Fixtures live in conftest.py.)"""
 import contextlib
 import importlib.util
 import os
@@ -17,6 +17,19 @@ REPO = Repo(ROOT)
 
 #: the smallest ViT the tests use: 32x32 images, 8x8 patches (a 4x4 grid), 2 blocks.
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
+
+
+class Log:
+    """A stand-in runner logger: records what is logged as (level, message) in ``lines``."""
+
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, message):
+        self.lines.append(('warning', message))
+
+    def error(self, message):
+        self.lines.append(('error', message))
 
 
 def load_tool(name: str):
