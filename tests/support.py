@@ -1,8 +1,9 @@
 """What several test modules share: the repository root, the tools, tiny model sizes, a
-stand-in logger, the tiny configs, pointing a config at a data root, comparing checkpoints bit
-for bit and recording inductor's graphs. (Fixtures live in conftest.py.)"""
+stand-in logger, scalar logs, the tiny configs, pointing a config at a data root, comparing
+checkpoints bit for bit and recording inductor's graphs. (Fixtures live in conftest.py.)"""
 import contextlib
 import importlib.util
+import json
 import os
 from typing import List
 
@@ -30,6 +31,14 @@ class Log:
 
     def error(self, message):
         self.lines.append(('error', message))
+
+
+def write_scalars(path: str, records) -> None:
+    """``records`` as JSON lines at ``path`` (the format of MMEngine's
+    ``vis_data/scalars.json``), its folders made."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in records)
 
 
 def load_tool(name: str):
