@@ -1,10 +1,12 @@
 """What several test modules share: the repository root, the tools, tiny model sizes, a
-stand-in logger, scalar logs, the tiny configs, pointing a config at a data root, comparing
-checkpoints bit for bit and recording inductor's graphs. (Fixtures live in conftest.py.)"""
+stand-in logger, scalar logs, commands run in the repository, the tiny configs, pointing a
+config at a data root, comparing checkpoints bit for bit and recording inductor's graphs.
+(Fixtures live in conftest.py.)"""
 import contextlib
 import importlib.util
 import json
 import os
+import subprocess
 from typing import List
 
 import numpy as np
@@ -39,6 +41,11 @@ def write_scalars(path: str, records) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
         f.writelines(json.dumps(r) + '\n' for r in records)
+
+
+def run_in_repo(args: List[str], **kw) -> subprocess.CompletedProcess:
+    """``args`` run in the repository root, its stdout and stderr captured as text."""
+    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, **kw)
 
 
 def load_tool(name: str):
