@@ -1,5 +1,11 @@
-"""mixedae.suite.demo.runner: MMEngine's training log lines condensed to one progress line."""
-from mixedae.suite.demo.runner import progress_line
+"""mixedae.suite.demo.runner: MMEngine's training log lines condensed to one progress line; a
+failed child named with its log's tail."""
+import os
+import sys
+
+import pytest
+
+from mixedae.suite.demo.runner import CommandFailed, progress_line, stream
 
 
 def test_progress_line_condenses_mmengine_lines():
@@ -15,3 +21,12 @@ def test_progress_line_condenses_mmengine_lines():
                                  'aux.loss_ce 1.0')
     assert progress_line('11/26 13:10:00 - mmengine - INFO - Saving checkpoint at 3 epochs') \
         is None
+
+
+def test_a_failed_child_raises_with_the_tail_of_its_log(tmp_path):
+    log = tmp_path / 'logs' / 'child.log'
+    cmd = [sys.executable, '-c', 'print("loaded"); raise SystemExit(3)']
+    with pytest.raises(CommandFailed, match=rf'(?s)command failed \(3\): .*\n--- last lines of '
+                                            rf'{log} ---\n.*loaded\n$'):
+        stream(cmd, str(log), dict(os.environ), str(tmp_path))
+    assert log.read_text().endswith('loaded\n')
