@@ -1,10 +1,13 @@
-"""What several test modules share: the repository root, the tools, tiny model sizes, the tiny
-configs, pointing a config at a data root, comparing checkpoints bit for bit and recording
-inductor's graphs. (Fixtures live in conftest.py.)"""
+"""What several test modules share: the repository root, the tools, tiny model sizes, a
+stand-in logger, scalar logs, commands run in the repository, the tiny configs, pointing a
+config at a data root, comparing checkpoints bit for bit and recording inductor's graphs.
+(Fixtures live in conftest.py.)"""
 import contextlib
 import importlib.util
+import json
 import os
 import socket
+import subprocess
 from typing import List
 
 import numpy as np
@@ -18,6 +21,32 @@ REPO = Repo(ROOT)
 
 #: the smallest ViT the tests use: 32x32 images, 8x8 patches (a 4x4 grid), 2 blocks.
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
+
+
+class Log:
+    """A stand-in runner logger: records what is logged as (level, message) in ``lines``."""
+
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, message):
+        self.lines.append(('warning', message))
+
+    def error(self, message):
+        self.lines.append(('error', message))
+
+
+def write_scalars(path: str, records) -> None:
+    """``records`` as JSON lines at ``path`` (the format of MMEngine's
+    ``vis_data/scalars.json``), its folders made."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in records)
+
+
+def run_in_repo(args: List[str], **kw) -> subprocess.CompletedProcess:
+    """``args`` run in the repository root, its stdout and stderr captured as text."""
+    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, **kw)
 
 
 def load_tool(name: str):

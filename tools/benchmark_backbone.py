@@ -18,10 +18,11 @@ import json
 import os.path as osp
 
 from mixedae.suite.speed import PROTOCOLS, SCALES, benchmark_backbones
+from mixedae.suite.repo import Repo
 from mixedae.utils.cli import run_tool
 from mixedae.utils.io import atomic_write
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = Repo(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def main(argv=None) -> int:
@@ -40,7 +41,7 @@ def main(argv=None) -> int:
     p.add_argument('--out', help='also write the results as JSON here')
     args = p.parse_args(argv)
     results, report = benchmark_backbones(
-        ROOT, args.protocols, args.scale, args.img_size, args.batch, args.device, args.amp,
+        REPO, args.protocols, args.scale, args.img_size, args.batch, args.device, args.amp,
         args.warmup, args.repeats)
     print(report)
     if args.out:

@@ -12,16 +12,17 @@ and tensor-core instructions. See mixedae/suite/topk_bench.py.
 import argparse
 import json
 import os.path as osp
-import sys
 
 import torch
 
 from mixedae.suite.speed import homologous_attention_shape
 from mixedae.suite.topk_bench import (NO_CUDA, benchmark_topk_kernels, static_cases,
                                       static_metrics, static_table)
+from mixedae.suite.repo import Repo
 from mixedae.utils.cli import run_tool
+from mixedae.utils.errors import DeviceUnavailableError
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = Repo(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 DTYPES = dict(bfloat16=torch.bfloat16, float16=torch.float16)
 
@@ -29,7 +30,7 @@ DTYPES = dict(bfloat16=torch.bfloat16, float16=torch.float16)
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    vit_b = homologous_attention_shape(ROOT, 'base')          # the MixedAE ViT-B/16 config's
+    vit_b = homologous_attention_shape(REPO, 'base')          # the MixedAE ViT-B/16 config's
     p.add_argument('--seqs', type=int, default=64, help='sequences T (batch 256 / G = 4)')
     p.add_argument('--heads', type=int, default=vit_b.heads, help='default: ViT-B config')
     p.add_argument('--tokens', type=int, default=vit_b.tokens,
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
                    help='compile for sm_90a and print the static figures instead (no GPU)')
     args = p.parse_args(argv)
     if args.static:
-        rows = static_metrics(static_cases(ROOT))
+        rows = static_metrics(static_cases(REPO))
         print('sm_90a (H100) as compiled by Triton on this machine; blocks / SM from registers, '
               'shared memory and warps against 65536 registers, 228 KB, 64 warps, 32 blocks; '
               'HGMMA = wgmma, HMMA = mma.sync instructions in the SASS\n')
@@ -56,8 +57,7 @@ def main(argv=None) -> int:
                 json.dump(dict(args=vars(args), static=rows), f, indent=1)
         return 0
     if not torch.cuda.is_available():
-        print(NO_CUDA, file=sys.stderr)
-        return 2
+        raise DeviceUnavailableError(NO_CUDA)
     results, report = benchmark_topk_kernels(
         args.seqs, args.heads, args.tokens, args.head_dim, args.topk, DTYPES[args.dtype],
         args.warmup, args.repeats, args.variants)

@@ -8,7 +8,8 @@ The checks are ``mixedae.datasets.checks`` (what each format must satisfy is lis
 Every image is decoded (COCO 2017: several minutes), with a progress line every --every
 images; each split's image count is compared with the full dataset's (a warning, not a
 problem, for a subset or generated data); the first --max-per-kind problems of each kind are
-printed, then how many more there are. Exit status 0 when no problem was found, 1 otherwise.
+printed, then how many more there are. Exit status 0 when no problem was found, 1 otherwise
+(2 when the root does not exist).
 """
 import argparse
 import os

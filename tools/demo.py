@@ -24,7 +24,7 @@ from mixedae.suite.demo.report import publish_report
 from mixedae.suite.repo import Repo
 from mixedae.utils.cli import run_tool
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = Repo(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def main(argv=None) -> int:
@@ -46,11 +46,11 @@ def main(argv=None) -> int:
         print(f'warning: preset {args.preset!r} is sized for a GPU and none is visible: it '
               'will run on the CPU, far slower than its ETA says', file=sys.stderr, flush=True)
     out = args.out or f'work_dirs/demo{suffix}'
-    report = run_demo(Repo(ROOT), out, args.data or f'data/demo{suffix}', args.preset,
+    report = run_demo(REPO, out, args.data or f'data/demo{suffix}', args.preset,
                       args.force)
     print(f'report: {report}')
     if args.publish:
-        print(f'published: {publish_report(out, osp.join(ROOT, "docs"))}')
+        print(f'published: {publish_report(out, REPO.path("docs"))}')
     return 0
 
 

@@ -8,15 +8,16 @@ to --out.
 """
 import argparse
 import os.path as osp
-import sys
 import time
 
 import torch
 
 from mixedae.suite.gpu_check import SCALES, run_all, summary, write_report
+from mixedae.suite.repo import Repo
 from mixedae.utils.cli import run_tool
+from mixedae.utils.errors import DeviceUnavailableError
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = Repo(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def main(argv=None) -> int:
@@ -34,12 +35,11 @@ def main(argv=None) -> int:
     elif args.allow_cpu:
         device = torch.device('cpu')
     else:
-        print(f'gpu_check: no CUDA device visible to torch {torch.__version__} '
-              f'(CUDA build: {torch.version.cuda}); this check needs a GPU '
-              '(--allow-cpu runs it on CPU)', file=sys.stderr)
-        return 2
+        raise DeviceUnavailableError(
+            f'no CUDA device visible to torch {torch.__version__} (CUDA build: '
+            f'{torch.version.cuda}); this check needs a GPU (--allow-cpu runs it on CPU)')
     start = time.perf_counter()
-    report = run_all(ROOT, device, args.scale)
+    report = run_all(REPO, device, args.scale)
     report['seconds'] = time.perf_counter() - start
     write_report(args.out, report)
     print(summary(report))

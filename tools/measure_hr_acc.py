@@ -21,29 +21,24 @@ that seed. OUT.json: {LABEL: {"hr_acc": float, "per_layer": [float, ...], "sourc
 import argparse
 import json
 import os
-import sys
-from typing import Tuple
+from typing import List, Tuple
 
-from mixedae.suite.figures import CheckpointKindError
 from mixedae.suite.hr_probe import measure_hr_acc
+from mixedae.utils.cli import labelled, run_tool
+from mixedae.utils.errors import InvalidInputError
 from mixedae.utils.io import atomic_write
 
 
-def labelled(text: str) -> Tuple[str, str]:
-    """LABEL=VALUE -> (LABEL, VALUE)."""
-    label, sep, value = text.partition('=')
-    if not sep or not label or not value:
-        raise argparse.ArgumentTypeError(f'expected LABEL=VALUE, got {text!r}')
-    return label, value
-
-
-def labelled_seed(text: str) -> Tuple[str, int]:
-    """LABEL=SEED -> (LABEL, SEED)."""
-    label, value = labelled(text)
-    try:
-        return label, int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'SEED must be an integer, got {text!r}') from None
+def init_seeds(items: List[str]) -> List[Tuple[str, int]]:
+    """--init LABEL=SEED values -> (LABEL, SEED) pairs."""
+    pairs = []
+    for item in items:
+        label, value = labelled(item, '--init')
+        try:
+            pairs.append((label, int(value)))
+        except ValueError:
+            raise InvalidInputError(f'--init {item!r}: SEED must be an integer') from None
+    return pairs
 
 
 def parse_args(argv=None):
@@ -53,9 +48,9 @@ def parse_args(argv=None):
     p.add_argument('--image-dir', required=True, help='folder of images (first --num used)')
     p.add_argument('--num', type=int, default=64, help='images, a multiple of G')
     p.add_argument('--seed', type=int, default=0, help='seed of the mixing assignment')
-    p.add_argument('--checkpoint', type=labelled, action='append', default=[],
+    p.add_argument('--checkpoint', action='append', default=[],
                    metavar='LABEL=PATH', help='pretraining checkpoint (MixedAE or MAE)')
-    p.add_argument('--init', type=labelled_seed, action='append', default=[],
+    p.add_argument('--init', action='append', default=[],
                    metavar='LABEL=SEED', help="the config's model untrained, built with SEED")
     p.add_argument('--out', required=True, help='JSON file to write')
     return p.parse_args(argv)
@@ -63,11 +58,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        result = measure_hr_acc(args.config, args.image_dir, args.num, args.seed,
-                                args.checkpoint, args.init)
-    except (CheckpointKindError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(f'error: {err}')
+    checkpoints = [labelled(item, '--checkpoint') for item in args.checkpoint]
+    result = measure_hr_acc(args.config, args.image_dir, args.num, args.seed, checkpoints,
+                            init_seeds(args.init))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with atomic_write(args.out) as f:
         json.dump(result, f, indent=2)
@@ -79,4 +72,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_tool(main)

@@ -17,7 +17,6 @@ numbers are added as reference rows.
 """
 import argparse
 import os
-import sys
 
 from mixedae.suite.plots import bar_chart
 from mixedae.suite.results import (REFERENCE_RULE, collect, collect_ablations,
@@ -69,11 +68,7 @@ def submit(matrix: dict, args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        matrix = load_matrix(args.matrix)
-    except (OSError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    matrix = load_matrix(args.matrix)
     if args.gpus:
         matrix['gpus'] = args.gpus
     matrix.setdefault('gpus', 8)

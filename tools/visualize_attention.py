@@ -15,14 +15,15 @@ from mmengine.config import DictAction
 
 from mixedae.suite.figures import (attention_figure, list_images, load_images,
                                    normalization_of, save_png, vit_from_pretrain_config)
-from mixedae.utils.cli import run_tool
+from mixedae.utils.cli import labelled, run_tool
+from mixedae.utils.errors import MissingInputError
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('config', help='pretraining config (architecture, normalisation)')
-    p.add_argument('--checkpoint', action='append', required=True, metavar='NAME=PATH')
+    p.add_argument('--checkpoint', action='append', required=True, metavar='LABEL=PATH')
     p.add_argument('--images', nargs='+', help='image files')
     p.add_argument('--image-dir', help='take the first --num images of this folder instead')
     p.add_argument('--num', type=int, default=4)
@@ -35,15 +36,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    named = []
-    for item in args.checkpoint:
-        name, sep, path = item.partition('=')
-        if not sep or not path:
-            raise SystemExit(f'--checkpoint {item!r}: expected NAME=PATH')
-        named.append((name, vit_from_pretrain_config(args.config, path, args.cfg_options)))
+    named = [(name, vit_from_pretrain_config(args.config, path, args.cfg_options))
+             for name, path in (labelled(item, '--checkpoint') for item in args.checkpoint)]
     paths = args.images or list_images(args.image_dir or '.', args.num, exclude=[args.out])
     if not paths:
-        raise SystemExit('no images: give --images or --image-dir')
+        raise MissingInputError(f'no images in {args.image_dir or "."}: give --images or '
+                                '--image-dir')
     size = (args.size,) * 2 if args.size else tuple(named[0][1].patch_embed.img_size)
     mean, std = normalization_of(args.config, args.cfg_options)
     save_png(args.out, attention_figure(named, load_images(paths, size), mean, std, args.tile))

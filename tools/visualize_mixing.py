@@ -16,6 +16,7 @@ from mmengine.config import DictAction
 from mixedae.suite.figures import (build_pretrain_model, list_images, load_images,
                                    load_pretrain_weights, mixing_figure, save_png)
 from mixedae.utils.cli import run_tool
+from mixedae.utils.errors import InvalidInputError
 
 
 def parse_args(argv=None):
@@ -37,12 +38,13 @@ def main(argv=None) -> int:
     model, cfg = build_pretrain_model(args.config, args.cfg_options)
     g = model.group_size
     if g < 2:
-        raise SystemExit(f'{args.config}: group_size is {g}; mixing needs at least 2')
+        raise InvalidInputError(f'{args.config}: group_size is {g}; mixing needs at least 2')
     if args.checkpoint:
         load_pretrain_weights(model, args.checkpoint)
     paths = args.images or list_images(args.image_dir or '.', g, exclude=[args.out])
     if len(paths) != g:
-        raise SystemExit(f'need exactly G = {g} images, got {len(paths)}')
+        raise InvalidInputError(f'need exactly G = {g} images, got {len(paths)} (give G files '
+                                'to --images, or an --image-dir with at least G)')
     images = load_images(paths, tuple(model.backbone.patch_embed.img_size))
     pre = cfg.model.data_preprocessor
     save_png(args.out, mixing_figure(model, images, pre['mean'], pre['std'], args.tile,

@@ -20,12 +20,13 @@ from mixedae.models.utils.mixing import sample_assignment
 from mixedae.models.utils.patches import patchify, unpatchify
 from mixedae.models.backbones.loading import extract_backbone, require_converted
 from mixedae.utils.checkpoint import load_checkpoint_file, state_dict_of
-from mixedae.utils.errors import UserInputError
+from mixedae.utils.errors import MissingInputError, UserInputError
 
-#: MixedViT arguments that the transfer ViT does not take (read from its signature, so a new
-#: pretraining-only argument is dropped too).
+#: MixedViT arguments that the transfer ViT does not take (read from the two signatures, so a
+#: new pretraining-only argument is dropped too).
 PRETRAIN_ONLY_ARGS = ('type', *(name for name in inspect.signature(MixedViT).parameters
-                                if name != 'kwargs'))
+                                if name != 'kwargs'
+                                and name not in inspect.signature(ViT).parameters))
 
 
 @torch.no_grad()
@@ -138,7 +139,7 @@ def list_images(folder: str, num: int, exclude: Sequence[str] = ()) -> List[str]
     """The first ``num`` image files of ``folder`` in sorted order, leaving out ``exclude``
     (e.g. a figure written there earlier)."""
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f'image folder not found: {folder}')
+        raise MissingInputError(f'image folder not found: {folder}')
     skip = {os.path.abspath(p) for p in exclude}
     paths = [p for p in sorted(glob.glob(os.path.join(folder, '*')))
              if p.lower().endswith(IMG_EXTENSIONS) and os.path.abspath(p) not in skip]
@@ -163,6 +164,8 @@ class CheckpointKindError(UserInputError, ValueError):
 
 
 def _config(config: str, cfg_options: Optional[Dict] = None) -> Config:
+    if not os.path.isfile(config):
+        raise MissingInputError(f'config file not found: {config}')
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)

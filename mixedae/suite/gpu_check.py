@@ -184,11 +184,11 @@ def train_one_step(model_cfg, optim_cfg, data: Dict, device: torch.device, scope
     return f'{precision}, loss {loss:.4f}, {seconds:.2f} s (first step)'
 
 
-def pretrain_check(root: str, method: str, scale: dict,
+def pretrain_check(repo: Repo, method: str, scale: dict,
                    device: torch.device) -> Callable[[], str]:
     def check() -> str:
-        model_cfg = pretrain_model_config(root, method, scale['arch'])
-        optim_cfg = Repo(root).load(f'mixedae-{scale["arch"]}').optim_wrapper
+        model_cfg = pretrain_model_config(repo, method, scale['arch'])
+        optim_cfg = repo.load(f'mixedae-{scale["arch"]}').optim_wrapper
         size = model_cfg.backbone.img_size
         size = (size, size) if isinstance(size, int) else tuple(size)
         data = dict(inputs=synthetic_images(scale['pretrain_batch'], size))
@@ -196,12 +196,12 @@ def pretrain_check(root: str, method: str, scale: dict,
     return check
 
 
-def transfer_check(root: str, protocol: str, scale: dict,
+def transfer_check(repo: Repo, protocol: str, scale: dict,
                    device: torch.device) -> Callable[[], str]:
     def check() -> str:
         from mmengine.utils import import_modules_from_strings
 
-        cfg = Repo(root).load(f'{protocol}-{scale["protocol"]}')
+        cfg = repo.load(f'{protocol}-{scale["protocol"]}')
         import_modules_from_strings(**cfg.custom_imports)
         size = cfg.model.backbone.img_size
         size = (size, size) if isinstance(size, int) else tuple(size)
@@ -270,14 +270,14 @@ def point_at_data(cfg, protocol: str, views: Dict[str, str], work_dir: str, iter
     cfg.work_dir, cfg.launcher, cfg.log_level = work_dir, 'none', 'WARNING'
 
 
-def end_to_end_check(root: str, protocol: str, metrics: Sequence[str], views: Dict[str, str],
+def end_to_end_check(repo: Repo, protocol: str, metrics: Sequence[str], views: Dict[str, str],
                      work_dir: str, device: torch.device) -> Callable[[], str]:
     def check() -> str:
         from mmengine.runner import Runner
 
         from mixedae.engine.optimizers.amp_optim_wrapper import configure_amp
 
-        cfg = Repo(root).load(f'{protocol}-tiny')
+        cfg = repo.load(f'{protocol}-tiny')
         point_at_data(cfg, protocol, views, work_dir, END_TO_END_ITERS)
         if device.type == 'cuda':
             configure_amp(cfg, 'bfloat16')
@@ -346,43 +346,43 @@ def backbone_rows(results: Sequence[Dict]) -> List[Dict[str, str]]:
 
 
 # -------------------------------------------------------------------- main
-def run_all(root: str, device: torch.device, scale_name: str) -> Dict:
+def run_all(repo: Repo, device: torch.device, scale_name: str) -> Dict:
     """The check table's rows, the benchmark tables and results, with the configs of the
-    checkout ``root``: the report :func:`write_report` saves (less ``seconds``)."""
+    checkout ``repo``: the report :func:`write_report` saves (less ``seconds``)."""
     scale, bench = SCALES[scale_name], SCALES[scale_name]['bench']
     rows = [dict(check='device', status='ok', detail=device_description(str(device))),
             run_check('mmcv ops', lambda: mmcv_ops_check(device))]
     for method in PRETRAIN_METHODS:
         rows.append(run_check(f'train step: {method} pretraining ({scale["arch"]})',
-                              pretrain_check(root, method, scale, device)))
+                              pretrain_check(repo, method, scale, device)))
     names = dict(ade20k='UperNet ADE20K', coco_a='Mask R-CNN protocol A',
                  vitdet='Mask R-CNN ViTDet')
     for protocol in PROTOCOLS:
         rows.append(run_check(f'train step: {names[protocol]} ({scale["protocol"]})',
-                              transfer_check(root, protocol, scale, device)))
+                              transfer_check(repo, protocol, scale, device)))
     with tempfile.TemporaryDirectory(prefix='gpu_check_') as tmp:
         from mixedae.datasets.synthetic import write_dataset
         views = write_dataset(os.path.join(tmp, 'data'), **END_TO_END_SCENES,
                               views=('ade20k', 'coco'))
         for protocol, name, metrics in END_TO_END:
             rows.append(run_check(f'train + test: {name} (tiny, generated data)',
-                                  end_to_end_check(root, protocol, metrics, views,
+                                  end_to_end_check(repo, protocol, metrics, views,
                                                    os.path.join(tmp, protocol), device)))
-    attention = (scale['attention_seqs'], *homologous_attention_shape(root, scale['arch']))
+    attention = (scale['attention_seqs'], *homologous_attention_shape(repo, scale['arch']))
     rows.append(run_check('top-K attention kernel vs reference',
                           lambda: kernel_check(attention, device)))
     amp, tables, results = device.type == 'cuda', [], {}
 
     def pretrain() -> str:
         results['pretrain'], table = benchmark_pretrain(
-            root, PRETRAIN_METHODS, scale['arch'], bench['pretrain_batch'], str(device), amp,
+            repo, PRETRAIN_METHODS, scale['arch'], bench['pretrain_batch'], str(device), amp,
             bench['warmup'], bench['repeats'])
         tables.append(table)
         return f'{len(PRETRAIN_METHODS)} methods, table below'
 
     def backbones() -> str:
         results['backbones'], table = benchmark_backbones(
-            root, PROTOCOLS, scale['protocol'], bench['img_size'], bench['backbone_batch'],
+            repo, PROTOCOLS, scale['protocol'], bench['img_size'], bench['backbone_batch'],
             str(device), amp, bench['warmup'], bench['repeats'])
         tables.append(table)
         return f'{len(PROTOCOLS)} protocols, table below'

@@ -16,6 +16,7 @@ from mixedae.models import MixedAE
 from mixedae.models.layers.topk_attention import hr_acc_chance
 from mixedae.models.utils.mixing import sample_assignment
 from mixedae.utils.checkpoint import load_checkpoint_file, state_dict_of
+from mixedae.utils.errors import InvalidInputError
 from .figures import CheckpointKindError, build_pretrain_model, list_images, load_images, normalize
 
 #: backbone parameters a checkpoint may lack; they are set to zero (a MAE encoder, G = 1, has
@@ -32,7 +33,8 @@ def layer_hr_acc(model: MixedAE, images: torch.Tensor, assign: torch.Tensor) -> 
     model.set_hr_acc(True)
     _, ctx = model.backbone.encode_mixed(images, assign, torch.arange(len(assign)))
     if not ctx.precisions:
-        raise ValueError('the encoder has no top-K (homologous) layers: attn_mode must be topk')
+        raise InvalidInputError('the encoder has no top-K (homologous) layers: attn_mode must '
+                                'be topk')
     return [p.item() for p in ctx.precisions]
 
 
@@ -70,7 +72,7 @@ def probe_images(model: MixedAE, image_dir: str, num: int, mean: Sequence[float]
     the encoder's image size and normalised: num x 3 x H x W."""
     paths = list_images(image_dir, num)
     if len(paths) < num:
-        raise ValueError(f'{image_dir} holds {len(paths)} images, fewer than --num {num}')
+        raise InvalidInputError(f'{image_dir} holds {len(paths)} images, fewer than --num {num}')
     size = tuple(model.backbone.patch_embed.img_size)
     return normalize(load_images(paths, size), mean, std)
 
@@ -88,18 +90,18 @@ def measure_hr_acc(config: str, image_dir: str, num: int = 64, seed: int = 0,
     """
     labels = [label for label, _ in [*checkpoints, *inits]]
     if not labels:
-        raise ValueError('nothing to measure: give at least one checkpoint or init seed')
+        raise InvalidInputError('nothing to measure: give at least one checkpoint or init seed')
     bad = sorted({label for label in labels
                   if not label or label.startswith('_') or labels.count(label) > 1})
     if bad:
-        raise ValueError(f'labels must be unique, non-empty and not start with "_": {bad}')
+        raise InvalidInputError(f'labels must be unique, non-empty and not start with "_": {bad}')
     torch.manual_seed(0)
     model, cfg = build_pretrain_model(config)
     g, n = model.group_size, model.num_patches
     if g < 2:
-        raise ValueError(f'{config}: group_size is {g}; hr_acc needs mixing (G >= 2)')
+        raise InvalidInputError(f'{config}: group_size is {g}; hr_acc needs mixing (G >= 2)')
     if num < g or num % g:
-        raise ValueError(f'--num {num} must be a positive multiple of G = {g}')
+        raise InvalidInputError(f'--num {num} must be a positive multiple of G = {g}')
     pre = cfg.model.data_preprocessor
     images = probe_images(model, image_dir, num, pre['mean'], pre['std'])
     assign = sample_assignment(num // g, n, g, generator=torch.Generator().manual_seed(seed))

@@ -46,6 +46,7 @@ from mmengine.config import DictAction
 from mixedae.models.backbones.loading import FORMATS
 from mixedae.utils.launch import load_config, missing_inputs
 from mixedae.utils.io import atomic_write
+from mixedae.utils.errors import InvalidInputError, MissingInputError
 from .stats import compare, family_real, format_comparison, format_spread
 from .tables import ANCHOR_HEADING, COLUMNS, NOT_IN_MATRIX, markdown_table, published_rows, \
     published_sources
@@ -58,37 +59,42 @@ RUN_OPTIONS = ('train_args', 'test_args', 'scale')
 
 def load_matrix(path: str) -> dict:
     """Read and validate a matrix file; errors name the file and the entry at fault."""
+    if not os.path.isfile(path):
+        raise MissingInputError(f'matrix file not found: {path}')
     with open(path) as f:
         try:
             matrix = json.load(f)
         except json.JSONDecodeError as err:
-            raise ValueError(f'{path}: not valid JSON ({err})') from err
+            raise InvalidInputError(f'{path}: not valid JSON ({err})') from err
     tasks = {t for t, *_ in COLUMNS}
     for i, run in enumerate(matrix.get('runs', [])):
         missing = {'method', 'task', 'config', 'work_dir', 'metrics'} - set(run)
         if missing:
-            raise ValueError(f'{path}: runs[{i}] lacks {sorted(missing)}')
+            raise InvalidInputError(f'{path}: runs[{i}] lacks {sorted(missing)}')
         if run['task'] not in tasks:
-            raise ValueError(f'{path}: runs[{i}].task {run["task"]!r} not in {sorted(tasks)}')
+            raise InvalidInputError(f'{path}: runs[{i}].task {run["task"]!r} not in '
+                                    f'{sorted(tasks)}')
     for name in RUN_OPTIONS:
         for where, entry in [(name, matrix)] + [(f'runs[{i}].{name}', run)
                                                 for i, run in enumerate(matrix.get('runs', []))]:
             if not isinstance(entry.get(name, ''), str):
-                raise ValueError(f'{path}: {where} must be a string, got {entry[name]!r}')
+                raise InvalidInputError(f'{path}: {where} must be a string, got {entry[name]!r}')
     seen: Dict[tuple, int] = {}
     for i, run in enumerate(matrix.get('runs', [])):
         seed = run.get('seed')
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise ValueError(f'{path}: runs[{i}].seed must be an integer, got {seed!r}')
+            raise InvalidInputError(f'{path}: runs[{i}].seed must be an integer, got {seed!r}')
         key = (run['method'], run['task'], seed)
         if key in seen:
-            raise ValueError(f'{path}: runs[{seen[key]}] and runs[{i}] are both {run["method"]}/'
-                             f'{run["task"]} with seed {seed}: give each run its own "seed"')
+            raise InvalidInputError(f'{path}: runs[{seen[key]}] and runs[{i}] are both '
+                                    f'{run["method"]}/'
+                                    f'{run["task"]} with seed {seed}: give each run its own "seed"')
         seen[key] = i
     methods = {run['method'] for run in matrix.get('runs', [])}
     if 'reference' in matrix and matrix['reference'] not in methods:
-        raise ValueError(f'{path}: reference {matrix["reference"]!r} is not a method of its runs '
-                         f'({sorted(methods)})')
+        raise InvalidInputError(f'{path}: reference {matrix["reference"]!r} is not a method '
+                                'of its runs '
+                                f'({sorted(methods)})')
     for run in matrix.get('runs', []):
         run['train_args'] = ' '.join(filter(None, [matrix.get('train_args'),
                                                    run.get('train_args')]))
@@ -97,8 +103,8 @@ def load_matrix(path: str) -> dict:
     _check_pretrain(path, matrix)
     for i, abl in enumerate(matrix.get('ablations', [])):
         if {'name', 'task', 'metrics'} - set(abl) or abl['task'] not in tasks:
-            raise ValueError(f'{path}: ablations[{i}] needs name, task in {sorted(tasks)} '
-                             'and metrics')
+            raise InvalidInputError(f'{path}: ablations[{i}] needs name, task in {sorted(tasks)} '
+                                    'and metrics')
     return matrix
 
 
@@ -108,30 +114,32 @@ def _check_pretrain(path: str, matrix: dict) -> None:
     for key in ('gpus', 'gpus_per_node'):
         value = matrix.get(key, 1)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f'{path}: {key} must be a positive integer, got {value!r}')
+            raise InvalidInputError(f'{path}: {key} must be a positive integer, got {value!r}')
     if matrix.get('gpus', 8) % gpus_per_node(matrix):
-        raise ValueError(f'{path}: gpus {matrix["gpus"]} is not a multiple of gpus_per_node '
-                         f'{gpus_per_node(matrix)}: set gpus_per_node to a divisor of gpus')
+        raise InvalidInputError(f'{path}: gpus {matrix["gpus"]} is not a multiple of gpus_per_node '
+                                f'{gpus_per_node(matrix)}: set gpus_per_node to a divisor of gpus')
     entries = matrix.setdefault('pretrain', [])
     if not isinstance(entries, list):
-        raise ValueError(f'{path}: pretrain must be a list of entries, got {entries!r}')
+        raise InvalidInputError(f'{path}: pretrain must be a list of entries, got {entries!r}')
     seen: Dict[str, str] = {}
     for i, entry in enumerate(entries):
         where = f'{path}: pretrain[{i}]'
         missing = {'name', 'config', 'work_dir', 'checkpoint', 'src_format'} - set(entry)
         if missing:
-            raise ValueError(f'{where} lacks {sorted(missing)}')
+            raise InvalidInputError(f'{where} lacks {sorted(missing)}')
         if entry['src_format'] not in FORMATS:
-            raise ValueError(f'{where}.src_format {entry["src_format"]!r} not in {list(FORMATS)}')
+            raise InvalidInputError(f'{where}.src_format {entry["src_format"]!r} not in '
+                                    f'{list(FORMATS)}')
         nodes = entry.setdefault('nodes', 1)
         if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
-            raise ValueError(f'{where}.nodes must be a positive integer, got {nodes!r}')
+            raise InvalidInputError(f'{where}.nodes must be a positive integer, got {nodes!r}')
         if not isinstance(entry.get('train_args', ''), str):
-            raise ValueError(f'{where}.train_args must be a string, got {entry["train_args"]!r}')
+            raise InvalidInputError(f'{where}.train_args must be a string, got '
+                                    f'{entry["train_args"]!r}')
         for key in ('name', 'checkpoint', 'work_dir'):
             if f'{key}={entry[key]}' in seen:
-                raise ValueError(f'{where}.{key} {entry[key]!r} is also that of '
-                                 f'{seen[f"{key}={entry[key]}"]}: each entry needs its own')
+                raise InvalidInputError(f'{where}.{key} {entry[key]!r} is also that of '
+                                        f'{seen[f"{key}={entry[key]}"]}: each entry needs its own')
             seen[f'{key}={entry[key]}'] = f'pretrain[{i}]'
         entry['train_args'] = ' '.join(filter(None, [matrix.get('train_args'),
                                                      entry.get('train_args')]))

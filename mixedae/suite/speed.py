@@ -3,7 +3,7 @@
 ``tools/benchmark_pretrain.py`` (MAE vs naive mixing vs MixedAE), ``tools/benchmark_backbone.py``
 (each transfer protocol's backbone vs timm's fused ViT of the same size at the same input) and
 ``tools/gpu_check.py`` are argument parsers over this module. Configs are read from the
-repository ``root`` they pass (:class:`~mixedae.suite.repo.Repo`).
+checkout they pass (a :class:`~mixedae.suite.repo.Repo`).
 
 Measurements run one after another in the calling process, so that start-up (imports, CUDA
 context) is paid once: each builds its model, times it and drops it, and the next starts after
@@ -229,13 +229,12 @@ def report(title: str, table: str, warnings: Sequence[Optional[str]]) -> str:
 
 
 # --------------------------------------------------------------- pretraining
-def pretrain_model_config(root: str, method: str, arch: str):
+def pretrain_model_config(repo: Repo, method: str, arch: str):
     """The model config of ``arch`` (tiny/small/base/large) with the knobs of ``method``."""
     if method not in PRETRAIN_METHODS:
         raise ValueError(f'unknown method {method!r}; choose from {PRETRAIN_METHODS}')
     if arch not in PRETRAIN_ARCHS:
         raise ValueError(f'unknown arch {arch!r}; choose from {PRETRAIN_ARCHS}')
-    repo = Repo(root)
     cfg = repo.load(f'mixedae-{arch}').model
     knobs = repo.load(f'{method}-base').model
     for path in METHOD_KEYS:
@@ -270,12 +269,12 @@ def attention_shape(backbone) -> AttentionShape:
     return AttentionShape(b.num_heads, n + g, b.embed_dim // b.num_heads, topk)
 
 
-def homologous_attention_shape(root: str, arch: str = 'base') -> AttentionShape:
+def homologous_attention_shape(repo: Repo, arch: str = 'base') -> AttentionShape:
     """:func:`attention_shape` of the MixedAE pretraining config of ``arch``."""
-    return attention_shape(pretrain_model_config(root, 'mixedae', arch).backbone)
+    return attention_shape(pretrain_model_config(repo, 'mixedae', arch).backbone)
 
 
-def measure_pretrain(root: str, method: str, arch: str = 'base', batch: int = 16,
+def measure_pretrain(repo: Repo, method: str, arch: str = 'base', batch: int = 16,
                      device: str = 'cpu', amp: bool = False, warmup: int = 1,
                      repeats: int = 3, hr_acc: bool = False) -> Dict:
     """Forward + backward of one method's pretraining loss on random images. ``hr_acc``:
@@ -287,7 +286,7 @@ def measure_pretrain(root: str, method: str, arch: str = 'base', batch: int = 16
     from mixedae.registry import MODELS
 
     dev = torch.device(device)
-    cfg = pretrain_model_config(root, method, arch)
+    cfg = pretrain_model_config(repo, method, arch)
     release_memory(dev)
     memory = memory_reader(dev)
     baseline = memory.current()                   # after the config's imports, before the model
@@ -339,12 +338,12 @@ def pretrain_warnings(results: Sequence[Dict]) -> List[Optional[str]]:
             for r in results if base and r is not base]
 
 
-def benchmark_pretrain(root: str, methods: Sequence[str] = PRETRAIN_METHODS,
+def benchmark_pretrain(repo: Repo, methods: Sequence[str] = PRETRAIN_METHODS,
                        arch: str = 'base', batch: int = 16, device: str = 'cpu',
                        amp: bool = False, warmup: int = 1, repeats: int = 3,
                        peak_tflops: Optional[float] = None, hr_acc: bool = False):
     """Measure each method, one after another in this process; (results, markdown report)."""
-    results = [measure_pretrain(root, m, arch, batch, device, amp, warmup, repeats, hr_acc)
+    results = [measure_pretrain(repo, m, arch, batch, device, amp, warmup, repeats, hr_acc)
                for m in methods]
     title = (f'ViT {arch}, batch {batch}, {"bf16 autocast" if amp else "fp32"}, '
              f'hr_acc {"on every step" if hr_acc else "off"}, '
@@ -355,7 +354,7 @@ def benchmark_pretrain(root: str, methods: Sequence[str] = PRETRAIN_METHODS,
 
 
 # ----------------------------------------------------------------- backbones
-def backbone_config(root: str, protocol: str, scale: str = 'base',
+def backbone_config(repo: Repo, protocol: str, scale: str = 'base',
                     img_size: Optional[int] = None):
     """The protocol config's ``model.backbone`` (no checkpoint), sized for ``img_size`` input
     (default: the config's training size)."""
@@ -363,7 +362,7 @@ def backbone_config(root: str, protocol: str, scale: str = 'base',
         raise ValueError(f'unknown protocol {protocol!r}; choose from {PROTOCOLS}')
     if scale not in SCALES:
         raise ValueError(f'unknown scale {scale!r}; choose from {SCALES}')
-    cfg = Repo(root).load(f'{protocol}-{scale}', import_modules=False).model.backbone
+    cfg = repo.load(f'{protocol}-{scale}', import_modules=False).model.backbone
     cfg.pop('init_cfg', None)
     if img_size:
         cfg.img_size = (img_size, img_size)
@@ -410,12 +409,12 @@ def backbone_loss(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return sum(out.float().mean() for out in model(images))
 
 
-def measure_backbone(root: str, protocol: str, model: str = 'config', scale: str = 'base',
+def measure_backbone(repo: Repo, protocol: str, model: str = 'config', scale: str = 'base',
                      img_size: Optional[int] = None, batch: int = 2, device: str = 'cpu',
                      amp: bool = False, warmup: int = 1, repeats: int = 3) -> Dict:
     """Forward + backward of one backbone on random images."""
     dev = torch.device(device)
-    cfg = backbone_config(root, protocol, scale, img_size)
+    cfg = backbone_config(repo, protocol, scale, img_size)
     release_memory(dev)
     memory = memory_reader(dev)
     baseline = memory.current()                   # after the config's imports, before the model
@@ -464,12 +463,12 @@ def backbone_warnings(results: Sequence[Dict]) -> List[Optional[str]]:
             for r in results if r['model'] == 'config' and r['protocol'] in yardsticks]
 
 
-def benchmark_backbones(root: str, protocols: Sequence[str] = PROTOCOLS, scale: str = 'base',
+def benchmark_backbones(repo: Repo, protocols: Sequence[str] = PROTOCOLS, scale: str = 'base',
                         img_size: Optional[int] = None, batch: int = 2, device: str = 'cpu',
                         amp: bool = False, warmup: int = 1, repeats: int = 3):
     """The yardstick, then the config's backbone, per protocol, one after another in this
     process; (results, markdown report)."""
-    results = [measure_backbone(root, protocol, model, scale, img_size, batch, device, amp,
+    results = [measure_backbone(repo, protocol, model, scale, img_size, batch, device, amp,
                                 warmup, repeats)
                for protocol in protocols for model in BACKBONE_MODELS]
     title = (f'{scale} backbones, fwd + bwd, {"bf16 autocast" if amp else "fp32"}, '

@@ -31,7 +31,7 @@ from mixedae.models.layers.topk_attention import (Blocks, Launch, backward_launc
                                                   default_blocks, forward_launch, padded_keys,
                                                   topk_attention_reference, topk_keep,
                                                   triton_backward, triton_forward)
-from .repo import CONFIGS
+from .repo import CONFIGS, Repo
 from .tables import markdown_table
 
 NO_CUDA = ('benchmark_topk_kernels needs a CUDA GPU (it times Triton kernels); none is visible: '
@@ -223,17 +223,17 @@ def config_shape(path: str) -> Tuple[int, int]:
     return shape.tokens, shape.topk
 
 
-def static_cases(root: str, hd: int = 64) -> List[StaticCase]:
+def static_cases(repo: Repo, hd: int = 64) -> List[StaticCase]:
     """The production shape (bf16; fp16 and fp32, which ``impl='triton'`` takes, too) with
     every launch variant the timing tool has, each ablation shape and a 512-key tile (N' = 300,
-    no config has one) with the default launch; configs under the checkout ``root``."""
-    n, topk = config_shape(os.path.join(root, PRODUCTION_CONFIG))
+    no config has one) with the default launch; configs of the checkout ``repo``."""
+    n, topk = config_shape(repo.path(PRODUCTION_CONFIG))
     cases = [StaticCase(f'production {name}', n, topk, 'bf16', blocks)
              for name, blocks in variants(n, hd).items()]
     cases += [StaticCase(f'production default {dt}', n, topk, dt, default_blocks(n, hd))
               for dt in ('fp16', 'fp32')]
     for path in ABLATION_CONFIGS:
-        an, ak = config_shape(os.path.join(root, path))
+        an, ak = config_shape(repo.path(path))
         cases.append(StaticCase(os.path.basename(path).split('_')[0], an, ak, 'bf16',
                                 default_blocks(an, hd)))
     cases.append(StaticCase('512-key tile', 300, 75, 'bf16', default_blocks(300, hd)))

@@ -13,9 +13,9 @@ import logging
 import sys
 import traceback
 import warnings
-from typing import Callable, List, NoReturn
+from typing import Callable, List, NoReturn, Tuple
 
-from .errors import UserInputError
+from .errors import InvalidInputError, UserInputError
 
 #: (message regex, category) of third-party deprecation warnings that say nothing about the
 #: run: mmengine's ``is_installed`` re-imports setuptools' ``pkg_resources`` on every call;
@@ -54,6 +54,16 @@ def log_to_runner_files(text: str) -> None:
         if isinstance(handler, logging.FileHandler):
             handler.handle(logger.makeRecord(logger.name, logging.ERROR, '', 0, text,
                                              None, None))
+
+
+def labelled(text: str, flag: str) -> Tuple[str, str]:
+    """``LABEL=VALUE`` given to the tool flag ``flag`` -> (LABEL, VALUE), both non-empty (the
+    value may hold further ``=``); an :class:`InvalidInputError` naming the flag otherwise."""
+    label, sep, value = text.partition('=')
+    if not sep or not label or not value:
+        raise InvalidInputError(f'{flag} {text!r}: expected LABEL=VALUE, a label, "=" and the '
+                                'value')
+    return label, value
 
 
 def run_tool(main: Callable[[], int]) -> NoReturn:

@@ -23,3 +23,8 @@ class InvalidInputError(UserInputError, ValueError):
 
 class OutputExistsError(UserInputError, FileExistsError):
     """An output folder already holds files that writing would mix with or destroy."""
+
+
+class DeviceUnavailableError(UserInputError, RuntimeError):
+    """The tool needs a device this machine lacks (a CUDA GPU); the message says how to run
+    what can run without it."""

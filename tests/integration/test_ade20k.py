@@ -14,14 +14,10 @@ import torch
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.models.backbones.loading import convert_checkpoint
-from support import ROOT, data_root_options, free_port
+from support import ROOT, data_root_options, free_port, run_in_repo
 
 TINY = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
 PY = sys.executable
-
-
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, **kw)
 
 
 def test_generated_labels_follow_the_image(ade_root):
@@ -49,7 +45,7 @@ def test_check_dataset_accepts_generated_and_reports_problems(ade_root, tmp_path
     assert 'ADE_valid_00000000.png' in text and '200' in text
     # the tool: the same problems, one per line, and the exit status
     for root, status in ((ade_root, 0), (str(broken), 1)):
-        out = run([PY, 'tools/check_dataset.py', 'ade20k', root])
+        out = run_in_repo([PY, 'tools/check_dataset.py', 'ade20k', root])
         assert out.returncode == status, out.stderr[-2000:]
         # the generated set passes, and is said not to be the full dataset
         assert 'this is not the full dataset' in out.stdout
@@ -80,27 +76,27 @@ def test_ground_truth_as_prediction_gives_miou_100(ade_root):
 @pytest.mark.slow
 def test_tiny_config_trains_evaluates_and_writes_metrics(ade_root, tmp_path):
     work = tmp_path / 'work'
-    out = run([PY, 'tools/train.py', TINY, '--work-dir', str(work),
+    out = run_in_repo([PY, 'tools/train.py', TINY, '--work-dir', str(work),
                '--cfg-options', *data_root_options(ade_root), 'train_cfg.max_iters=10',
                'train_cfg.val_interval=10'])
     assert out.returncode == 0, out.stderr[-4000:]
     assert (work / 'iter_10.pth').exists()
     metrics_file = tmp_path / 'metrics.json'
-    out = run([PY, 'tools/test.py', TINY, str(work / 'iter_10.pth'), '--work-dir', str(work),
+    out = run_in_repo([PY, 'tools/test.py', TINY, str(work / 'iter_10.pth'), '--work-dir', str(work),
                '--out-metrics', str(metrics_file), '--cfg-options', *data_root_options(ade_root)])
     assert out.returncode == 0, out.stderr[-4000:]
     metrics = json.loads(metrics_file.read_text())
     assert {'mIoU', 'aAcc', 'mAcc'} <= set(metrics)
     assert 0.0 <= metrics['mIoU'] <= 100.0 and metrics['aAcc'] > 0
     # --show-dir saves one visualised prediction per validation image
-    out = run([PY, 'tools/test.py', TINY, str(work / 'iter_10.pth'), '--work-dir', str(work),
+    out = run_in_repo([PY, 'tools/test.py', TINY, str(work / 'iter_10.pth'), '--work-dir', str(work),
                '--show-dir', str(tmp_path / 'show'), '--cfg-options', *data_root_options(ade_root)])
     assert out.returncode == 0, out.stderr[-4000:]
     assert len(list((tmp_path / 'show').rglob('*.png'))) == 4
     # the -ms variant's test-time augmentation through the same tool
     ms_cfg = tmp_path / 'tiny_ms.py'
     ms_cfg.write_text(f"_base_ = ['{TINY}', '{ROOT}/configs/ade20k/_base_/ms_test.py']\n")
-    out = run([PY, 'tools/test.py', str(ms_cfg), str(work / 'iter_10.pth'), '--work-dir',
+    out = run_in_repo([PY, 'tools/test.py', str(ms_cfg), str(work / 'iter_10.pth'), '--work-dir',
                str(work), '--out-metrics', str(tmp_path / 'ms.json'), '--cfg-options',
                *data_root_options(ade_root)])
     assert out.returncode == 0, out.stderr[-4000:]
@@ -125,7 +121,7 @@ def test_killed_training_resumes_without_losing_checkpoints(ade_root, tmp_path):
     proc.wait()
     assert (work / 'iter_10.pth').exists()
     before = {p.name for p in work.glob('iter_*.pth')}
-    out = run(cmd + ['train_cfg.max_iters=20', '--resume'])
+    out = run_in_repo(cmd + ['train_cfg.max_iters=20', '--resume'])
     assert out.returncode == 0, out.stderr[-4000:]
     assert 'resumed epoch' in out.stdout + out.stderr
     after = {p.name for p in work.glob('iter_*.pth')}
@@ -136,14 +132,14 @@ def test_killed_training_resumes_without_losing_checkpoints(ade_root, tmp_path):
 def test_dist_train_two_gloo_processes(ade_root, tmp_path):
     work = tmp_path / 'dist'
     env = dict(os.environ, PORT=str(free_port()))
-    out = run(['bash', 'tools/dist_train.sh', TINY, '2', '--work-dir', str(work),
+    out = run_in_repo(['bash', 'tools/dist_train.sh', TINY, '2', '--work-dir', str(work),
                '--cfg-options', *data_root_options(ade_root), 'train_cfg.max_iters=6',
                'train_cfg.val_interval=6', 'train_dataloader.batch_size=2',
                'default_hooks.checkpoint.interval=6'], env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     assert (work / 'iter_6.pth').exists()
     metrics_file = tmp_path / 'm.json'
-    out = run(['bash', 'tools/dist_test.sh', TINY, str(work / 'iter_6.pth'), '2',
+    out = run_in_repo(['bash', 'tools/dist_test.sh', TINY, str(work / 'iter_6.pth'), '2',
                '--work-dir', str(work), '--out-metrics', str(metrics_file),
                '--cfg-options', *data_root_options(ade_root)], env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
@@ -199,7 +195,7 @@ def test_load_backbone_option_starts_a_scratch_config_from_a_converted_backbone(
 
 @pytest.mark.slow
 def test_missing_pretrained_checkpoint_fails_before_data(tmp_path):
-    out = run([PY, 'tools/train.py',
+    out = run_in_repo([PY, 'tools/train.py',
                os.path.join(ROOT, 'configs/ade20k/upernet_vit-b16-mixedae_8xb2-160k_ade20k-512x512.py'),
                '--work-dir', str(tmp_path), '--cfg-options',
                f'train_dataloader.dataset.data_root={tmp_path}/nowhere'])

@@ -1,7 +1,6 @@
 """COCO transfer end to end on generated data (CPU): both protocols, metrics, checkpoints."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -12,7 +11,7 @@ from pycocotools import mask as mask_utils
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.models.backbones.loading import convert_checkpoint
-from support import ROOT, data_root_options, free_port
+from support import ROOT, data_root_options, free_port, run_in_repo
 
 PY = sys.executable
 TINY = {
@@ -31,10 +30,6 @@ def data_opts(root):
     return data_root_options(root) + [
             f'val_evaluator.ann_file={root}annotations/instances_val2017.json',
             f'test_evaluator.ann_file={root}annotations/instances_val2017.json']
-
-
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, **kw)
 
 
 def test_coco_view_agrees_with_segmentation_view(tmp_path):
@@ -168,12 +163,12 @@ def test_every_vitdet_config_uses_decomposed_rel_pos_and_pads_test_batches(name)
 @pytest.mark.parametrize('protocol', ['fpn', 'vitdet'])
 def test_tiny_protocol_trains_and_reports_box_and_mask_ap(coco_root, tmp_path, protocol):
     work = tmp_path / 'work'
-    out = run([PY, 'tools/train.py', TINY[protocol], '--work-dir', str(work),
+    out = run_in_repo([PY, 'tools/train.py', TINY[protocol], '--work-dir', str(work),
                '--cfg-options', *data_opts(coco_root), 'train_cfg.max_iters=10',
                'train_cfg.val_interval=10'])
     assert out.returncode == 0, out.stderr[-4000:]
     metrics_file = tmp_path / 'metrics.json'
-    out = run([PY, 'tools/test.py', TINY[protocol], str(work / 'iter_10.pth'),
+    out = run_in_repo([PY, 'tools/test.py', TINY[protocol], str(work / 'iter_10.pth'),
                '--work-dir', str(work), '--out-metrics', str(metrics_file),
                '--cfg-options', *data_opts(coco_root)])
     assert out.returncode == 0, out.stderr[-4000:]
@@ -185,7 +180,7 @@ def test_tiny_protocol_trains_and_reports_box_and_mask_ap(coco_root, tmp_path, p
 @pytest.mark.slow
 def test_dist_train_two_gloo_processes(coco_root, tmp_path):
     env = dict(os.environ, PORT=str(free_port()))
-    out = run(['bash', 'tools/dist_train.sh', TINY['fpn'], '2', '--work-dir', str(tmp_path),
+    out = run_in_repo(['bash', 'tools/dist_train.sh', TINY['fpn'], '2', '--work-dir', str(tmp_path),
                '--cfg-options', *data_opts(coco_root), 'train_cfg.max_iters=4',
                'train_cfg.val_interval=4', 'default_hooks.checkpoint.interval=4'],
               env=env, timeout=600)

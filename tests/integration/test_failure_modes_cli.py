@@ -21,7 +21,7 @@ from PIL import Image
 
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.utils.checkpoint import load_checkpoint_file
-from support import ROOT, data_root_options
+from support import ROOT, data_root_options, run_in_repo
 
 pytestmark = pytest.mark.slow
 PY = sys.executable
@@ -31,7 +31,8 @@ COCO = os.path.join(ROOT, 'configs/coco/mask-rcnn_vit-tiny-p8_fpn_1xb2-20iter_co
 
 
 def run(args, **kw):
-    return subprocess.run([PY, *args], capture_output=True, text=True, cwd=ROOT, **kw)
+    """A tool (``args``: its script and arguments) run by this Python from the repository."""
+    return run_in_repo([PY, *args], **kw)
 
 
 def non_finite(state):

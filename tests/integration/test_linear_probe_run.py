@@ -1,26 +1,21 @@
 """The tiny linear probe end to end on generated data (CPU): train, test, an mIoU."""
 import json
-import subprocess
 import sys
 
 import pytest
 import torch
 
 from mixedae.utils.checkpoint import load_checkpoint_file
-from support import REPO, ROOT, data_root_options
+from support import REPO, data_root_options, run_in_repo
 
 PROBE = REPO.config('ade20k_linear-tiny')
 PY = sys.executable
 
 
-def run(args):
-    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
-
-
 @pytest.mark.slow
 def test_tiny_probe_trains_a_frozen_backbone_and_reports_miou(ade_root, tmp_path):
     work = tmp_path / 'work'
-    out = run([PY, 'tools/train.py', PROBE, '--work-dir', str(work), '--cfg-options',
+    out = run_in_repo([PY, 'tools/train.py', PROBE, '--work-dir', str(work), '--cfg-options',
                *data_root_options(ade_root), 'train_cfg.max_iters=20',
                'train_cfg.val_interval=20', 'default_hooks.checkpoint.interval=10'])
     assert out.returncode == 0, out.stderr[-4000:]
@@ -31,7 +26,7 @@ def test_tiny_probe_trains_a_frozen_backbone_and_reports_miou(ade_root, tmp_path
     assert not torch.equal(first['decode_head.conv_seg.weight'],
                            last['decode_head.conv_seg.weight'])
     metrics_file = tmp_path / 'metrics.json'
-    out = run([PY, 'tools/test.py', PROBE, str(work / 'iter_20.pth'), '--work-dir', str(work),
+    out = run_in_repo([PY, 'tools/test.py', PROBE, str(work / 'iter_20.pth'), '--work-dir', str(work),
                '--out-metrics', str(metrics_file), '--cfg-options', *data_root_options(ade_root)])
     assert out.returncode == 0, out.stderr[-4000:]
     metrics = json.loads(metrics_file.read_text())

@@ -7,7 +7,6 @@ Its parameters are those of :class:`~mixedae.models.backbones.vit.ViT` plus ``se
 """
 from __future__ import annotations
 
-import inspect
 from functools import partial
 from typing import Optional, Sequence, Tuple, Union
 
@@ -47,22 +46,24 @@ class MixedViT(ViT):
             high). With MAE's independent initialisation the sign of that kernel is random,
             and at small scale a layer can settle on keeping the tokens *unlike* the query,
             below chance (docs/method.md, "Homologous recognition at demo scale").
-        **kwargs: architecture arguments of :class:`ViT` (img_size, patch_size, embed_dim, ...).
+        img_size, patch_size, depth: as in :class:`ViT` (and its defaults); they set the number
+            of patches N that ``group_size`` and ``topk`` are checked against.
+        **kwargs: the other architecture arguments of :class:`ViT` (embed_dim, num_heads, ...).
     """
 
     def __init__(self, group_size: int = 4, attn_mode: str = 'topk',
                  homologous_layers: Union[str, Sequence[int]] = 'all',
                  topk: Optional[int] = None, use_segment_embed: bool = True,
-                 attn_impl: str = 'auto', tied_qk_init: bool = False, **kwargs) -> None:
+                 attn_impl: str = 'auto', tied_qk_init: bool = False,
+                 img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16,
+                 depth: int = 12, **kwargs) -> None:
         for fixed in ('with_cls_token', 'use_abs_pos_embed', 'window_size', 'use_rel_pos_bias',
                       'rel_pos_type', 'attn_layer'):
             if fixed in kwargs:
                 raise ValueError(f'MixedViT does not take {fixed!r} (pretraining uses a class '
                                  'token, fixed absolute positions and homologous attention)')
-        arch = inspect.signature(ViT).bind(**kwargs)
-        arch.apply_defaults()
-        depth, img_size = arch.arguments['depth'], to_2tuple(arch.arguments['img_size'])
-        grid = [s // p for s, p in zip(img_size, to_2tuple(arch.arguments['patch_size']))]
+        img_size = to_2tuple(img_size)
+        grid = [s // p for s, p in zip(img_size, to_2tuple(patch_size))]
         num_patches = grid[0] * grid[1]                                # timm's PatchEmbed grid
         if not isinstance(group_size, int) or group_size < 1:
             raise ValueError(f'group_size must be a positive integer, got {group_size!r}')
@@ -74,7 +75,7 @@ class MixedViT(ViT):
             raise ValueError(f'topk must be in [1, {num_patches + group_size}] (tokens of a mixed '
                              f'sequence), got {topk}')
         homologous = self._resolve_layers(homologous_layers, depth)
-        super().__init__(attn_layer=[
+        super().__init__(img_size=img_size, patch_size=patch_size, depth=depth, attn_layer=[
             partial(HomologousAttention, mode=attn_mode if i in homologous else 'vanilla',
                     topk=topk, impl=attn_impl) for i in range(depth)], **kwargs)
         self.group_size = group_size

@@ -10,6 +10,7 @@ ViTDet's decomposed ones), layer scale, ViTDet window attention, gradient checkp
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -25,6 +26,15 @@ from ..layers.attention import Attention
 from ..layers.block import Block, LayerNorm
 from ..layers.pos_embed import Grid, resize_pos_embed
 from . import loading
+
+
+def with_rel_pos(attn_layer: Callable[..., nn.Module], grid: Grid, with_cls_token: bool,
+                 rel_pos_type: str) -> Callable[..., nn.Module]:
+    """``attn_layer`` with relative positions of ``rel_pos_type`` for a ``grid`` of tokens
+    (one window's in a windowed block) bound in: the block's attention contract
+    (:class:`~mixedae.models.layers.block.Block`) stays the same with or without them."""
+    return partial(attn_layer, rel_pos_grid=tuple(grid), with_cls_token=with_cls_token,
+                   rel_pos_type=rel_pos_type)
 
 
 @MODELS.register_module()
@@ -52,8 +62,10 @@ class ViT(BaseModule):
         frozen: a fixed feature extractor (the linear probe): no parameter requires grad and
             the model stays in eval mode (no dropout or drop path) whatever ``train()`` asks,
             as mmseg's ``frozen_stages`` / ``norm_eval`` do for their stages and norms.
-        attn_layer: the attention module of the blocks (one for all, or one per block), as
-            timm's ``Block`` takes it; pretraining encoders install theirs through it.
+        attn_layer: the attention module of the blocks (one for all, or one per block), built
+            as :class:`~mixedae.models.layers.block.Block` builds it (timm's ``Block``'s
+            contract; ``use_rel_pos_bias`` binds its relative-position options in first);
+            pretraining encoders install theirs through it.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` loads a backbone
             checkpoint (see ``tools/convert_checkpoint.py``) with a checked key report.
     """
@@ -98,11 +110,13 @@ class ViT(BaseModule):
         attn_layers = list(attn_layer) if isinstance(attn_layer, Sequence) else [attn_layer] * depth
         if len(attn_layers) != depth:
             raise ValueError(f'{len(attn_layers)} attention layers given for {depth} blocks')
+        windows = [window_size if i in window_blocks else 0 for i in range(depth)]
+        if use_rel_pos_bias:   # a windowed block's relative positions span one window
+            attn_layers = [with_rel_pos(layer, (w, w) if w else grid, with_cls_token,
+                                        rel_pos_type) for layer, w in zip(attn_layers, windows)]
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
-                  dpr[i], init_values, window_size if i in window_blocks else 0,
-                  grid if use_rel_pos_bias else None, with_cls_token,
-                  rel_pos_type=rel_pos_type, attn_layer=attn_layers[i])
+                  dpr[i], init_values, windows[i], attn_layer=attn_layers[i])
             for i in range(depth)])
         self.norm = LayerNorm(embed_dim) if final_norm else nn.Identity()
         self._init_random()

@@ -19,28 +19,23 @@ LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 class Block(nn.Module):
     """Pre-norm transformer block with optional window attention and layer scale.
 
-    ``attn_layer`` builds the attention (as timm's ``Block`` takes it): called with
-    ``(dim, num_heads, qkv_bias, attn_drop, proj_drop, rel_pos_grid=..., with_cls_token=...,
-    rel_pos_type=...)``; a windowed block's relative positions span one window.
-    Keyword arguments of :meth:`forward` beyond ``grid`` go to the attention.
+    The attention contract: ``attn_layer(dim, num_heads, qkv_bias, attn_drop, proj_drop)``
+    builds the attention (as timm's ``Block`` takes it; options of a particular attention, such
+    as relative positions or homologous key selection, are bound into ``attn_layer`` by the
+    backbone that picks it, e.g. with ``functools.partial``), and the built module is called as
+    ``attn(x, grid, **attn_kwargs)`` with the keyword arguments of :meth:`forward` beyond
+    ``grid``. A windowed block gives it one window's tokens and grid.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
                  drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
                  init_values: Optional[float] = None, window_size: int = 0,
-                 rel_pos_grid: Optional[Grid] = None, with_cls_token: bool = True,
-                 rel_pos_type: str = 'beit',
                  norm_layer: Callable[[int], nn.Module] = LayerNorm,
                  attn_layer: Callable[..., nn.Module] = Attention) -> None:
         super().__init__()
         self.window_size = window_size
-        if window_size and rel_pos_grid:
-            rel_pos_grid = (window_size, window_size)
         self.norm1 = norm_layer(dim)
-        self.attn = attn_layer(dim, num_heads, qkv_bias, attn_drop, drop,
-                               rel_pos_grid=rel_pos_grid,
-                               with_cls_token=with_cls_token and not window_size,
-                               rel_pos_type=rel_pos_type)
+        self.attn = attn_layer(dim, num_heads, qkv_bias, attn_drop, drop)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = norm_layer(dim)

@@ -63,13 +63,9 @@ class HomologousAttention(Attention):
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.,
-                 proj_drop: float = 0., rel_pos_grid: Optional[Grid] = None,
-                 with_cls_token: bool = True, rel_pos_type: str = 'beit', mode: str = 'topk',
-                 topk: int = 1, impl: str = 'auto') -> None:
-        if rel_pos_grid:
-            raise ValueError('homologous attention takes no relative positions')
-        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop,
-                         with_cls_token=with_cls_token)
+                 proj_drop: float = 0., mode: str = 'topk', topk: int = 1,
+                 impl: str = 'auto') -> None:
+        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop)
         if mode not in ATTN_MODES:
             raise ValueError(f'unknown attention mode {mode!r}; choose from {ATTN_MODES}')
         if impl not in IMPLS:
@@ -81,7 +77,9 @@ class HomologousAttention(Attention):
 
     def forward(self, x: torch.Tensor, grid: Optional[Grid] = None,
                 context: Optional[MixingContext] = None) -> torch.Tensor:
-        """x: T x N' x C mixed sequences (or B x N x C unmixed ones when ``context`` is None)."""
+        """x: T x N' x C mixed sequences (or B x N x C unmixed ones when ``context`` is None);
+        ``grid`` is the block's attention contract (:class:`~.block.Block`): a mixed sequence
+        has no token grid, and this attention has no relative positions to place on one."""
         q, k, v = self.qkv_heads(x)                                    # each T x heads x N' x hd
         dropout_p = self.attn_drop if self.training else 0.
         if context is None or self.mode == 'vanilla':

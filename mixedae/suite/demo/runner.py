@@ -9,16 +9,23 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
+from ..repo import Repo
+
 _PROGRESS = re.compile(r'(Epoch|Iter)\(train\)\s*(\[[^\]]*\](?:\s*\[[^\]]*\])?).*?eta: (\S+)')
 
 
-def child_env(root: str, threads: int) -> Dict[str, str]:
+class CommandFailed(RuntimeError):
+    """A child command of the demo exited with an error status (not a mistake of the demo's
+    user: its message ends with the tail of the command's log)."""
+
+
+def child_env(repo: Repo, threads: int) -> Dict[str, str]:
     """Environment of the training children: fixed thread counts (float sums depend on them)
-    and the checkout ``root`` first on the import path."""
+    and the checkout ``repo`` first on the import path."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OMP_WAIT_POLICY='PASSIVE', PYTHONHASHSEED='0', PYTHONUNBUFFERED='1',
                CUBLAS_WORKSPACE_CONFIG=':4096:8')
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [root, env.get('PYTHONPATH')]))
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [repo.root, env.get('PYTHONPATH')]))
     return env
 
 
@@ -37,7 +44,8 @@ def progress_line(line: str) -> Optional[str]:
 def stream(cmd: List[str], log: str, env: Dict[str, str], cwd: str,
            every_s: float = 15.0) -> None:
     """Run ``cmd`` in ``cwd`` with its output appended to ``log``; print MMEngine's training
-    progress at most every ``every_s`` seconds. A failure shows the log's tail."""
+    progress at most every ``every_s`` seconds. A failure raises :class:`CommandFailed` with the
+    log's tail."""
     os.makedirs(osp.dirname(log), exist_ok=True)
     last = 0.0
     with open(log, 'a') as f:
@@ -55,8 +63,8 @@ def stream(cmd: List[str], log: str, env: Dict[str, str], cwd: str,
     if returncode:
         with open(log) as f:
             tail = f.read()[-3000:]
-        raise SystemExit(f'command failed ({returncode}): {" ".join(cmd)}\n'
-                         f'--- last lines of {log} ---\n{tail}')
+        raise CommandFailed(f'command failed ({returncode}): {" ".join(cmd)}\n'
+                            f'--- last lines of {log} ---\n{tail}')
 
 
 def fmt(seconds: float) -> str:

@@ -31,7 +31,7 @@ class Demo:
 
     def __init__(self, repo: Repo, out: str, data: str, preset: Preset):
         self.repo, self.out, self.data, self.p = repo, out, data, preset
-        self.env = child_env(repo.root, preset.threads)
+        self.env = child_env(repo, preset.threads)
 
     # ------------------------------------------------------------------ paths
     def pretrain_dir(self, name: str, seed: int) -> str:

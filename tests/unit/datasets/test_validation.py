@@ -31,6 +31,13 @@ def test_the_first_value_past_the_classes_is_refused(value, reduce_zero_label, m
         CheckSegAnnotation(num_classes=4)(results(label, reduce_zero_label=reduce_zero_label))
 
 
+def test_every_bad_value_is_named_once_in_order():
+    label = np.full((4, 6), 255, np.uint8)
+    label[0, :4] = [9, 4, 9, 0]
+    with pytest.raises(DataError, match=re.escape('label values [4, 9] are neither')):
+        CheckSegAnnotation(num_classes=4)(results(label))
+
+
 def test_a_label_map_with_a_channel_axis_is_compared_by_height_and_width():
     label = np.zeros((4, 6, 1), np.uint8)
     assert CheckSegAnnotation(num_classes=4)(results(label))['gt_seg_map'] is label

@@ -11,20 +11,10 @@ from mmengine.logging import MessageHub
 from mixedae.engine.hooks import NonFiniteError, NonFiniteGuardHook
 from mixedae.engine.hooks.non_finite_guard import _bad_scalars, _non_finite_parameters
 from mixedae.utils.checkpoint import CheckpointError
+from support import Log
 
 NAN, INF = float('nan'), float('inf')
 _HUBS = itertools.count()
-
-
-class Log:
-    def __init__(self):
-        self.lines = []
-
-    def warning(self, message):
-        self.lines.append(('warning', message))
-
-    def error(self, message):
-        self.lines.append(('error', message))
 
 
 def runner(clip=False, grad_norm=None, it=6, epoch=0, last_ckpt=None):

@@ -9,19 +9,7 @@ from mmengine.model import BaseModel, BaseTTAModel, MMDistributedDataParallel
 
 from mixedae.engine.hooks import StrictLoadHook
 from mixedae.utils.checkpoint import CheckpointError
-
-
-class Log:
-    """Records what the hook logs, by level."""
-
-    def __init__(self):
-        self.lines = []
-
-    def warning(self, message):
-        self.lines.append(('warning', message))
-
-    def error(self, message):
-        self.lines.append(('error', message))
+from support import Log
 
 
 def runner(model=None, resume=False):

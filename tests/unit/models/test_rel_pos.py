@@ -9,6 +9,7 @@ from timm.layers.pos_embed_rel import gen_relative_position_index
 from timm.models import vision_transformer_sam as sam
 
 from mixedae.models import ViT
+from mixedae.models.backbones.vit import with_rel_pos
 from mixedae.models.layers.attention import Attention
 from mixedae.models.layers.block import Block
 from mixedae.models.layers.pos_embed import (num_relative_entries, resize_rel_pos_1d,
@@ -154,8 +155,8 @@ def sam_block(dim, heads, window, input_size):
                                          (3, (6, 6))])
 def test_decomposed_block_equals_timm_sam_block(window, grid):
     """Global and windowed blocks, the table's grid and another one (padded windows)."""
-    ours = Block(32, 4, window_size=window, rel_pos_grid=(4, 4), with_cls_token=False,
-                 rel_pos_type='decomposed', init_values=0.5).train()
+    attn = with_rel_pos(Attention, (window, window) if window else (4, 4), False, 'decomposed')
+    ours = Block(32, 4, window_size=window, init_values=0.5, attn_layer=attn).train()
     ref = sam_block(32, 4, window, (4, 4)).train()
     randomize_rel_pos(ours)
     assert not set(ours.state_dict()) ^ set(ref.state_dict())      # the same parameter names

@@ -160,3 +160,23 @@ def test_get_layer_depth():
     assert model.get_layer_depth('blocks.0.attn.qkv.weight') == (1, 4)
     assert model.get_layer_depth('blocks.1.mlp.fc2.bias') == (2, 4)
     assert model.get_layer_depth('norm.weight') == (3, 4)
+
+
+def test_blocks_build_their_attention_with_the_contract_and_bound_rel_pos_options():
+    """Block calls attn_layer(dim, num_heads, qkv_bias, attn_drop, proj_drop); relative
+    positions reach the attention only bound in by the ViT (one window's grid in a windowed
+    block), so an attention without them takes no arguments it does not use."""
+    options = []
+
+    class Recording(Attention):
+        def __init__(self, dim, num_heads, qkv_bias, attn_drop, proj_drop, **rel_pos):
+            options.append(rel_pos)
+            super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop, **rel_pos)
+
+    ViT(**TINY, attn_layer=Recording)
+    assert options == [{}, {}]
+    options.clear()
+    ViT(**TINY, with_cls_token=False, use_rel_pos_bias=True, rel_pos_type='decomposed',
+        window_size=2, window_block_indexes=(0,), attn_layer=Recording)
+    assert options == [dict(rel_pos_grid=(2, 2), with_cls_token=False, rel_pos_type='decomposed'),
+                       dict(rel_pos_grid=(4, 4), with_cls_token=False, rel_pos_type='decomposed')]

@@ -10,8 +10,9 @@ import types
 import pytest
 import torch
 
-from support import ROOT, load_tool
+from support import REPO, ROOT, load_tool
 from mixedae.suite import gpu_check
+from mixedae.utils.errors import DeviceUnavailableError
 
 KERNEL_MODULE = 'mixedae.models.layers.topk_attention'
 
@@ -49,11 +50,12 @@ def fake_kernel(monkeypatch):
     return use
 
 
-def test_refuses_to_run_without_cuda(monkeypatch, capsys):
+def test_refuses_to_run_without_cuda(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    assert load_tool('gpu_check').main([]) == 2
-    err = capsys.readouterr().err
-    assert 'no CUDA device' in err and '--allow-cpu' in err
+    out = tmp_path / 'report.json'
+    with pytest.raises(DeviceUnavailableError, match=r'no CUDA device.*--allow-cpu'):
+        load_tool('gpu_check').main(['--out', str(out)])
+    assert not out.exists()
 
 
 def test_run_check_statuses(capsys):
@@ -162,8 +164,7 @@ def test_report_json_round_trip_and_summary(tmp_path):
 
 
 def test_end_to_end_config_points_at_the_generated_data():
-    from mixedae.suite.repo import Repo
-    cfg = Repo(ROOT).load('coco_a-tiny')
+    cfg = REPO.load('coco_a-tiny')
     views = dict(ade20k='/d/ade', coco='/d/coco')
     gpu_check.point_at_data(cfg, 'coco_a', views, '/w', 8)
     assert cfg.train_dataloader.dataset.data_root == cfg.test_dataloader.dataset.data_root \

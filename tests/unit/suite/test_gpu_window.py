@@ -9,12 +9,11 @@ import subprocess
 
 import pytest
 
-from support import ROOT
+from support import REPO, ROOT
 from mixedae.suite.demo.plan import plan
 from mixedae.suite.demo.presets import PRESETS
 from mixedae.suite.demo.schedule import eta
 from mixedae.suite.demo.stages import Demo
-from mixedae.suite.repo import Repo
 
 
 def read(path):
@@ -58,7 +57,7 @@ def test_window_demo_fits_a_window_of_its_own_by_its_estimates(preset, tmp_path)
     """A demo-only window: the preset's ETA before any stage ran, within the window less the
     environment's budget and the packing margin (both read from tools/gpu_window.sh)."""
     p = PRESETS[preset]
-    demo = Demo(Repo(ROOT), str(tmp_path / 'out'), str(tmp_path / 'data'), p)
+    demo = Demo(REPO, str(tmp_path / 'out'), str(tmp_path / 'data'), p)
     seconds = eta(plan(demo, lambda: None), p.expected_s, {}, p.parallel)
     left = (script_default('WINDOW_S') - script_default('ENV_BUDGET_S')
             - int(re.search(r'^PACK_S=(\d+)$', read('tools/gpu_window.sh'), re.M).group(1)))

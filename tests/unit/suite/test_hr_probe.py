@@ -11,6 +11,7 @@ from support import REPO, load_tool
 from mixedae.models.layers.topk_attention import hr_acc_chance
 from mixedae.suite.figures import CheckpointKindError, build_pretrain_model
 from mixedae.suite.hr_probe import load_encoder, measure_hr_acc
+from mixedae.utils.errors import InvalidInputError, MissingInputError
 
 TINY_MIXEDAE = REPO.path('configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
 TINY_MAE = REPO.path('configs/pretrain/mae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
@@ -94,14 +95,16 @@ def test_checkpoints_in_the_json(scenes, tmp_path):
 
 
 @pytest.mark.parametrize('call,error,match', [
-    (dict(num=6), ValueError, 'multiple of G = 4'),
-    (dict(num=64), ValueError, 'fewer than --num 64'),
-    (dict(inits=[('_x', 0)]), ValueError, r"""not start with "_": \['_x'\]"""),
-    (dict(inits=[('a', 0), ('a', 1)]), ValueError, r"unique.*\['a'\]"),
-    (dict(checkpoints=[('a', 'p.pth')]), ValueError, r"unique.*\['a'\]"),
-    (dict(inits=[('', 0)]), ValueError, 'non-empty'),
-    (dict(inits=[]), ValueError, 'nothing to measure'),
-    (dict(checkpoints=[('b', 'missing.pth')]), FileNotFoundError, 'missing.pth'),
+    (dict(num=6), InvalidInputError, 'multiple of G = 4'),
+    (dict(num=64), InvalidInputError, 'fewer than --num 64'),
+    (dict(inits=[('_x', 0)]), InvalidInputError, r"""not start with "_": \['_x'\]"""),
+    (dict(inits=[('a', 0), ('a', 1)]), InvalidInputError, r"unique.*\['a'\]"),
+    (dict(checkpoints=[('a', 'p.pth')]), InvalidInputError, r"unique.*\['a'\]"),
+    (dict(inits=[('', 0)]), InvalidInputError, 'non-empty'),
+    (dict(inits=[]), InvalidInputError, 'nothing to measure'),
+    (dict(checkpoints=[('b', 'missing.pth')]), MissingInputError, 'missing.pth'),
+    (dict(image_dir='no_such_dir'), MissingInputError, 'image folder not found: no_such_dir'),
+    (dict(config='no_such.py'), MissingInputError, 'config file not found: no_such.py'),
 ])
 def test_bad_input_raises(scenes, call, error, match):
     args = dict(config=TINY_MIXEDAE, image_dir=str(scenes), num=8, inits=[('a', 0)])
@@ -127,14 +130,19 @@ def test_a_checkpoint_without_backbone_or_of_another_encoder_is_refused(tmp_path
         load_encoder(model, str(tmp_path / 'partial.pth'))
 
 
-def test_tool_rejects_malformed_labels(tmp_path, capsys):
-    tool = load_tool('measure_hr_acc')
-    for bad in (['--init', 'a=x'], ['--init', 'noequals'], ['--checkpoint', '=p.pth']):
-        with pytest.raises(SystemExit):
-            tool.parse_args([TINY_MIXEDAE, '--image-dir', '.', '--out', 'o.json', *bad])
-    with pytest.raises(SystemExit, match=r"error: labels must be unique.*\['a'\]"):
-        tool.main([TINY_MIXEDAE, '--image-dir', '.', '--out', str(tmp_path / 'o.json'),
-                   '--init', 'a=0', '--checkpoint', 'a=p.pth'])
+@pytest.mark.parametrize('bad,match', [
+    (['--init', 'a=x'], "--init 'a=x': SEED must be an integer"),
+    (['--init', 'noequals'], "--init 'noequals': expected LABEL=VALUE"),
+    (['--checkpoint', '=p.pth'], "--checkpoint '=p.pth': expected LABEL=VALUE"),
+    (['--init', 'a=0', '--checkpoint', 'a=p.pth'], r"labels must be unique.*\['a'\]"),
+    (['--init', 'a=0', '--num', '6'], 'multiple of G = 4'),
+])
+def test_tool_rejects_bad_input_before_writing(tmp_path, bad, match):
+    out = tmp_path / 'o.json'
+    with pytest.raises(InvalidInputError, match=match):
+        load_tool('measure_hr_acc').main([TINY_MIXEDAE, '--image-dir', '.', '--out', str(out),
+                                          *bad])
+    assert not out.exists()
 
 
 @pytest.mark.parametrize('epochs', [300, 800, 1600])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from support import load_tool
+from mixedae.utils.errors import InvalidInputError, MissingInputError
 from mixedae.suite.plots import bar_figure, bar_layout, bar_x
 from mixedae.suite.results import (MISSING, collect, compare_to_reference, load_matrix,
                                    results_markdown, run_commands)
@@ -98,8 +99,10 @@ def test_bad_matrix_names_the_entry(tmp_path):
     path = tmp_path / 'bad.json'
     write_json(str(path), dict(runs=[dict(method='x', task='voc', config='c', work_dir='w',
                                           metrics='m')]))
-    with pytest.raises(ValueError, match=r'bad.json: runs\[0\].task .voc.'):
+    with pytest.raises(InvalidInputError, match=r'bad.json: runs\[0\].task .voc.'):
         load_matrix(str(path))
+    with pytest.raises(MissingInputError, match='matrix file not found: .*none.json'):
+        load_matrix(str(tmp_path / 'none.json'))
 
 
 def test_make_synthetic_data_writes_three_checked_views(tmp_path, capsys):

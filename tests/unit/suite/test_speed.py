@@ -14,8 +14,7 @@ from mmengine.config import Config
 from timm.models.vision_transformer import VisionTransformer
 
 from mixedae.suite import speed
-from mixedae.suite.repo import Repo
-from support import ROOT
+from support import REPO, ROOT
 
 
 def test_linear_flops_match_the_hand_count():
@@ -170,34 +169,34 @@ def test_backbone_table_ratios_to_the_yardstick():
 
 @pytest.mark.parametrize('method', speed.PRETRAIN_METHODS)
 def test_pretrain_model_config_is_the_method_config_at_base(method):
-    own = Config.fromfile(Repo(ROOT).config(f'{method}-base')).model
+    own = Config.fromfile(REPO.config(f'{method}-base')).model
     own.pop('batch_size')
-    assert speed.pretrain_model_config(ROOT, method, 'base').to_dict() == own.to_dict()
+    assert speed.pretrain_model_config(REPO, method, 'base').to_dict() == own.to_dict()
 
 
 def test_pretrain_model_config_takes_the_method_knobs_to_other_archs():
-    mae = speed.pretrain_model_config(ROOT, 'mae', 'tiny')
+    mae = speed.pretrain_model_config(REPO, 'mae', 'tiny')
     assert (mae.backbone.group_size, mae.contrast_weight, mae.backbone.embed_dim) == (1, 0., 64)
-    naive = speed.pretrain_model_config(ROOT, 'naivemix', 'large')
+    naive = speed.pretrain_model_config(REPO, 'naivemix', 'large')
     assert naive.backbone.attn_mode == 'vanilla' and not naive.backbone.use_segment_embed
     assert naive.backbone.embed_dim == 1024
     with pytest.raises(ValueError, match="unknown arch 'huge'"):
-        speed.pretrain_model_config(ROOT, 'mae', 'huge')
+        speed.pretrain_model_config(REPO, 'mae', 'huge')
 
 
 def test_homologous_attention_shape_is_the_encoders():
     """H, N', hd and K of the benchmarks come from the MixedAE config: ViT-B/16 at 224 px with
     G = 4 keeps K = 196 / 4 + 1 = 50 of 200 tokens; the tiny config's built encoder agrees."""
-    assert speed.homologous_attention_shape(ROOT, 'base') == (12, 200, 64, 50)
+    assert speed.homologous_attention_shape(REPO, 'base') == (12, 200, 64, 50)
     from mmengine.registry import DefaultScope
 
     from mixedae.registry import MODELS
-    cfg = speed.pretrain_model_config(ROOT, 'mixedae', 'tiny')
+    cfg = speed.pretrain_model_config(REPO, 'mixedae', 'tiny')
     with DefaultScope.overwrite_default_scope('mixedae'):   # whatever scope a test left
         encoder = MODELS.build(cfg.backbone)
     attn = encoder.blocks[0].attn
     n = encoder.patch_embed.num_patches + encoder.group_size
-    assert speed.homologous_attention_shape(ROOT, 'tiny') == (attn.num_heads, n, attn.head_dim,
+    assert speed.homologous_attention_shape(REPO, 'tiny') == (attn.num_heads, n, attn.head_dim,
                                                               attn.topk)
 
 
@@ -214,20 +213,20 @@ def test_pretrain_steps_leave_hr_acc_off_unless_asked(monkeypatch):
 
     real = homologous_attention.topk_attention
     monkeypatch.setattr(homologous_attention, 'topk_attention', recording)
-    depth = speed.pretrain_model_config(ROOT, 'mixedae', 'tiny').backbone.depth
+    depth = speed.pretrain_model_config(REPO, 'mixedae', 'tiny').backbone.depth
     for hr_acc in (False, True):
         calls.clear()
-        speed.measure_pretrain(ROOT, 'mixedae', 'tiny', batch=4, warmup=1, repeats=1,
+        speed.measure_pretrain(REPO, 'mixedae', 'tiny', batch=4, warmup=1, repeats=1,
                                hr_acc=hr_acc)
         assert calls == [hr_acc] * 3 * depth          # FLOP count, warm-up, timed step
 
 
 def test_backbone_configs_and_their_yardsticks():
-    ade = speed.backbone_config(ROOT, 'ade20k')
+    ade = speed.backbone_config(REPO, 'ade20k')
     assert ade.use_rel_pos_bias and tuple(ade.img_size) == (512, 512) and 'init_cfg' not in ade
-    assert tuple(speed.backbone_config(ROOT, 'vitdet').img_size) == (1024, 1024)
-    assert tuple(speed.backbone_config(ROOT, 'coco_a', img_size=224).img_size) == (224, 224)
-    cfg = speed.backbone_config(ROOT, 'vitdet', 'tiny')
+    assert tuple(speed.backbone_config(REPO, 'vitdet').img_size) == (1024, 1024)
+    assert tuple(speed.backbone_config(REPO, 'coco_a', img_size=224).img_size) == (224, 224)
+    cfg = speed.backbone_config(REPO, 'vitdet', 'tiny')
     ours, timm = speed.build_backbone('config', cfg), speed.build_backbone('timm', cfg)
     assert timm.cls_token is None and len(timm.blocks) == len(ours.blocks) == 4
     assert all(b.attn.fused_attn for b in timm.blocks)
@@ -238,11 +237,11 @@ def test_backbone_configs_and_their_yardsticks():
     assert extra > 0
     assert (sum(p.numel() for p in ours.parameters()) - extra
             == sum(p.numel() for p in timm.parameters()))
-    assert speed.backbone_config(ROOT, 'coco_a').with_cp and not timm.grad_checkpointing
+    assert speed.backbone_config(REPO, 'coco_a').with_cp and not timm.grad_checkpointing
     cfg.with_cp = True
     assert speed.build_backbone('timm', cfg).grad_checkpointing
     with pytest.raises(ValueError, match="unknown protocol 'voc'"):
-        speed.backbone_config(ROOT, 'voc')
+        speed.backbone_config(REPO, 'voc')
 
 
 def test_backbone_benchmark_needs_no_mmseg_or_mmdet_models():
@@ -250,8 +249,10 @@ def test_backbone_benchmark_needs_no_mmseg_or_mmdet_models():
     mmcv's compiled ops (a GPU machine may only have mmcv built without them)."""
     script = ('import sys\n'
               'from mixedae.suite import speed\n'
+              'from mixedae.suite.repo import Repo\n'
+              f'repo = Repo({ROOT!r})\n'
               'for p in ("ade20k", "coco_a", "vitdet"):\n'
-              f'    speed.build_backbone("config", speed.backbone_config({ROOT!r}, p, "tiny"))\n'
+              '    speed.build_backbone("config", speed.backbone_config(repo, p, "tiny"))\n'
               'print(sorted(m for m in sys.modules if m in ("mmseg.models", "mmdet.models")))\n')
     out = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
@@ -260,7 +261,7 @@ def test_backbone_benchmark_needs_no_mmseg_or_mmdet_models():
 
 
 def test_backbones_measured_one_after_another_in_process():
-    results, text = speed.benchmark_backbones(ROOT, ['ade20k'], 'tiny', batch=1, warmup=0,
+    results, text = speed.benchmark_backbones(REPO, ['ade20k'], 'tiny', batch=1, warmup=0,
                                               repeats=2)
     assert [(r['protocol'], r['model'], r['input']) for r in results] == [
         ('ade20k', 'timm', '64x64'), ('ade20k', 'config', '64x64')]

@@ -1,13 +1,16 @@
 """Spreads over seeds, paired and Welch intervals, and Holm's family-wise rule, against values
-worked out by hand."""
+worked out by hand; reading MMEngine's scalar logs (resumed runs, validation records)."""
 import math
+import os
 
 import numpy as np
 import pytest
 from scipy.stats import t
 
 from mixedae.suite.stats import (Comparison, compare, family_real, format_comparison,
-                                 format_spread, holm, mean_std)
+                                 format_spread, holm, mean_std, read_scalars, read_validation,
+                                 steady_time_per_iter)
+from support import write_scalars
 
 
 def test_mean_std_and_spread():
@@ -96,3 +99,35 @@ def test_family_real_bolds_only_what_survives_holm():
     assert real == {'strong'}
     assert format_comparison(strong, 'strong' in real).startswith('**+2.00 [')
     assert not format_comparison(weak, 'weak' in real).startswith('**')
+
+
+def test_read_scalars_merges_resumed_runs_and_skips_validation(tmp_path):
+    write_scalars(str(tmp_path / '20260101_000000/vis_data/scalars.json'),
+                [dict(loss=1.0, time=9.0, step=10), dict(loss=0.9, time=0.5, step=20),
+                 dict(loss=0.8, time=0.7, step=30)])
+    # resumed after step 20: step 30 is logged again, then 40; one validation record
+    write_scalars(str(tmp_path / '20260101_010000/vis_data/scalars.json'),
+                [dict(loss=0.7, time=8.0, step=30), dict(loss=0.6, time=0.6, step=40),
+                 dict(mIoU=50.0, step=40)])
+    records = read_scalars(str(tmp_path))
+    assert [(r['step'], r['loss']) for r in records] == [(10, 1.0), (20, 0.9), (30, 0.7),
+                                                         (40, 0.6)]
+    assert steady_time_per_iter(records) == 0.6          # median of 0.5, 8.0, 0.6
+    assert steady_time_per_iter(records[:1]) is None
+
+
+def test_read_validation_takes_the_latest_record_of_a_step(tmp_path):
+    write_scalars(str(tmp_path / '20260101_000000/vis_data/scalars.json'),
+                [dict(loss=1.0, step=10), dict(mIoU=20.0, time=0.1, data_time=0.0, step=10)])
+    write_scalars(str(tmp_path / '20260101_010000/vis_data/scalars.json'),   # a rerun's
+                [dict(loss=0.5, step=10), dict(mIoU=21.0, aAcc=60.0, time=0.2, step=10)])
+    assert read_validation(str(tmp_path), 10) == dict(mIoU=21.0, aAcc=60.0)
+    assert read_validation(str(tmp_path), 5) is None
+
+
+def test_read_scalars_names_bad_file(tmp_path):
+    path = tmp_path / 'x/vis_data/scalars.json'
+    os.makedirs(path.parent)
+    path.write_text('{"loss": 1, "step": 1}\nnot json\n')
+    with pytest.raises(ValueError, match=r'scalars.json:2: not a JSON record'):
+        read_scalars(str(tmp_path))

@@ -11,6 +11,7 @@ from support import ROOT, load_tool
 from mixedae.suite.topk_bench import (NO_CUDA, PRODUCTION_CONFIG, StaticCase, blocks_per_sm,
                                       check, config_shape, default_blocks, inputs,
                                       static_metrics, static_table, timing_table, variants)
+from mixedae.utils.errors import DeviceUnavailableError
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec('triton') is None,
                                   reason='triton is not installed (CPU-only torch)')
@@ -25,11 +26,11 @@ def sm90_compiler_missing():
     return '' if os.access(ptxas, os.X_OK) else f'no executable ptxas at {ptxas}'
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='a GPU is visible: the tool would run')
-def test_tool_refuses_without_cuda(capsys):
-    assert load_tool('benchmark_topk_kernels').main([]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == NO_CUDA and len(err.strip().splitlines()) == 1
+def test_tool_refuses_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(DeviceUnavailableError) as refused:
+        load_tool('benchmark_topk_kernels').main([])
+    assert str(refused.value) == NO_CUDA and len(NO_CUDA.splitlines()) == 1
 
 
 @needs_triton

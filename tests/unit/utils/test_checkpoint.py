@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 import mixedae  # noqa: F401  (registers the safe local loader)
 from mixedae.models import ViT
-from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file
+from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, non_finite_tensors
 from support import TINY
 
 
@@ -116,3 +116,10 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     for (name, a), b in zip(straight.model.state_dict().items(),
                             second.model.state_dict().values()):
         torch.testing.assert_close(b, a, msg=name)
+
+
+def test_non_finite_tensors_names_nested_entries():
+    obj = dict(state_dict=dict(a=torch.ones(2), b=torch.tensor([1.0, float('nan')])),
+               optimizer=dict(state={0: dict(exp_avg=torch.tensor([float('-inf')]))}),
+               steps=torch.tensor([3]))                     # integer tensors are never bad
+    assert non_finite_tensors(obj) == ['state_dict.b', 'optimizer.state.0.exp_avg']

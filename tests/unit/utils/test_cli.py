@@ -10,8 +10,8 @@ import warnings
 import pytest
 from mmengine.logging import MMLogger
 
-from mixedae.utils.cli import pop_debug_flag, quiet_third_party_warnings, run_tool
-from mixedae.utils.errors import MissingInputError, UserInputError
+from mixedae.utils.cli import labelled, pop_debug_flag, quiet_third_party_warnings, run_tool
+from mixedae.utils.errors import InvalidInputError, MissingInputError, UserInputError
 from support import ROOT
 
 
@@ -136,3 +136,11 @@ def test_an_abort_in_c_code_shows_where_python_was(tmp_path):
     assert out.returncode == -6
     assert 'Fatal Python error: Aborted' in out.stderr
     assert 'in stop_here' in out.stderr and 'aborting_tool.py", line 5' in out.stderr
+
+
+def test_labelled_splits_at_the_first_equals_sign():
+    assert labelled('mae=work_dirs/a=b/epoch_4.pth', '--checkpoint') == (
+        'mae', 'work_dirs/a=b/epoch_4.pth')
+    for bad in ('noequals', '=p.pth', 'label='):
+        with pytest.raises(InvalidInputError, match=f"--checkpoint '{bad}': expected LABEL=VALUE"):
+            labelled(bad, '--checkpoint')
