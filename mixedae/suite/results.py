@@ -43,8 +43,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
+from mixedae.apis.launch import load_config, missing_inputs
 from mixedae.models.backbones.loading import FORMATS
-from mixedae.utils.launch import load_config, missing_inputs
 from mixedae.utils.io import atomic_write
 from .stats import compare, family_real, format_comparison, format_spread
 from .tables import ANCHOR_HEADING, COLUMNS, NOT_IN_MATRIX, markdown_table, published_rows, \

@@ -18,6 +18,7 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 import mixedae  # noqa: F401  (registration)
+from mixedae.apis.launch import check_inputs_exist, missing_inputs
 from mixedae.datasets.checks import bad_label_values, check_ade20k
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.datasets.validation import CheckSegAnnotation, DataError
@@ -25,7 +26,6 @@ from mixedae.engine.hooks import NonFiniteError
 from mixedae.models.backbones.loading import describe_keys, key_coverage
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, non_finite_tensors
 from mixedae.utils.io import atomic_write, write_metrics
-from mixedae.utils.launch import check_inputs_exist, missing_inputs
 from support import ROOT
 
 ADE_TINY = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')

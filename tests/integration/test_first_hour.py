@@ -11,9 +11,9 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 import mixedae  # noqa: F401  (registration)
+from mixedae.apis import launch
 from mixedae.datasets.synthetic import SHAPE_CLASSES, write_dataset
 from mixedae.models import ViT
-from mixedae.utils import launch
 from mixedae.utils.checkpoint import CheckpointError
 from mixedae.utils.errors import InvalidInputError
 from support import ROOT, TINY, load_tool

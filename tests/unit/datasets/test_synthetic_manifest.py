@@ -8,13 +8,13 @@ import os
 import pytest
 from mmengine.config import Config
 
+from mixedae.apis.launch import check_inputs_exist
 from mixedae.datasets.synthetic import (MANIFEST, manifest_problems, matches_manifest,
                                         write_dataset)
 from mixedae.suite.demo.presets import PRESETS
 from mixedae.suite.demo.plan import plan
 from mixedae.suite.demo.stages import Demo
 from mixedae.utils.errors import OutputExistsError
-from mixedae.utils.launch import check_inputs_exist
 from support import REPO, ROOT, data_root_options, load_tool
 
 ADE_CFG = os.path.join(ROOT,

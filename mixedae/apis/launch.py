@@ -19,7 +19,7 @@ from mmengine.runner import Runner
 
 from mixedae.datasets.synthetic import (MANIFEST, find_generated_root, manifest_problems,
                                         read_manifest, regenerate_command)
-from .errors import InvalidInputError, MissingInputError
+from mixedae.utils.errors import InvalidInputError, MissingInputError
 
 
 def load_config(path: str, cfg_options: Optional[dict], launcher: str,

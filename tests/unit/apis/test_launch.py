@@ -8,8 +8,8 @@ import torch
 from mmengine.config import Config
 
 from mixedae.utils.errors import InvalidInputError
-from mixedae.utils.launch import (add_preemption, check_schedule, first_slurm_host,
-                                  init_cpu_distributed, load_config, slurm_process_env)
+from mixedae.apis.launch import (add_preemption, check_schedule, first_slurm_host,
+                                 init_cpu_distributed, load_config, slurm_process_env)
 
 
 def test_checkpoint_hook_becomes_atomic_and_preemption_is_added():
