@@ -10,7 +10,7 @@ import argparse
 
 from mmengine.config import DictAction
 
-from mixedae.apis.launch import load_config
+from mixedae.apis.config import load_config
 from mixedae.utils.cli import run_tool
 from mixedae.utils.io import atomic_write
 

@@ -43,7 +43,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-from mixedae.apis.launch import load_config, missing_inputs
+from mixedae.apis.config import load_config
+from mixedae.apis.inputs import missing_inputs
 from mixedae.models.backbones.loading import FORMATS
 from mixedae.utils.io import atomic_write
 from .stats import compare, family_real, format_comparison, format_spread

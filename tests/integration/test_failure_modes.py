@@ -18,7 +18,7 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 import mixedae  # noqa: F401  (registration)
-from mixedae.apis.launch import check_inputs_exist, missing_inputs
+from mixedae.apis.inputs import check_inputs_exist, missing_inputs
 from mixedae.datasets.checks import bad_label_values, check_ade20k
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.datasets.validation import CheckSegAnnotation, DataError

@@ -8,7 +8,7 @@ import os
 import pytest
 from mmengine.config import Config
 
-from mixedae.apis.launch import check_inputs_exist
+from mixedae.apis.inputs import check_inputs_exist
 from mixedae.datasets.synthetic import (MANIFEST, manifest_problems, matches_manifest,
                                         write_dataset)
 from mixedae.suite.demo.presets import PRESETS
