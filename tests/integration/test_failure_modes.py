@@ -1,6 +1,6 @@
 """Runs that fail loudly and lose nothing (in-process, fast): the non-finite guard, strict
-checkpoint loading, label and size checks, data errors naming their files, fail-fast input
-checks and crash-safe writes. The command-line reproductions are in test_failure_modes_cli.py.
+checkpoint loading, label and size checks, data errors naming their files and crash-safe
+writes (the fail-fast input checks: tests/unit/apis/test_inputs.py). The command-line reproductions are in test_failure_modes_cli.py.
 """
 import itertools
 import json
@@ -18,7 +18,6 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 import mixedae  # noqa: F401  (registration)
-from mixedae.apis.inputs import check_inputs_exist, missing_inputs
 from mixedae.datasets.checks import bad_label_values, check_ade20k
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.datasets.validation import CheckSegAnnotation, DataError
@@ -320,40 +319,6 @@ def test_check_dataset_functions_live_in_the_package(ade_root, tmp_path):
     assert check_ade20k(str(tmp_path / 'ade')) == [
         f'{tmp_path}/ade/annotations/training/ADE_train_00000000.png: label values [151] '
         'outside 0-150']
-
-
-# ---------------------------------------------------------------- fail fast
-
-def test_every_missing_input_is_listed_at_once(tmp_path, ade_root):
-    cfg = Config.fromfile(ADE_TINY)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = ade_root
-    assert missing_inputs(cfg, 'train') == missing_inputs(cfg, 'test') == []
-    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'nowhere')
-    cfg.val_dataloader.dataset.data_prefix.seg_map_path = 'annotations/typo'
-    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'vit.pth'))
-    cfg.load_from = str(tmp_path / 'run.pth')
-    assert missing_inputs(cfg, 'train') == [
-        f"model.backbone.init_cfg.checkpoint: checkpoint file not found: '{tmp_path}/vit.pth'",
-        f"train_dataloader.dataset.data_root: folder not found: '{tmp_path}/nowhere'",
-        f"val_dataloader.dataset.data_prefix.seg_map_path: folder not found: "
-        f"'{ade_root}/annotations/typo'",
-        f"load_from: checkpoint file not found: '{tmp_path}/run.pth'"]
-    with pytest.raises(FileNotFoundError, match=r'4 input\(s\) named in the config are missing'):
-        check_inputs_exist(cfg, 'train')
-    cfg.resume = True                       # resuming: load_from is the run's own file
-    assert not any(p.startswith('load_from') for p in missing_inputs(cfg, 'train'))
-
-
-def test_coco_annotation_files_and_evaluator_are_checked(tmp_path):
-    cfg = Config.fromfile(COCO_TINY)
-    cfg.test_dataloader.dataset.data_root = str(tmp_path) + '/'
-    cfg.test_evaluator.ann_file = str(tmp_path / 'val.json')
-    assert missing_inputs(cfg, 'test') == [
-        f"test_dataloader.dataset.ann_file: file not found: "
-        f"'{tmp_path}/annotations/instances_val2017.json'",
-        f"test_dataloader.dataset.data_prefix.img: folder not found: '{tmp_path}/val2017/'",
-        f"test_evaluator.ann_file: file not found: '{tmp_path}/val.json'"]
 
 
 # ---------------------------------------------------------------- crash-safe writes
