@@ -1,6 +1,7 @@
 """Runs that fail loudly and lose nothing (in-process, fast): the non-finite guard, strict
 checkpoint loading, label and size checks, data errors naming their files and crash-safe
-writes (the fail-fast input checks: tests/unit/apis/test_inputs.py). The command-line reproductions are in test_failure_modes_cli.py.
+writes (the fail-fast input checks: tests/unit/apis/test_inputs.py). The command-line
+reproductions are in test_failure_modes_cli.py.
 """
 import itertools
 import json
