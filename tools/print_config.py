@@ -10,9 +10,9 @@ import argparse
 
 from mmengine.config import DictAction
 
+from mixedae.apis.config import load_config
 from mixedae.utils.cli import run_tool
 from mixedae.utils.io import atomic_write
-from mixedae.utils.launch import load_config
 
 
 def main(argv=None) -> int:

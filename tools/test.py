@@ -18,12 +18,14 @@ import os.path as osp
 from mmengine.dist import get_rank
 from mmengine.runner import Runner
 
+from mixedae.apis.args import add_launch_args, parse_launch_args
+from mixedae.apis.config import load_config
+from mixedae.apis.distributed import close_distributed, init_cpu_distributed
+from mixedae.apis.hooks import require_full_checkpoint
+from mixedae.apis.inputs import check_inputs_exist, check_work_dir
 from mixedae.utils.cli import run_tool
 from mixedae.utils.errors import InvalidInputError, MissingInputError
 from mixedae.utils.io import write_metrics
-from mixedae.utils.launch import (add_launch_args, check_inputs_exist, check_work_dir,
-                                  close_distributed, init_cpu_distributed, load_config,
-                                  parse_launch_args, require_full_checkpoint)
 
 
 def parse_args(argv=None):

@@ -23,14 +23,15 @@ import sys
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from mixedae.apis.args import add_launch_args, parse_launch_args
+from mixedae.apis.config import check_schedule, load_config
+from mixedae.apis.distributed import close_distributed, init_cpu_distributed
+from mixedae.apis.hooks import add_preemption, require_full_checkpoint
+from mixedae.apis.inputs import check_inputs_exist, check_work_dir
 from mixedae.engine.hooks.preemption_hook import EXIT_PREEMPTED, Preempted
 from mixedae.engine.optimizers.amp_optim_wrapper import AMP_DTYPES, configure_amp
 from mixedae.utils.cli import run_tool
 from mixedae.utils.errors import InvalidInputError, MissingInputError
-from mixedae.utils.launch import (add_launch_args, add_preemption, check_inputs_exist,
-                                  check_schedule, check_work_dir, close_distributed,
-                                  init_cpu_distributed, load_config, parse_launch_args,
-                                  require_full_checkpoint)
 
 
 def parse_args(argv=None):

@@ -43,8 +43,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
+from mixedae.apis.config import load_config
+from mixedae.apis.inputs import missing_inputs
 from mixedae.models.backbones.loading import FORMATS
-from mixedae.utils.launch import load_config, missing_inputs
 from mixedae.utils.io import atomic_write
 from mixedae.utils.errors import InvalidInputError, MissingInputError
 from .stats import compare, family_real, format_comparison, format_spread

@@ -1,7 +1,7 @@
 """Runs that fail loudly and lose nothing (in-process, fast), through MMEngine's Runner and the
 OpenMMLab datasets: the non-finite guard, strict checkpoint loading, label and size checks of
-real data, data errors naming their files and fail-fast input checks. The pieces alone are
-tested in tests/unit; the command-line reproductions are in test_failure_modes_cli.py.
+real data and data errors naming their files. The pieces alone are tested in tests/unit (the
+fail-fast input checks in tests/unit/apis/test_inputs.py); the command-line reproductions are in test_failure_modes_cli.py.
 """
 import itertools
 import json
@@ -23,7 +23,6 @@ from mixedae.datasets.synthetic import write_dataset
 from mixedae.datasets.validation import DataError
 from mixedae.engine.hooks import NonFiniteError
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, non_finite_tensors
-from mixedae.utils.launch import check_inputs_exist, missing_inputs
 from support import ROOT
 
 ADE_TINY = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
@@ -264,36 +263,3 @@ def test_coco_json_and_category_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match=r'instances_train2017\.json: not valid JSON'):
         build_coco(root)
 
-
-# ---------------------------------------------------------------- fail fast
-
-def test_every_missing_input_is_listed_at_once(tmp_path, ade_root):
-    cfg = Config.fromfile(ADE_TINY)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = ade_root
-    assert missing_inputs(cfg, 'train') == missing_inputs(cfg, 'test') == []
-    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'nowhere')
-    cfg.val_dataloader.dataset.data_prefix.seg_map_path = 'annotations/typo'
-    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'vit.pth'))
-    cfg.load_from = str(tmp_path / 'run.pth')
-    assert missing_inputs(cfg, 'train') == [
-        f"model.backbone.init_cfg.checkpoint: checkpoint file not found: '{tmp_path}/vit.pth'",
-        f"train_dataloader.dataset.data_root: folder not found: '{tmp_path}/nowhere'",
-        f"val_dataloader.dataset.data_prefix.seg_map_path: folder not found: "
-        f"'{ade_root}/annotations/typo'",
-        f"load_from: checkpoint file not found: '{tmp_path}/run.pth'"]
-    with pytest.raises(FileNotFoundError, match=r'4 input\(s\) named in the config are missing'):
-        check_inputs_exist(cfg, 'train')
-    cfg.resume = True                       # resuming: load_from is the run's own file
-    assert not any(p.startswith('load_from') for p in missing_inputs(cfg, 'train'))
-
-
-def test_coco_annotation_files_and_evaluator_are_checked(tmp_path):
-    cfg = Config.fromfile(COCO_TINY)
-    cfg.test_dataloader.dataset.data_root = str(tmp_path) + '/'
-    cfg.test_evaluator.ann_file = str(tmp_path / 'val.json')
-    assert missing_inputs(cfg, 'test') == [
-        f"test_dataloader.dataset.ann_file: file not found: "
-        f"'{tmp_path}/annotations/instances_val2017.json'",
-        f"test_dataloader.dataset.data_prefix.img: folder not found: '{tmp_path}/val2017/'",
-        f"test_evaluator.ann_file: file not found: '{tmp_path}/val.json'"]

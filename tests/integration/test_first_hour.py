@@ -11,9 +11,10 @@ from mmengine.logging import MMLogger
 from mmengine.registry import DefaultScope
 
 import mixedae  # noqa: F401  (registration)
+from mixedae.apis import hooks
+from mixedae.apis.config import load_config
 from mixedae.datasets.synthetic import SHAPE_CLASSES, write_dataset
 from mixedae.models import ViT
-from mixedae.utils import launch
 from mixedae.utils.checkpoint import CheckpointError
 from mixedae.utils.errors import InvalidInputError
 from support import ROOT, TINY, load_tool
@@ -108,11 +109,11 @@ def test_tensorboard_backend_is_added_and_builds(config, tmp_path, monkeypatch):
     from mmengine.registry import VISUALIZERS
     # the package is optional (not installed here); MMEngine's backend imports it only when it
     # first writes, so the build below needs none
-    monkeypatch.setattr(launch.importlib.util, 'find_spec', lambda name: object())
+    monkeypatch.setattr(hooks.importlib.util, 'find_spec', lambda name: object())
     cfg = Config.fromfile(os.path.join(ROOT, config))
     before = [b['type'] for b in (cfg.get('visualizer') or {}).get('vis_backends', [])]
-    launch.add_vis_backend(cfg, 'tensorboard')
-    launch.add_vis_backend(cfg, 'tensorboard')  # twice: still one TensorBoard backend
+    hooks.add_vis_backend(cfg, 'tensorboard')
+    hooks.add_vis_backend(cfg, 'tensorboard')  # twice: still one TensorBoard backend
     types = [b['type'] for b in cfg.visualizer.vis_backends]
     assert types == (before or ['LocalVisBackend']) + ['TensorboardVisBackend']
     vis_cfg = dict(cfg.visualizer, name=f'tb-{os.path.basename(config)}', save_dir=str(tmp_path))
@@ -129,15 +130,15 @@ def test_wandb_and_mlflow_flags_add_mmengines_backends(monkeypatch, flag, backen
     args = train.parse_args([ADE_TINY, f'--{flag}'])
     assert args.vis_backends == [flag]
     with pytest.raises(InvalidInputError, match=f'--{flag} needs the {flag} package: {install}'):
-        launch.load_config(ADE_TINY, {}, 'none', None, vis_backends=args.vis_backends)
-    monkeypatch.setattr(launch.importlib.util, 'find_spec', lambda name: object())
-    cfg = launch.load_config(ADE_TINY, {}, 'none', None, vis_backends=args.vis_backends)
+        load_config(ADE_TINY, {}, 'none', None, vis_backends=args.vis_backends)
+    monkeypatch.setattr(hooks.importlib.util, 'find_spec', lambda name: object())
+    cfg = load_config(ADE_TINY, {}, 'none', None, vis_backends=args.vis_backends)
     assert cfg.visualizer.vis_backends[-1] == dict(type=backend)
 
 
 def test_tensorboard_flag_without_the_package_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(launch.importlib.util, 'find_spec', lambda name: None)
+    monkeypatch.setattr(hooks.importlib.util, 'find_spec', lambda name: None)
     # a UserInputError: one line and status 2 through the tools, not a traceback
     with pytest.raises(InvalidInputError, match=r"--tensorboard needs the tensorboard package: "
                                                 r"\.venv/bin/pip install -e '\.\[tensorboard\]'"):
-        launch.load_config(ADE_TINY, {}, 'none', None, vis_backends=['tensorboard'])
+        load_config(ADE_TINY, {}, 'none', None, vis_backends=['tensorboard'])

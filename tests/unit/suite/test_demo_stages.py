@@ -30,36 +30,41 @@ def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkey
                         [dict(loss=1.0, step=cfg.train_cfg.max_iters),
                          dict(mIoU=12.5, aAcc=50.0, time=0.1, step=cfg.train_cfg.max_iters)])
 
+    def ran(step, *args):
+        """The tool calls of one stage."""
+        before = len(calls)
+        step(*args)
+        return calls[before:]
+
     monkeypatch.setattr(demo, 'tool', tool)
-    demo.pretrain('mixedae-noseg', 0)
-    demo.transfer('coco', 'mae', 1)
-    demo.transfer('probe', 'naivemix', 2)
-    demo.measure_hr_acc('mixedae')
-    demo.figures()
-    assert [name for name, _ in calls] == ['train.py', 'train.py', 'train.py',
-                                           'measure_hr_acc.py', 'visualize_attention.py',
-                                           'visualize_mixing.py']
+    [(pretrain_tool, noseg_args)] = ran(demo.pretrain, 'mixedae-noseg', 0)
+    [(coco_tool, coco_args)] = ran(demo.transfer, 'coco', 'mae', 1)
+    [(probe_tool, probe_args)] = ran(demo.transfer, 'probe', 'naivemix', 2)
+    [(hr_tool, hr)] = ran(demo.measure_hr_acc, 'mixedae')
+    figures = ran(demo.figures)
+    assert pretrain_tool == coco_tool == probe_tool == 'train.py'
+    assert hr_tool == 'measure_hr_acc.py'
+    assert sorted(name for name, _ in figures) == ['visualize_attention.py',
+                                                   'visualize_mixing.py']
     # a transfer run's metrics: its validation at the last iteration, timing left out
     with open(demo.metrics('probe', 'naivemix', 2)) as f:
         assert json.load(f) == dict(mIoU=12.5, aAcc=50.0)
-    demo.transfer('probe', 'naivemix', 2)                 # validated already: not retrained
-    assert len(calls) == 6
+    assert ran(demo.transfer, 'probe', 'naivemix', 2) == []   # validated already: not retrained
     for name, args in calls:
         assert '--cfg-options' not in args, name
         assert not any(re.search(r'\.\d+\.', a) for a in args if '=' in a), args
         config = Config.fromfile(args[0])
         assert os.path.dirname(args[0]) == os.path.join(demo.out, 'configs')
-    noseg = Config.fromfile(calls[0][1][0])
+    noseg = Config.fromfile(noseg_args[0])
     assert noseg.model.backbone.use_segment_embed is False
-    coco = Config.fromfile(calls[1][1][0])
+    coco = Config.fromfile(coco_args[0])
     assert coco.model.backbone.init_cfg.checkpoint == demo.backbone('mae', 1)
     assert coco.randomness.seed == 1 and config.model.backbone.embed_dim == 64
-    probe = Config.fromfile(calls[2][1][0])
+    probe = Config.fromfile(probe_args[0])
     assert probe.model.backbone.init_cfg.checkpoint == demo.backbone('naivemix', 2)
     assert probe.model.backbone.frozen and probe.randomness.seed == 2
     # hr_acc: every seed's untrained encoder, and the pretrained MixedAE, MAE and naive-mixing
     # encoders of every seed, in MixedAE's config
-    hr = calls[3][1]
     seeds = demo.p.pretrain_seeds
     assert [hr[i + 1] for i, a in enumerate(hr) if a == '--init'] == [
         f'init_s{s}={s}' for s in seeds]

@@ -1,36 +1,12 @@
-"""Run set-up: add_preemption (tools/train.py's checkpoint hook and PreemptionHook), the CPU
-process group's rank and world size under srun, the schedule and override-key checks."""
+"""mixedae.apis.config: the schedule and override-key checks of a loaded config."""
 import json
 import re
 
 import pytest
-import torch
 from mmengine.config import Config
 
+from mixedae.apis.config import check_schedule, load_config
 from mixedae.utils.errors import InvalidInputError
-from mixedae.utils.launch import (add_preemption, check_schedule, first_slurm_host,
-                                  init_cpu_distributed, load_config, slurm_process_env)
-
-
-def test_checkpoint_hook_becomes_atomic_and_preemption_is_added():
-    cfg = Config(dict(default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=5,
-                                                         max_keep_ckpts=2)),
-                      custom_hooks=[dict(type='mixedae.RNGStateHook')]))
-    add_preemption(cfg)
-    assert cfg.default_hooks.checkpoint == dict(type='mixedae.AtomicCheckpointHook', interval=5,
-                                                max_keep_ckpts=2)
-    assert [h['type'] for h in cfg.custom_hooks] == ['mixedae.RNGStateHook',
-                                                     'mixedae.PreemptionHook']
-
-
-@pytest.mark.parametrize('hooks, message', [
-    ({}, 'default_hooks.checkpoint is missing'),
-    (dict(checkpoint=dict(type='MyCheckpointHook')),
-     "default_hooks.checkpoint.type is 'MyCheckpointHook'"),
-])
-def test_configs_it_cannot_make_safe_are_named(hooks, message):
-    with pytest.raises(ValueError, match=message):
-        add_preemption(Config(dict(default_hooks=hooks)))
 
 
 PRETRAIN_B = 'configs/pretrain/mixedae_vit-base-p16_8xb512-coslr-300e_in1k.py'
@@ -93,45 +69,3 @@ def test_coco_protocol_a_keeps_two_checkpoints_not_every_epoch():
                    'configs/coco/mask-rcnn_vit-b16-mixedae_fpn_8xb2-3x_coco.py'):
         hook = Config.fromfile(config).default_hooks.checkpoint
         assert (hook.interval, hook.max_keep_ckpts) == (1, 2)
-
-
-SLURM_TASK = dict(SLURM_PROCID='3', SLURM_NTASKS='4', SLURM_LOCALID='1',
-                  SLURM_NODELIST='node[7-8]')
-
-
-def test_slurm_task_variables_become_torch_distributed_ones():
-    hosts = []
-    env = slurm_process_env(SLURM_TASK, lambda nodelist: hosts.append(nodelist) or 'node7')
-    assert env == dict(RANK='3', WORLD_SIZE='4', LOCAL_RANK='1', MASTER_ADDR='node7',
-                       MASTER_PORT='29500')
-    assert hosts == ['node[7-8]']
-    # MASTER_ADDR and MASTER_PORT already set win, as in MMEngine's slurm launcher
-    env = slurm_process_env({**SLURM_TASK, 'MASTER_ADDR': '10.0.0.2', 'MASTER_PORT': '29611'},
-                            lambda nodelist: pytest.fail('asked Slurm for the host'))
-    assert (env['MASTER_ADDR'], env['MASTER_PORT']) == ('10.0.0.2', '29611')
-
-
-def test_slurm_launcher_outside_srun_says_what_is_missing():
-    task = {k: v for k, v in SLURM_TASK.items() if k not in ('SLURM_PROCID', 'SLURM_LOCALID')}
-    with pytest.raises(InvalidInputError, match='--launcher slurm: SLURM_PROCID, SLURM_LOCALID '
-                       'not set; start the processes with srun'):
-        slurm_process_env(task, lambda nodelist: 'node7')
-
-
-def test_cpu_launchers_other_than_torchrun_and_srun_are_refused(monkeypatch):
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    with pytest.raises(InvalidInputError, match='--launcher mpi needs GPUs'):
-        init_cpu_distributed('mpi')
-
-
-@pytest.mark.parametrize('nodelist, first', [
-    ('node7', 'node7'), ('node[01-04,7],gpu1', 'node01'), ('gpu1,node[2-3]', 'gpu1'),
-    ('rack[1-2]-n[3-4]', 'rack1-n3'), ('a-b[10,12]', 'a-b10')])
-def test_the_first_host_of_a_slurm_node_list(nodelist, first):
-    assert first_slurm_host(nodelist) == first
-
-
-def test_a_malformed_node_list_says_what_to_set():
-    with pytest.raises(InvalidInputError, match="SLURM_NODELIST 'node\\[1-2' is not a Slurm "
-                                                'node list; set MASTER_ADDR'):
-        first_slurm_host('node[1-2')

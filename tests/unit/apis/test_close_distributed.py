@@ -1,4 +1,4 @@
-"""The end of a distributed tool run (``mixedae.utils.launch.close_distributed``): why a gloo
+"""The end of a distributed tool run (``mixedae.apis.distributed.close_distributed``): why a gloo
 rank ends with ``os._exit``, and that it loses nothing on the way (status, logs, output)."""
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mixedae.utils.launch import close_distributed
+from mixedae.apis.distributed import close_distributed
 from support import ROOT
 
 RANK = '''
@@ -22,7 +22,7 @@ if mode != 'plain':
     model(torch.ones(3, 4)).sum().backward()
     del model
 if mode == 'close':
-    from mixedae.utils.launch import close_distributed
+    from mixedae.apis.distributed import close_distributed
     logging.basicConfig(filename=sys.argv[4], level=logging.INFO)
     logging.info('logged by rank %d', rank)
     sys.stdout.write('printed by rank %d' % rank)   # no newline, no flush: still buffered
