@@ -1,7 +1,8 @@
 """Runs that fail loudly and lose nothing (in-process, fast), through MMEngine's Runner and the
 OpenMMLab datasets: the non-finite guard, strict checkpoint loading, label and size checks of
 real data and data errors naming their files. The pieces alone are tested in tests/unit (the
-fail-fast input checks in tests/unit/apis/test_inputs.py); the command-line reproductions are in test_failure_modes_cli.py.
+fail-fast input checks in tests/unit/apis/test_inputs.py); the command-line reproductions are
+in test_failure_modes_cli.py.
 """
 import itertools
 import json
