@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Tuple
 
-from mixedae.suite.figures import CheckpointKindError
+from mixedae.suite.pretrain_checkpoint import CheckpointKindError
 from mixedae.suite.hr_probe import measure_hr_acc
 from mixedae.utils.io import atomic_write
 

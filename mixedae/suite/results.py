@@ -43,7 +43,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import DictAction
 
-from mixedae.models.backbones.loading import FORMATS
+from mixedae.models.backbones.checkpoint_layouts import FORMATS
 from mixedae.utils.launch import load_config, missing_inputs
 from mixedae.utils.io import atomic_write
 from .stats import compare, family_real, format_comparison, format_spread

@@ -13,7 +13,7 @@ import torch
 
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
-from mixedae.models.backbones.loading import convert_checkpoint
+from mixedae.models.backbones.checkpoint_layouts import convert_checkpoint
 from support import ROOT, data_root_options
 
 TINY = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')

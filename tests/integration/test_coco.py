@@ -11,7 +11,7 @@ from pycocotools import mask as mask_utils
 
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
-from mixedae.models.backbones.loading import convert_checkpoint
+from mixedae.models.backbones.checkpoint_layouts import convert_checkpoint
 from support import ROOT, data_root_options
 
 PY = sys.executable

@@ -18,7 +18,7 @@ from PIL import Image
 import mixedae.registry as registry
 from mixedae.models import MixedAE, MixedViT, ViT
 from mixedae.models.backbones import mixed_vit
-from mixedae.models.backbones.loading import BACKBONE_KEY, OPTIONAL_KEY
+from mixedae.models.backbones.checkpoint_layouts import BACKBONE_KEY, OPTIONAL_KEY
 from mixedae.models.layers.attention import Attention
 from mixedae.models.layers.homologous_attention import HomologousAttention, MixingContext
 from mixedae.registry import MODELS

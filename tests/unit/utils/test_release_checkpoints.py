@@ -17,7 +17,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file
 from mixedae.models import ViT
-from mixedae.models.backbones.loading import convert_checkpoint, release_format
+from mixedae.models.backbones.checkpoint_layouts import convert_checkpoint, release_format
 from support import ROOT
 from test_convert import features, load_converted, source_vit
 
