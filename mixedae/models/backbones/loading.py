@@ -1,6 +1,7 @@
 """Loading backbone weights into a ``mixedae.ViT``: fitting a state dict to the model (position
 embeddings and relative position tables resampled to its grids, entries it has no place for
-dropped), one error for a checkpoint of another architecture, and a checked key report.
+dropped), one error for a checkpoint of another architecture, and a checked key report; and
+the one way a config asks for it (:func:`set_backbone_checkpoint`).
 
 Which keys a backbone checkpoint holds, and how release layouts become them, is
 :mod:`.checkpoint_layouts`; the model is passed in (duck-typed as the ``nn.Module`` that
@@ -14,15 +15,44 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from mmengine.config import Config
 from mmengine.logging import print_log
 
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, state_dict_of
+from mixedae.utils.errors import InvalidInputError
 from mixedae.utils.key_report import describe_keys, summarize_keys
 from ..layers.pos_embed import (Grid, num_relative_entries, resize_pos_embed, resize_rel_pos_1d,
                                 resize_rel_pos_table)
 from .checkpoint_layouts import FORMATS, OPTIONAL_KEY, require_converted, source_format
 
 StateDict = Dict[str, torch.Tensor]
+
+
+def backbone_init_cfg(checkpoint: str) -> Dict[str, str]:
+    """The ``model.backbone.init_cfg`` that starts the backbone from the backbone checkpoint
+    ``checkpoint`` (a file of ``tools/convert_checkpoint.py``), loaded by ``ViT.init_weights``
+    through :func:`load_pretrained`.
+
+    Whether the file exists is checked once, with every other input of the run, by the tools'
+    input check (``check_inputs_exist``: ``model.backbone.init_cfg.checkpoint: checkpoint file
+    not found: PATH``) before the model is built; a checkpoint that a later job writes (the
+    suite's runs) need not exist when it is set.
+    """
+    return dict(type='Pretrained', checkpoint=checkpoint)
+
+
+def set_backbone_checkpoint(cfg: Config, checkpoint: str) -> None:
+    """Start ``cfg``'s backbone from ``checkpoint`` (:func:`backbone_init_cfg`, replacing any
+    ``init_cfg`` it had); a config without a ``model.backbone`` is refused in one line."""
+    if not isinstance(cfg.get('model', {}).get('backbone'), dict):
+        raise InvalidInputError(f'{cfg.filename} has no model.backbone to load the backbone '
+                                f'checkpoint {checkpoint} into')
+    cfg.model.backbone.init_cfg = backbone_init_cfg(checkpoint)
+
+
+def backbone_checkpoint_options(checkpoint: str) -> Dict[str, str]:
+    """:func:`backbone_init_cfg` as ``--cfg-options`` entries, for a command line."""
+    return {f'model.backbone.init_cfg.{k}': v for k, v in backbone_init_cfg(checkpoint).items()}
 
 
 def adapt_state_dict(model: nn.Module, state_dict: StateDict, source: str
