@@ -18,9 +18,8 @@ from mixedae.datasets.image_folder import IMG_EXTENSIONS
 from mixedae.models import MixedAE, MixedViT, ViT
 from mixedae.models.utils.mixing import sample_assignment
 from mixedae.models.utils.patches import patchify, unpatchify
-from mixedae.models.backbones.loading import extract_backbone, require_converted
-from mixedae.utils.checkpoint import load_checkpoint_file, state_dict_of
-from mixedae.utils.errors import UserInputError
+from mixedae.models.backbones.checkpoint_layouts import extract_backbone
+from .pretrain_checkpoint import read_pretrain_checkpoint
 
 #: MixedViT arguments that the transfer ViT does not take (read from its signature, so a new
 #: pretraining-only argument is dropped too).

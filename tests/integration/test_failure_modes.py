@@ -22,7 +22,7 @@ from mixedae.datasets.checks import bad_label_values, check_ade20k
 from mixedae.datasets.synthetic import write_dataset
 from mixedae.datasets.validation import CheckSegAnnotation, DataError
 from mixedae.engine.hooks import NonFiniteError
-from mixedae.models.backbones.loading import describe_keys, key_coverage
+from mixedae.utils.key_report import describe_keys, key_coverage
 from mixedae.utils.checkpoint import CheckpointError, load_checkpoint_file, non_finite_tensors
 from mixedae.utils.io import atomic_write, write_metrics
 from mixedae.utils.launch import check_inputs_exist, missing_inputs

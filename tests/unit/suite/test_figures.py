@@ -120,7 +120,7 @@ def test_visualize_mixing_tool_says_one_line(backbone_ckpt, images, tmp_path):
                           text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f'error: {backbone_ckpt} has no decoder weights: this needs a pretraining checkpoint '
+        f'error: {backbone_ckpt} has no decoder.* weights: this needs a pretraining checkpoint '
         '(work_dirs/<run>/epoch_N.pth from tools/train.py), not a converted backbone']
 
 
