@@ -121,8 +121,7 @@ def _weights(checkpoint: Any, entry: str, source: str) -> StateDict:
     return checkpoint[entry]
 
 
-def strip_prefix(name: str, prefix: str) -> str:
-    """``name`` without ``prefix`` when it starts with it."""
+def _strip(name: str, prefix: str) -> str:
     return name[len(prefix):] if name.startswith(prefix) else name
 
 
@@ -136,7 +135,7 @@ def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoin
         flat = {}
         for name, value in _weights(checkpoint, 'state_dict', source).items():
             if name.startswith('backbone.'):
-                flat[strip_prefix(name, 'backbone.')] = value
+                flat[_strip(name, 'backbone.')] = value
             else:
                 dropped.append(name)
     elif src_format == 'mae':
@@ -146,13 +145,12 @@ def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoin
             raw = checkpoint['state_dict']
         else:
             raw = _weights(checkpoint, key or 'teacher', source)
-        flat = {strip_prefix(strip_prefix(n, 'module.'), 'backbone.'): v for n, v in raw.items()}
+        flat = {_strip(_strip(n, 'module.'), 'backbone.'): v for n, v in raw.items()}
     elif src_format == 'mmseg':
         raw = state_dict_of(checkpoint, source, 'an mmseg checkpoint')
         if any(n.startswith('backbone.') for n in raw):  # a whole segmentor: keep the backbone
             dropped += [n for n in raw if not n.startswith('backbone.')]
-            raw = {strip_prefix(n, 'backbone.'): v for n, v in raw.items()
-                   if n.startswith('backbone.')}
+            raw = {_strip(n, 'backbone.'): v for n, v in raw.items() if n.startswith('backbone.')}
         flat = mmseg_to_timm_names(raw)
     else:  # timm: a plain state dict, or a train.py checkpoint holding one under 'state_dict'
         flat = dict(state_dict_of(checkpoint, source, 'a timm checkpoint'))
