@@ -10,7 +10,7 @@ checksums). The output loads with ``tools/train.py CONFIG --load-backbone OUT``.
 """
 import argparse
 
-from mixedae.models.backbones.loading import FORMATS, convert_checkpoint
+from mixedae.models.backbones.checkpoint_layouts import FORMATS, convert_checkpoint
 from mixedae.utils.cli import run_tool
 from mixedae.utils.digest import check_digests, file_digests
 

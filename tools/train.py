@@ -30,6 +30,7 @@ from mixedae.apis.hooks import add_preemption, require_full_checkpoint
 from mixedae.apis.inputs import check_inputs_exist, check_work_dir
 from mixedae.engine.hooks.preemption_hook import EXIT_PREEMPTED, Preempted
 from mixedae.engine.optimizers.amp_optim_wrapper import AMP_DTYPES, configure_amp
+from mixedae.models.backbones.loading import set_backbone_checkpoint
 from mixedae.utils.cli import run_tool
 from mixedae.utils.errors import InvalidInputError, MissingInputError
 
@@ -53,7 +54,8 @@ def parse_args(argv=None):
     parser.add_argument('--load-backbone', metavar='CKPT',
                         help='start the backbone from CKPT (a backbone checkpoint from '
                         'tools/convert_checkpoint.py): model.backbone.init_cfg = '
-                        "dict(type='Pretrained', checkpoint=CKPT)")
+                        "dict(type='Pretrained', checkpoint=CKPT), checked with the other "
+                        'inputs before the model is built')
     parser.add_argument('--compile', action='store_true',
                         help="torch.compile the training step (MMEngine's compile=True); the "
                         'first iterations are slow while it compiles')
@@ -84,18 +86,8 @@ def build_config(args) -> Config:
     if args.compile:
         cfg.compile = True
     if args.load_backbone:
-        load_backbone(cfg, args.load_backbone)
+        set_backbone_checkpoint(cfg, args.load_backbone)
     return cfg
-
-
-def load_backbone(cfg: Config, checkpoint: str) -> None:
-    """Set ``model.backbone.init_cfg`` to load ``checkpoint`` (a converted backbone file)."""
-    if not osp.isfile(checkpoint):
-        raise MissingInputError(f'--load-backbone: checkpoint file not found: {checkpoint}')
-    if not isinstance(cfg.get('model', {}).get('backbone'), dict):
-        raise InvalidInputError(f'--load-backbone: {cfg.filename} has no model.backbone to '
-                                'load it into')
-    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=checkpoint)
 
 
 def main(argv=None) -> int:

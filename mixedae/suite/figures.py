@@ -18,9 +18,9 @@ from mixedae.datasets.image_folder import IMG_EXTENSIONS
 from mixedae.models import MixedAE, MixedViT, ViT
 from mixedae.models.utils.mixing import sample_assignment
 from mixedae.models.utils.patches import patchify, unpatchify
-from mixedae.models.backbones.loading import extract_backbone, require_converted
-from mixedae.utils.checkpoint import load_checkpoint_file, state_dict_of
-from mixedae.utils.errors import MissingInputError, UserInputError
+from mixedae.models.backbones.checkpoint_layouts import extract_backbone
+from mixedae.utils.errors import MissingInputError
+from .pretrain_checkpoint import read_pretrain_checkpoint
 
 #: MixedViT arguments that the transfer ViT does not take (read from the two signatures, so a
 #: new pretraining-only argument is dropped too).
@@ -159,10 +159,6 @@ def denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
     return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
-class CheckpointKindError(UserInputError, ValueError):
-    """A checkpoint of another kind than the one a tool needs (one-line message)."""
-
-
 def _config(config: str, cfg_options: Optional[Dict] = None) -> Config:
     if not os.path.isfile(config):
         raise MissingInputError(f'config file not found: {config}')
@@ -193,14 +189,7 @@ def build_pretrain_model(config: str, cfg_options: Optional[Dict] = None
 def load_pretrain_weights(model: MixedAE, checkpoint: str) -> None:
     """Load a pretraining checkpoint (encoder and decoder, as ``tools/train.py`` saves it);
     a converted backbone or any other file is refused in one line."""
-    raw = load_checkpoint_file(checkpoint)
-    require_converted(raw, checkpoint)
-    sd = state_dict_of(raw, checkpoint)
-    if not any(k.startswith('decoder.') for k in sd):
-        raise CheckpointKindError(
-            f'{checkpoint} has no decoder weights: this needs a pretraining checkpoint '
-            '(work_dirs/<run>/epoch_N.pth from tools/train.py), not a converted backbone')
-    model.load_state_dict(sd)
+    model.load_state_dict(read_pretrain_checkpoint(checkpoint, require=('decoder',)))
 
 
 def vit_from_pretrain_config(config: str, checkpoint: str,
@@ -210,11 +199,9 @@ def vit_from_pretrain_config(config: str, checkpoint: str,
     cfg = _config(config, cfg_options)
     arch = {k: v for k, v in cfg.model.backbone.items() if k not in PRETRAIN_ONLY_ARGS}
     vit = ViT(**arch)
-    raw = load_checkpoint_file(checkpoint)
-    require_converted(raw, checkpoint)
-    sd = state_dict_of(raw, checkpoint)
+    sd = read_pretrain_checkpoint(checkpoint, require=())
     if any(k.startswith('backbone.') for k in sd):
-        sd, _ = extract_backbone(raw, 'mixedae', checkpoint)
+        sd, _ = extract_backbone(dict(state_dict=sd), 'mixedae', checkpoint)
     vit.load_backbone_state(sd, checkpoint)
     return vit.eval()
 

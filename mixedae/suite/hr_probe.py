@@ -15,9 +15,9 @@ import torch
 from mixedae.models import MixedAE
 from mixedae.models.layers.topk_attention import hr_acc_chance
 from mixedae.models.utils.mixing import sample_assignment
-from mixedae.utils.checkpoint import load_checkpoint_file, state_dict_of
 from mixedae.utils.errors import InvalidInputError
-from .figures import CheckpointKindError, build_pretrain_model, list_images, load_images, normalize
+from .figures import build_pretrain_model, list_images, load_images, normalize
+from .pretrain_checkpoint import CheckpointKindError, encoder_weights, read_pretrain_checkpoint
 
 #: backbone parameters a checkpoint may lack; they are set to zero (a MAE encoder, G = 1, has
 #: no segment embeddings: zero ones add nothing to its tokens).
@@ -43,14 +43,11 @@ def load_encoder(model: MixedAE, checkpoint: str) -> List[str]:
 
     Returns the backbone parameters the checkpoint lacks, which are set to zero: only those
     of ``ZEROABLE`` may be missing (``['segment_embed']`` for a MAE checkpoint). Raises
-    CheckpointKindError for a file without backbone weights, other missing or unexpected keys,
+    CheckpointKindError for a file without backbone weights
+    (:func:`~.pretrain_checkpoint.read_pretrain_checkpoint`), other missing or unexpected keys,
     or shapes of another architecture.
     """
-    sd = state_dict_of(load_checkpoint_file(checkpoint), checkpoint)
-    weights = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
-    if not weights:
-        raise CheckpointKindError(f'{checkpoint} has no backbone.* weights: this needs a '
-                                  'pretraining checkpoint (work_dirs/<run>/epoch_N.pth)')
+    weights = encoder_weights(read_pretrain_checkpoint(checkpoint))
     try:
         missing, unexpected = model.backbone.load_state_dict(weights, strict=False)
     except RuntimeError as err:

@@ -45,7 +45,8 @@ from mmengine.config import DictAction
 
 from mixedae.apis.config import load_config
 from mixedae.apis.inputs import missing_inputs
-from mixedae.models.backbones.loading import FORMATS
+from mixedae.models.backbones.checkpoint_layouts import FORMATS
+from mixedae.models.backbones.loading import backbone_checkpoint_options
 from mixedae.utils.io import atomic_write
 from mixedae.utils.errors import InvalidInputError, MissingInputError
 from .stats import compare, family_real, format_comparison, format_spread
@@ -194,7 +195,7 @@ def input_problems(matrix: dict) -> List[str]:
                             'writes it)')
         options = _cfg_options(entry.get('train_args', ''))
         if ckpt:
-            options.update(checkpoint_options(ckpt))
+            options.update(backbone_checkpoint_options(ckpt))
         cfg = load_config(entry['config'], options, 'none', entry['work_dir'])
         seen = set()    # a path the train and val loaders share is one problem
         for line in missing_inputs(cfg, 'train'):
@@ -315,12 +316,6 @@ def write_csv(rows: Sequence[Dict[str, str]], path: str) -> None:
         writer.writerows(rows)
 
 
-def checkpoint_options(checkpoint: str) -> Dict[str, str]:
-    """The config entries that load a converted backbone checkpoint."""
-    return {'model.backbone.init_cfg.type': 'Pretrained',
-            'model.backbone.init_cfg.checkpoint': checkpoint}
-
-
 def _merged_args(args: str, options: Dict[str, str]) -> str:
     """``args`` with ``options`` added to its ``--cfg-options`` (one option list: the tools
     keep only the last ``--cfg-options`` given), placed last."""
@@ -340,7 +335,7 @@ def train_arguments(run: dict, resume: bool = False) -> str:
     """The train.py arguments of a run (or pretraining entry) after its config: work dir,
     ``--resume``, its ``train_args``, the backbone checkpoint's and the seed's
     ``--cfg-options`` last."""
-    options = checkpoint_options(run['checkpoint']) if run.get('checkpoint') and \
+    options = backbone_checkpoint_options(run['checkpoint']) if run.get('checkpoint') and \
         'name' not in run else {}
     if run.get('seed') is not None:
         options['randomness.seed'] = str(run['seed'])
@@ -354,7 +349,7 @@ def eval_arguments(run: dict) -> str:
     return ' '.join(filter(None, [f'--work-dir {shlex.quote(run["work_dir"])} --out-metrics '
                                   f'{shlex.quote(run["metrics"])}',
                                   _merged_args(run.get('test_args', ''),
-                                               checkpoint_options(run['checkpoint'])
+                                               backbone_checkpoint_options(run['checkpoint'])
                                                if run.get('checkpoint') else {})]))
 
 

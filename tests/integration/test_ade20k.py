@@ -1,6 +1,7 @@
 """ADE20K transfer end to end on generated data (CPU): train, evaluate, resume, distribute."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
-from mixedae.models.backbones.loading import convert_checkpoint
+from mixedae.models.backbones.checkpoint_layouts import convert_checkpoint
 from support import ROOT, data_root_options, free_port, run_in_repo
 
 TINY = os.path.join(ROOT, 'configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
@@ -171,6 +172,7 @@ def test_load_backbone_option_starts_a_scratch_config_from_a_converted_backbone(
     from mmseg.registry import MODELS
     from mixedae.models import MixedViT
     from mixedae.utils.errors import InvalidInputError, MissingInputError
+    from mixedae.apis.inputs import check_inputs_exist
     from support import load_tool
     encoder = MixedViT(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4)
     torch.save(dict(state_dict={f'backbone.{k}': v for k, v in encoder.state_dict().items()}),
@@ -185,8 +187,11 @@ def test_load_backbone_option_starts_a_scratch_config_from_a_converted_backbone(
     model.backbone.init_weights()
     torch.testing.assert_close(model.backbone.blocks[3].mlp.fc2.weight,
                                encoder.blocks[3].mlp.fc2.weight)
-    with pytest.raises(MissingInputError, match='--load-backbone: checkpoint file not found'):
-        train.build_config(train.parse_args([TINY, '--load-backbone', ckpt + '.missing']))
+    # the path is checked once, with the run's other inputs, before the model is built
+    missing = train.build_config(train.parse_args([TINY, '--load-backbone', ckpt + '.missing']))
+    with pytest.raises(MissingInputError, match=re.escape(
+            f"model.backbone.init_cfg.checkpoint: checkpoint file not found: '{ckpt}.missing'")):
+        check_inputs_exist(missing, 'train')
     (tmp_path / 'no_backbone.py').write_text("model = dict(type='Anything')\n")
     with pytest.raises(InvalidInputError, match='no_backbone.py has no model.backbone'):
         train.build_config(train.parse_args([str(tmp_path / 'no_backbone.py'),

@@ -10,7 +10,7 @@ from pycocotools import mask as mask_utils
 
 from mixedae.datasets import checks
 from mixedae.datasets.synthetic import write_dataset
-from mixedae.models.backbones.loading import convert_checkpoint
+from mixedae.models.backbones.checkpoint_layouts import convert_checkpoint
 from support import ROOT, data_root_options, free_port, run_in_repo
 
 PY = sys.executable

@@ -20,8 +20,8 @@ from mmseg.registry import MODELS as SEG_MODELS
 
 import mixedae  # noqa: F401  (registers the mixedae modules)
 from mixedae.models import ViT
-from mixedae.models.backbones.loading import (convert_checkpoint, extract_backbone,
-                                              mmseg_to_timm_names)
+from mixedae.models.backbones.checkpoint_layouts import (convert_checkpoint, extract_backbone,
+                                                         mmseg_to_timm_names)
 from mixedae.utils.checkpoint import CheckpointError
 from support import ROOT
 

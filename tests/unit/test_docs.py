@@ -9,7 +9,7 @@ import re
 from typing import List
 
 from support import ROOT
-from mixedae.models.backbones.loading import FORMATS
+from mixedae.models.backbones.checkpoint_layouts import FORMATS
 
 DOCS = ['README.md', *sorted(os.path.relpath(p, ROOT) for p in glob.glob(f'{ROOT}/docs/*.md'))]
 #: paths in mmseg's and mmdet's repositories that the docs cite as references

@@ -5,8 +5,8 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
 
 from mixedae.registry import HOOKS
-from mixedae.models.backbones.loading import describe_keys, key_coverage
 from mixedae.utils.checkpoint import CheckpointError, state_dict_of
+from mixedae.utils.key_report import describe_keys, key_coverage
 
 
 @HOOKS.register_module()

@@ -96,7 +96,6 @@ class ViT(BaseModule):
             raise ValueError('window_block_indexes given but window_size is 0')
         if window_size and with_cls_token:
             raise ValueError('window attention needs with_cls_token=False (ViTDet drops it)')
-        loading.check_pretrained(init_cfg)
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim,
                                       output_fmt='NHWC', strict_img_size=False,

@@ -10,6 +10,7 @@ from typing import List, Optional
 
 from mmengine.config import Config
 
+from mixedae.models.backbones.loading import set_backbone_checkpoint
 from ..repo import Repo, set_data_root
 from .presets import PRETRAINS, Preset, out_indices
 
@@ -59,7 +60,7 @@ def pretrain_config(repo: Repo, p: Preset, name: str, data: str, seed: int) -> C
 def _init_from(cfg: Config, backbone: Optional[str]) -> None:
     """Start the transfer backbone from the converted encoder ``backbone`` (None: random)."""
     if backbone:
-        cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=backbone)
+        set_backbone_checkpoint(cfg, backbone)
 
 
 def _set_iters(cfg: Config, iters: int, batch: int) -> None:

@@ -15,7 +15,7 @@ from typing import Optional
 from mmengine.config import Config
 
 from mixedae.datasets.synthetic import matches_manifest
-from mixedae.models.backbones.loading import convert_checkpoint
+from mixedae.models.backbones.checkpoint_layouts import convert_checkpoint
 from mixedae.utils.io import atomic_write
 from ..repo import Repo
 from ..runner import has_checkpoint

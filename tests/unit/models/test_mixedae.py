@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mixedae.models import MixedAE, MixedViT, ViT
-from mixedae.models.backbones.loading import convert_checkpoint
+from mixedae.models.backbones.checkpoint_layouts import convert_checkpoint
 from mixedae.models.utils.mixing import owned_positions, sample_assignment, unmix
 from support import TINY
 

@@ -11,12 +11,12 @@ import torch
 
 from support import ROOT
 from mixedae.datasets.synthetic import write_dataset
-from mixedae.models.backbones.loading import extract_backbone
-from mixedae.suite.figures import (MIXING_ROWS, CheckpointKindError, attention_figure,
-                                   build_pretrain_model, cls_attention_maps, list_images,
-                                   load_images, load_pretrain_weights, mixing_figure,
-                                   normalization_of, text_tile, text_width,
-                                   vit_from_pretrain_config)
+from mixedae.models.backbones.checkpoint_layouts import extract_backbone
+from mixedae.suite.figures import (MIXING_ROWS, attention_figure, build_pretrain_model,
+                                   cls_attention_maps, list_images, load_images,
+                                   load_pretrain_weights, mixing_figure, normalization_of,
+                                   text_tile, text_width, vit_from_pretrain_config)
+from mixedae.suite.pretrain_checkpoint import CheckpointKindError
 from mixedae.suite.plots import seeds_figure
 
 TINY_PRE = os.path.join(ROOT, 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
@@ -120,7 +120,7 @@ def test_visualize_mixing_tool_says_one_line(backbone_ckpt, images, tmp_path):
                           text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f'error: {backbone_ckpt} has no decoder weights: this needs a pretraining checkpoint '
+        f'error: {backbone_ckpt} has no decoder.* weights: this needs a pretraining checkpoint '
         '(work_dirs/<run>/epoch_N.pth from tools/train.py), not a converted backbone']
 
 

@@ -9,9 +9,10 @@ from mmengine.config import Config
 
 from support import REPO, load_tool
 from mixedae.models.layers.topk_attention import hr_acc_chance
-from mixedae.suite.figures import CheckpointKindError, build_pretrain_model
+from mixedae.suite.figures import build_pretrain_model
 from mixedae.suite.hr_probe import load_encoder, measure_hr_acc
 from mixedae.utils.errors import InvalidInputError, MissingInputError
+from mixedae.suite.pretrain_checkpoint import CheckpointKindError
 
 TINY_MIXEDAE = REPO.path('configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')
 TINY_MAE = REPO.path('configs/pretrain/mae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py')

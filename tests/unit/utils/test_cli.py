@@ -72,7 +72,7 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch):
 
 def test_the_project_errors_are_user_errors():
     from mixedae.datasets.validation import DataError
-    from mixedae.suite.figures import CheckpointKindError
+    from mixedae.suite.pretrain_checkpoint import CheckpointKindError
     from mixedae.utils.checkpoint import CheckpointError
     from mixedae.utils.mmcv_ops import MissingMmcvOpError
     for cls in (DataError, CheckpointKindError, CheckpointError, MissingMmcvOpError):

@@ -1,5 +1,6 @@
-"""Missing, unexpected and mis-shaped keys on every loading path, with the documented outcome
-(docs/testing.md, "Loading paths"):
+"""Loading backbone weights into a model (``mixedae.models.backbones.loading``): missing,
+unexpected and mis-shaped keys on every loading path, with the documented outcome
+(docs/testing.md, "Loading paths"), and the one way a config asks for a backbone checkpoint:
 
 - ``init_cfg=dict(type='Pretrained')`` (``ViT.load_pretrained``): an error naming the keys,
   except the expected-missing relative position tables / layer scales, kept at init and reported;
@@ -13,17 +14,21 @@ import re
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 from mixedae.models import ViT
+from mixedae.models.backbones.checkpoint_layouts import extract_backbone
+from mixedae.models.backbones.loading import (_architecture, adapt_state_dict,
+                                              backbone_checkpoint_options, check_architecture,
+                                              load_pretrained, set_backbone_checkpoint)
 from mixedae.utils.checkpoint import CheckpointError
-from mixedae.models.backbones.loading import (_architecture, _summarize_keys,
-                                              adapt_state_dict, check_architecture,
-                                              describe_keys, extract_backbone, key_coverage,
-                                              load_pretrained)
 from support import TINY
+from test_checkpoint_layouts import (ibot_training_checkpoint, load_converted, mae_release, run,
+                                     source_vit)
 
 
 def pretrained(tmp_path, sd, **kw):
@@ -168,56 +173,6 @@ def test_resume_warns_and_keeps_initial_values(tmp_path, capsys):
     assert_partially_loaded(runner.model, fresh, source, captured.out + captured.err)
 
 
-def test_conversion_layouts_by_hand():
-    sd = {'cls_token': torch.zeros(1, 1, 4), 'blocks.0.norm1.weight': torch.ones(4)}
-    # iBOT backbone-only file: module./backbone. prefixes removed
-    ibot = {'state_dict': {f'module.backbone.{k}': v for k, v in sd.items()}}
-    assert extract_backbone(ibot, 'ibot')[0].keys() == sd.keys()
-    with pytest.raises(CheckpointError, match=r"<checkpoint>: expected a 'student' entry, found "
-                                              r"\['state_dict'\]"):
-        extract_backbone(ibot, 'ibot', key='student')
-    # timm: a plain state dict, or a train.py checkpoint holding one under 'state_dict'
-    assert extract_backbone({'state_dict': sd, 'epoch': 3}, 'timm')[0].keys() == sd.keys()
-    assert extract_backbone(dict(sd), 'timm')[0].keys() == sd.keys()
-    with pytest.raises(CheckpointError, match=r'<checkpoint>: a timm checkpoint is a dict of '
-                                              r"tensors, or a training checkpoint with such a "
-                                              r"dict under 'state_dict'"):
-        extract_backbone({'state_dict': {'x': 1}}, 'timm')
-    with pytest.raises(CheckpointError, match=r"f.pth: expected a 'model' entry, found list"):
-        extract_backbone([sd], 'mae', 'f.pth')
-    with pytest.raises(CheckpointError, match=r"p.pth: expected a 'state_dict' entry"):
-        extract_backbone({'model': sd}, 'mixedae', 'p.pth')
-    with pytest.raises(CheckpointError, match='a timm checkpoint is a dict of tensors'):
-        extract_backbone([sd], 'timm')
-    with pytest.raises(CheckpointError, match=r"expected a 'state_dict' entry, found \['k0', "
-                                              r"'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7'\]$"):
-        extract_backbone({f'k{i}': 0 for i in range(9)}, 'mixedae')
-    with pytest.raises(ValueError, match=r"unknown src_format 'x'; choose from \('mixedae', "):
-        extract_backbone(sd, 'x')
-    with pytest.raises(CheckpointError, match=r'm.pth: no backbone weights found for '
-                                              r'--src-format mae'):
-        extract_backbone({'model': {'mask_token': torch.zeros(1)}}, 'mae', 'm.pth')
-
-
-@pytest.mark.parametrize('count,suffix', [(5, '5: u00, u01, u02, u03, u04$'),
-                                          (21, '21: u00, u01, u02, u03, u04, \\.\\.\\.$')])
-def test_conversion_counts_unknown_keys_and_names_the_first(count, suffix):
-    with pytest.raises(CheckpointError, match=suffix):
-        extract_backbone({'model': {f'u{i:02d}': torch.zeros(1) for i in range(count)}}, 'mae')
-
-
-def test_a_wrong_src_format_suggests_the_one_the_checkpoint_looks_like():
-    pretrain = dict(state_dict={'backbone.cls_token': torch.zeros(1, 1, 4),
-                                'decoder.w': torch.zeros(1)})
-    with pytest.raises(CheckpointError, match=r"p.pth: expected a 'model' entry"):
-        extract_backbone(pretrain, 'mae', 'p.pth')
-    with pytest.raises(CheckpointError, match=r'; it looks like --src-format mixedae$'):
-        extract_backbone(pretrain, 'timm', 'p.pth')
-    mae = dict(model={'cls_token': torch.zeros(1, 1, 4), 'decoder_embed.weight': torch.zeros(1)})
-    with pytest.raises(CheckpointError, match=r'; it looks like --src-format mae$'):
-        extract_backbone(mae, 'ibot', 'm.pth', key='model')
-
-
 def test_a_training_checkpoint_given_as_a_backbone_names_the_conversion(tmp_path):
     torch.save(dict(state_dict={'backbone.cls_token': torch.zeros(1, 1, 32),
                                 'decoder.w': torch.zeros(1)}), tmp_path / 'epoch_4.pth')
@@ -227,21 +182,6 @@ def test_a_training_checkpoint_given_as_a_backbone_names_the_conversion(tmp_path
             r'OUT\.pth --src-format mixedae, then give OUT\.pth$')) as err:
         ViT(**TINY).load_pretrained(str(tmp_path / 'epoch_4.pth'))
     assert len(str(err.value)) < 400
-
-
-def test_key_coverage_ignores_the_ddp_prefix():
-    assert key_coverage(['a', 'b', 'c'], ['module.a', 'x', 'b']) == (['c'], ['x'])
-    assert key_coverage([], []) == ([], [])
-
-
-@pytest.mark.parametrize('count,first,text', [
-    (0, 5, '0'), (2, 5, '2: k0, k1'), (5, 5, '5: k0, k1, k2, k3, k4'),
-    (6, 5, '6: k0, k1, k2, k3, k4, ...'), (7, 3, '7: k0, k1, k2, ...')])
-def test_describe_keys_shows_the_first_keys(count, first, text):
-    keys = [f'k{i}' for i in range(count)]
-    assert describe_keys(keys, first) == text
-    if first == 5:
-        assert describe_keys(keys) == text
 
 
 @pytest.mark.parametrize('with_cls_token,rows', [(True, 3 * 3 + 3), (False, 3 * 3)])
@@ -258,13 +198,11 @@ def test_beit_tables_of_another_window_are_resampled_and_odd_ones_refused(with_c
         adapt_state_dict(model, {key: torch.zeros(rows + 1, 4)}, 'b.pth')
 
 
-def test_architecture_and_key_summaries():
+def test_architecture_summary():
     sd = {'patch_embed.proj.weight': torch.zeros(48, 3, 4, 8), 'blocks.0.a': torch.zeros(1),
           'blocks.2.a': torch.zeros(1)}
     assert _architecture(sd) == 'embed_dim 48, patch 4x8, depth 2'
     assert _architecture({'blocks.0.a': torch.zeros(1)}) == 'depth 1'
-    assert _summarize_keys(['blocks.0.ls1.gamma', 'pos_embed', 'blocks.11.ls1.gamma',
-                            'cls_token']) == 'blocks.{0,11}.ls1.gamma, pos_embed, cls_token'
 
 
 def pos_embed(tokens):
@@ -293,7 +231,6 @@ def test_adapt_state_dict_notes_each_change():
 
 
 def test_load_pretrained_with_a_prefix_and_its_report(tmp_path):
-    from mmengine.logging import MMLogger
     log_file = tmp_path / 'log.txt'
     MMLogger.get_instance(f'loading:{log_file}', log_file=str(log_file))
     sd = source_state()
@@ -330,3 +267,109 @@ def test_check_architecture_accepts_a_file_without_blocks_and_names_both_sizes()
         's.pth does not match the config: the checkpoint has 3 blocks, the model 2. The '
         'checkpoint is a ViT with depth 3, the config builds embed_dim 32, patch 8x8, depth 2; '
         'use the config made for this checkpoint (e.g. a tiny config for the demo checkpoints).')
+
+
+def test_rel_pos_model_loads_mae_with_expected_missing_report(tmp_path):
+    torch.save(mae_release(source_vit()), tmp_path / 'mae.pth')
+    run(tmp_path / 'mae.pth', tmp_path / 'out.pth', 'mae')
+    log_file = tmp_path / 'log.txt'
+    MMLogger.get_instance(f'mixedae_test_convert:{log_file}', log_file=str(log_file))
+    model = load_converted(tmp_path / 'out.pth', use_rel_pos_bias=True, init_values=1.0)
+    assert model.blocks[1].attn.relative_position_bias_table.abs().sum() == 0
+    log = log_file.read_text()
+    assert 'blocks.{0,1}.attn.relative_position_bias_table' in log
+    assert 'blocks.{0,1}.ls1.gamma' in log
+
+
+def test_loading_at_another_resolution_resamples_pos_embed(tmp_path):
+    src = source_vit()
+    torch.save(src.state_dict(), tmp_path / 'timm.pth')
+    run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
+    model = ViT(**{**TINY, 'img_size': 64},
+                init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'out.pth')))
+    model.init_weights()
+    assert model.pos_embed.shape == (1, 1 + 64, 32)
+    torch.testing.assert_close(model.pos_embed[:, :1], src.pos_embed[:, :1])
+
+
+def test_model_without_final_norm_drops_it(tmp_path):
+    src = source_vit()
+    torch.save(src.state_dict(), tmp_path / 'timm.pth')
+    run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
+    model = load_converted(tmp_path / 'out.pth', final_norm=False)
+    x = torch.randn(1, 3, 32, 32)
+    expected = torch.nn.Sequential(*src.blocks)(src._pos_embed(src.patch_embed(x)))
+    torch.testing.assert_close(model(x)[0], expected[:, 1:].transpose(1, 2).reshape(1, 32, 4, 4),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_window_model_drops_class_token(tmp_path):
+    torch.save(source_vit().state_dict(), tmp_path / 'timm.pth')
+    run(tmp_path / 'timm.pth', tmp_path / 'out.pth', 'timm')
+    model = load_converted(tmp_path / 'out.pth', with_cls_token=False, window_size=2,
+                           window_block_indexes=(0,), use_rel_pos_bias=True)
+    assert model.pos_embed.shape == (1, 16, 32)
+
+
+def test_mismatched_backbone_is_an_error(tmp_path):
+    torch.save(dict(state_dict=ViT(**{**TINY, 'depth': 3}).state_dict()), tmp_path / 'deep.pth')
+    with pytest.raises(CheckpointError, match='deep.pth does not match the config: the '
+                                              'checkpoint has 3 blocks, the model 2'):
+        load_converted(tmp_path / 'deep.pth')
+    # the file is checked once, by the tools' input check, before the model is built; a model
+    # built by hand with a missing file fails when it loads it, naming the path
+    missing = ViT(**TINY, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'none.pth')))
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            f'checkpoint file not found: {tmp_path}/none.pth')):
+        missing.init_weights()
+
+
+def test_vitdet_backbone_with_decomposed_rel_pos_round_trips(tmp_path):
+    vitdet = dict(with_cls_token=False, use_rel_pos_bias=True, rel_pos_type='decomposed',
+                  window_size=2, window_block_indexes=(0,))
+    encoder = ViT(**TINY, **vitdet).eval()
+    with torch.no_grad():
+        for block in encoder.blocks:
+            block.attn.rel_pos_h.normal_()
+            block.attn.rel_pos_w.normal_()
+    torch.save(dict(state_dict={f'backbone.{k}': v for k, v in encoder.state_dict().items()}),
+               tmp_path / 'vitdet.pth')
+    assert run(tmp_path / 'vitdet.pth', tmp_path / 'out.pth', 'mixedae')
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(load_converted(tmp_path / 'out.pth', **vitdet)(x)[0],
+                               encoder(x)[0])
+
+
+def test_pretrained_init_cfg_with_a_release_file_names_the_conversion(tmp_path):
+    path = str(tmp_path / 'checkpoint.pth')
+    torch.save(ibot_training_checkpoint(source_vit(), source_vit()), path)
+    vit = ViT(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4,
+              init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(CheckpointError) as raised:
+        vit.init_weights()
+    assert str(raised.value) == (
+        f'{path} is a checkpoint in the ibot release layout, which a mixedae.ViT does not load as '
+        f'it is: convert it first with .venv/bin/python tools/convert_checkpoint.py {path} OUT.pth '
+        '--src-format ibot, then give OUT.pth')
+
+
+def test_a_backbone_checkpoint_is_set_one_way(tmp_path):
+    """``set_backbone_checkpoint`` (``--load-backbone``, the demo's configs) and
+    ``backbone_checkpoint_options`` (the suite's commands) give the same config, replacing an
+    ``init_cfg`` the config had; a config without a backbone is refused by name."""
+    (tmp_path / 'seg.py').write_text(
+        "model = dict(backbone=dict(type='mixedae.ViT', init_cfg=dict(type='Kaiming')))\n")
+    by_helper = Config.fromfile(str(tmp_path / 'seg.py'))
+    set_backbone_checkpoint(by_helper, 'enc.pth')
+    by_options = Config.fromfile(str(tmp_path / 'seg.py'))
+    by_options.merge_from_dict(backbone_checkpoint_options('enc.pth'))
+    assert by_helper.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='enc.pth')
+    assert by_options.model.backbone.init_cfg == by_helper.model.backbone.init_cfg
+    assert backbone_checkpoint_options('enc.pth') == {
+        'model.backbone.init_cfg.type': 'Pretrained',
+        'model.backbone.init_cfg.checkpoint': 'enc.pth'}
+    (tmp_path / 'none.py').write_text("model = dict(type='Anything')\n")
+    with pytest.raises(ValueError, match=re.escape(
+            f'{tmp_path}/none.py has no model.backbone to load the backbone checkpoint enc.pth '
+            'into')):
+        set_backbone_checkpoint(Config.fromfile(str(tmp_path / 'none.py')), 'enc.pth')
