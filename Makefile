@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # pytest-xdist workers of make test, test-fast and test-parity (the tests are independent:
 # each has its own tmp_path, data and rendezvous port)
 PYTEST_WORKERS ?= 2
-XDIST := -n $(PYTEST_WORKERS)
+XDIST := -n $(PYTEST_WORKERS) --dist worksteal
 
 .PHONY: setup test test-fast test-parity test-slurm env-torch211 test-torch211 wheelhouse mutate demo \
 	clean

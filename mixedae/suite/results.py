@@ -59,6 +59,16 @@ MISSING = 'missing'
 RUN_OPTIONS = ('train_args', 'test_args', 'scale')
 
 
+def check_entry(entry: dict, where: str, required: Sequence[str], key: str,
+                allowed: List[str]) -> None:
+    """``entry`` has every ``required`` field and its ``key`` is one of ``allowed``."""
+    missing = set(required) - set(entry)
+    if missing:
+        raise InvalidInputError(f'{where} lacks {sorted(missing)}')
+    if entry[key] not in allowed:
+        raise InvalidInputError(f'{where}.{key} {entry[key]!r} not in {allowed}')
+
+
 def load_matrix(path: str) -> dict:
     """Read and validate a matrix file; errors name the file and the entry at fault."""
     if not os.path.isfile(path):
@@ -70,12 +80,8 @@ def load_matrix(path: str) -> dict:
             raise InvalidInputError(f'{path}: not valid JSON ({err})') from err
     tasks = {t for t, *_ in COLUMNS}
     for i, run in enumerate(matrix.get('runs', [])):
-        missing = {'method', 'task', 'config', 'work_dir', 'metrics'} - set(run)
-        if missing:
-            raise InvalidInputError(f'{path}: runs[{i}] lacks {sorted(missing)}')
-        if run['task'] not in tasks:
-            raise InvalidInputError(f'{path}: runs[{i}].task {run["task"]!r} not in '
-                                    f'{sorted(tasks)}')
+        check_entry(run, f'{path}: runs[{i}]', ('method', 'task', 'config', 'work_dir', 'metrics'),
+                    'task', sorted(tasks))
     for name in RUN_OPTIONS:
         for where, entry in [(name, matrix)] + [(f'runs[{i}].{name}', run)
                                                 for i, run in enumerate(matrix.get('runs', []))]:
@@ -126,12 +132,8 @@ def _check_pretrain(path: str, matrix: dict) -> None:
     seen: Dict[str, str] = {}
     for i, entry in enumerate(entries):
         where = f'{path}: pretrain[{i}]'
-        missing = {'name', 'config', 'work_dir', 'checkpoint', 'src_format'} - set(entry)
-        if missing:
-            raise InvalidInputError(f'{where} lacks {sorted(missing)}')
-        if entry['src_format'] not in FORMATS:
-            raise InvalidInputError(f'{where}.src_format {entry["src_format"]!r} not in '
-                                    f'{list(FORMATS)}')
+        check_entry(entry, where, ('name', 'config', 'work_dir', 'checkpoint', 'src_format'),
+                    'src_format', list(FORMATS))
         nodes = entry.setdefault('nodes', 1)
         if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
             raise InvalidInputError(f'{where}.nodes must be a positive integer, got {nodes!r}')
