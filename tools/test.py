@@ -40,7 +40,8 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where logs go (default: ./work_dirs/<config name>)')
     parser.add_argument('--out-metrics', help='write the final metrics here as flat JSON')
     parser.add_argument('--out', help='keep the raw predictions: a folder of label PNGs '
-                        '(mmseg configs) or a .pkl file (mmdet configs); must not exist yet')
+                        '(mmseg configs) or a .pkl file (mmdet configs), not written over an '
+                        'existing one')
     parser.add_argument('--show-dir', help='save visualised predictions here')
     parser.add_argument('--tta', action='store_true',
                         help="test with the config's tta_model / tta_pipeline")
