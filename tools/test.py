@@ -2,11 +2,14 @@
 """Evaluate a checkpoint with a config (ADE20K mIoU, COCO box/mask AP, ...).
 
     .venv/bin/python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out-metrics FILE.json]
-                         [--show-dir DIR] [--allow-partial] [--cfg-options k=v ...]
-                         [--launcher none|pytorch|slurm]
+                         [--out PATH] [--show-dir DIR] [--tta] [--allow-partial]
+                         [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 
-Configs that define ``tta_model`` / ``tta_pipeline`` (the ``-ms`` variants) are evaluated with
-that test-time augmentation. ``--out-metrics`` writes the final metrics as flat JSON, once.
+``--out-metrics`` writes the final metrics as flat JSON, once. As in mmseg's and mmdet's
+tools/test.py: ``--out`` keeps the raw predictions (ADE20K configs: a folder of label PNGs;
+COCO configs: a .pkl file), ``--show-dir`` draws them, ``--tta`` tests with the config's
+``tta_model`` / ``tta_pipeline`` (ADE20K: multi-scale 0.5-1.75 + flip). An existing ``--out``
+is not written over.
 The test data, annotation files and checkpoints are checked before the model is built, and the
 checkpoint must cover the model (missing / unexpected keys fail the run unless
 ``--allow-partial`` is given).
@@ -23,8 +26,9 @@ from mixedae.apis.config import load_config
 from mixedae.apis.distributed import close_distributed, init_cpu_distributed
 from mixedae.apis.hooks import require_full_checkpoint
 from mixedae.apis.inputs import check_inputs_exist, check_work_dir
+from mixedae.apis.test_outputs import dump_predictions, show_predictions, task_of, use_tta
 from mixedae.utils.cli import run_tool
-from mixedae.utils.errors import InvalidInputError, MissingInputError
+from mixedae.utils.errors import MissingInputError
 from mixedae.utils.io import write_metrics
 
 
@@ -35,7 +39,12 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where logs go (default: ./work_dirs/<config name>)')
     parser.add_argument('--out-metrics', help='write the final metrics here as flat JSON')
+    parser.add_argument('--out', help='keep the raw predictions: a folder of label PNGs '
+                        '(mmseg configs) or a .pkl file (mmdet configs), not written over an '
+                        'existing one')
     parser.add_argument('--show-dir', help='save visualised predictions here')
+    parser.add_argument('--tta', action='store_true',
+                        help="test with the config's tta_model / tta_pipeline")
     add_launch_args(parser)
     return parse_launch_args(parser, argv)
 
@@ -50,16 +59,13 @@ def build_config(args):
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir,
                       args.vis_backends)
     cfg.load_from = args.checkpoint
-    if cfg.get('tta_model'):
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-        cfg.tta_model.module = cfg.model
-        cfg.model = cfg.tta_model
+    task = task_of(cfg, args.config)
+    if args.tta:
+        use_tta(cfg, args.config)
+    if args.out:
+        dump_predictions(cfg, args.out, task)
     if args.show_dir:
-        hooks = cfg.get('default_hooks', {})
-        if 'visualization' not in hooks:
-            raise InvalidInputError(f'{args.config}: --show-dir needs default_hooks.visualization')
-        hooks.visualization.update(draw=True, interval=1)   # every test image
-        cfg.visualizer.save_dir = args.show_dir
+        show_predictions(cfg, args.show_dir, args.config, task)
     return cfg
 
 

@@ -6,6 +6,7 @@ suite, one concept per module:
 - ``inputs``: the data, annotations, checkpoints and work dir a run reads and writes, checked
   before the model is built;
 - ``hooks``: what a run adds to its config (strict loading, preemption, logging backends);
+- ``test_outputs``: tools/test.py's test-time augmentation, raw and drawn predictions;
 - ``distributed``: the process group, Slurm's task variables included.
 
 This floor stands above ``models``, ``datasets`` and ``engine``, which it configures, and

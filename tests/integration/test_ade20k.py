@@ -74,6 +74,48 @@ def test_ground_truth_as_prediction_gives_miou_100(ade_root):
     assert metrics['aAcc'] == pytest.approx(100.0)
 
 
+#: a --tta of one view, the image mirrored (tools/test.py --tta with the tiny config)
+FLIP_ONLY_TTA = """tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(128, 64), keep_ratio=True),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='RandomFlip', prob=1., direction='horizontal')],
+        [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])]
+"""
+
+
+def read_label_maps(folder) -> dict:
+    """Every ``*.png`` label map of ``folder`` by file name: (H, W) uint8."""
+    return {name: cv2.imread(os.path.join(folder, name), cv2.IMREAD_UNCHANGED)
+            for name in sorted(os.listdir(folder)) if name.endswith('.png')}
+
+
+def miou(preds: dict, gts: dict) -> float:
+    """mIoU (%) of ADE20K-style label maps (0 ignored, class k as k + 1), accumulated over the
+    images as mmseg's IoUMetric does; classes absent from both are left out."""
+    inter, union = np.zeros(6), np.zeros(6)
+    for name, gt in gts.items():
+        valid = gt > 0
+        pred, gt = preds[name][valid], gt[valid]
+        inter += np.bincount(pred[pred == gt], minlength=6)
+        union += np.bincount(pred, minlength=6) + np.bincount(gt, minlength=6) \
+            - np.bincount(pred[pred == gt], minlength=6)
+    present = union[1:] > 0
+    return float((inter[1:][present] / union[1:][present]).mean() * 100)
+
+
+def png_copy(root: str, dest, mirror: bool) -> str:
+    """The validation split of ``root`` with its images as PNG (no JPEG loss), every image and
+    label map mirrored left-right if ``mirror``."""
+    for sub in ('images/validation', 'annotations/validation'):
+        os.makedirs(os.path.join(dest, sub))
+        for name in os.listdir(os.path.join(root, sub)):
+            img = cv2.imread(os.path.join(root, sub, name), cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(os.path.join(dest, sub, os.path.splitext(name)[0] + '.png'),
+                        np.ascontiguousarray(img[:, ::-1] if mirror else img))
+    return str(dest)
+
+
 @pytest.mark.slow
 def test_tiny_config_trains_evaluates_and_writes_metrics(ade_root, tmp_path):
     work = tmp_path / 'work'
@@ -84,25 +126,46 @@ def test_tiny_config_trains_evaluates_and_writes_metrics(ade_root, tmp_path):
     assert (work / 'iter_10.pth').exists()
     metrics_file = tmp_path / 'metrics.json'
     out = run_in_repo([PY, 'tools/test.py', TINY, str(work / 'iter_10.pth'), '--work-dir', str(work),
-               '--out-metrics', str(metrics_file), '--cfg-options', *data_root_options(ade_root)])
+               '--out-metrics', str(metrics_file), '--out', str(tmp_path / 'pred'),
+               '--cfg-options', *data_root_options(ade_root)])
     assert out.returncode == 0, out.stderr[-4000:]
     metrics = json.loads(metrics_file.read_text())
     assert {'mIoU', 'aAcc', 'mAcc'} <= set(metrics)
     assert 0.0 <= metrics['mIoU'] <= 100.0 and metrics['aAcc'] > 0
+    # --out: one label map per validation image, in the dataset's labels (class k as k + 1),
+    # from which the logged metrics are recomputed
+    preds = read_label_maps(tmp_path / 'pred')
+    gts = read_label_maps(os.path.join(ade_root, 'annotations/validation'))
+    assert preds.keys() == gts.keys() and len(preds) == 4
+    assert all(preds[n].shape == gts[n].shape and preds[n].max() <= 5 for n in preds)
+    assert miou(preds, gts) == pytest.approx(metrics['mIoU'], abs=0.005)
+    # --tta: the config's multi-scale + flip, a prediction that differs from the plain one
+    out = run_in_repo([PY, 'tools/test.py', TINY, str(work / 'iter_10.pth'), '--work-dir', str(work),
+               '--tta', '--out', str(tmp_path / 'tta'), '--cfg-options', *data_root_options(ade_root)])
+    assert out.returncode == 0, out.stderr[-4000:]
+    tta = read_label_maps(tmp_path / 'tta')
+    assert tta.keys() == preds.keys() and all(tta[n].shape == preds[n].shape for n in tta)
+    assert any((tta[n] != preds[n]).any() for n in tta)
+    # flip-only --tta is the plain prediction of the mirrored image, mirrored back
+    flip_cfg = tmp_path / 'flip_tta.py'
+    flip_cfg.write_text(f"_base_ = ['{TINY}']\n" + FLIP_ONLY_TTA)
+    runs = {'flip_tta': (str(flip_cfg), png_copy(ade_root, tmp_path / 'png', False), ['--tta']),
+            'mirrored': (TINY, png_copy(ade_root, tmp_path / 'png_mirrored', True), [])}
+    for name, (config, root, flags) in runs.items():
+        out = run_in_repo([PY, 'tools/test.py', config, str(work / 'iter_10.pth'), '--work-dir',
+                           str(work), *flags, '--out', str(tmp_path / name), '--cfg-options',
+                           *data_root_options(root), 'test_dataloader.dataset.img_suffix=.png'])
+        assert out.returncode == 0, out.stderr[-4000:]
+    flip_tta = read_label_maps(tmp_path / 'flip_tta')
+    mirrored = read_label_maps(tmp_path / 'mirrored')
+    assert flip_tta.keys() == preds.keys()
+    for name in flip_tta:
+        assert np.array_equal(flip_tta[name], mirrored[name][:, ::-1])
     # --show-dir saves one visualised prediction per validation image
     out = run_in_repo([PY, 'tools/test.py', TINY, str(work / 'iter_10.pth'), '--work-dir', str(work),
                '--show-dir', str(tmp_path / 'show'), '--cfg-options', *data_root_options(ade_root)])
     assert out.returncode == 0, out.stderr[-4000:]
     assert len(list((tmp_path / 'show').rglob('*.png'))) == 4
-    # the -ms variant's test-time augmentation through the same tool
-    ms_cfg = tmp_path / 'tiny_ms.py'
-    ms_cfg.write_text(f"_base_ = ['{TINY}', '{ROOT}/configs/ade20k/_base_/ms_test.py']\n")
-    out = run_in_repo([PY, 'tools/test.py', str(ms_cfg), str(work / 'iter_10.pth'), '--work-dir',
-               str(work), '--out-metrics', str(tmp_path / 'ms.json'), '--cfg-options',
-               *data_root_options(ade_root)])
-    assert out.returncode == 0, out.stderr[-4000:]
-    assert 'SegTTAModel' in out.stdout + out.stderr
-    assert 'mIoU' in json.loads((tmp_path / 'ms.json').read_text())
 
 
 @pytest.mark.slow
@@ -227,10 +290,11 @@ def test_method_configs_differ_only_in_the_checkpoint(method):
     assert cfg.model.backbone.init_cfg.type == 'Pretrained'
     assert method in cfg.model.backbone.init_cfg.checkpoint
     assert _without_checkpoint(cfg) == _without_checkpoint(base)
-    ms = Config.fromfile(os.path.join(
-        ROOT, f'configs/ade20k/upernet_vit-b16-{method}_8xb2-160k_ade20k-512x512-ms.py'))
-    assert ms.tta_model.type == 'SegTTAModel'
-    assert ms.model == cfg.model
+    # tools/test.py --tta: mmseg's ADE20K multi-scale + flip
+    assert cfg.tta_model.type == 'SegTTAModel'
+    aug = cfg.tta_pipeline[1].transforms
+    assert [t.scale_factor for t in aug[0]] == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    assert [t.prob for t in aug[1]] == [0., 1.]
 
 
 def test_recipe_values():

@@ -1,6 +1,7 @@
 """COCO transfer end to end on generated data (CPU): both protocols, metrics, checkpoints."""
 import json
 import os
+import pickle
 import sys
 
 import numpy as np
@@ -159,6 +160,17 @@ def test_every_vitdet_config_uses_decomposed_rel_pos_and_pads_test_batches(name)
     assert not any(t['type'] == 'Pad' for t in cfg.test_dataloader.dataset.pipeline)
 
 
+def coco_metrics(preds: list, root: str) -> dict:
+    """mmdet's CocoMetric (box and mask AP, rounded as logged) of dumped predictions."""
+    from mmdet.evaluation import CocoMetric
+    metric = CocoMetric(ann_file=f'{root}annotations/instances_val2017.json',
+                        metric=['bbox', 'segm'])
+    metric.dataset_meta = dict(classes=('disc', 'square', 'triangle', 'cross', 'bar'))
+    for pred in preds:
+        metric.process({}, [pred])
+    return {f'coco/{k}': v for k, v in metric.compute_metrics(metric.results).items()}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('protocol', ['fpn', 'vitdet'])
 def test_tiny_protocol_trains_and_reports_box_and_mask_ap(coco_root, tmp_path, protocol):
@@ -170,11 +182,39 @@ def test_tiny_protocol_trains_and_reports_box_and_mask_ap(coco_root, tmp_path, p
     metrics_file = tmp_path / 'metrics.json'
     out = run_in_repo([PY, 'tools/test.py', TINY[protocol], str(work / 'iter_10.pth'),
                '--work-dir', str(work), '--out-metrics', str(metrics_file),
-               '--cfg-options', *data_opts(coco_root)])
+               '--out', str(tmp_path / 'pred.pkl'), '--cfg-options', *data_opts(coco_root)])
     assert out.returncode == 0, out.stderr[-4000:]
     metrics = json.loads(metrics_file.read_text())
     assert {'coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50'} <= set(metrics)
     assert all(-1.0 <= v <= 1.0 for v in metrics.values())
+    # --out: every validation image's boxes, scores, labels and RLE masks, from which the
+    # logged AP is recomputed
+    with open(tmp_path / 'pred.pkl', 'rb') as f:
+        preds = pickle.load(f)
+    with open(f'{coco_root}annotations/instances_val2017.json') as f:
+        image_ids = sorted(img['id'] for img in json.load(f)['images'])
+    assert sorted(p['img_id'] for p in preds) == image_ids and len(image_ids) == 4
+    for pred in preds:
+        inst = pred['pred_instances']
+        assert 'gt_instances' not in pred
+        assert inst['bboxes'].shape == (len(inst['scores']), 4) == (len(inst['masks']), 4)
+        assert all(m['size'] == list(pred['ori_shape']) for m in inst['masks'])
+    assert coco_metrics(preds, coco_root) == {k: pytest.approx(v, abs=1e-3)
+                                              for k, v in metrics.items()}
+    if protocol == 'fpn':
+        # --show-dir: one drawn image per validation image; --tta: Mask R-CNN has none
+        out = run_in_repo([PY, 'tools/test.py', TINY[protocol], str(work / 'iter_10.pth'),
+                           '--work-dir', str(work), '--show-dir', str(tmp_path / 'show'),
+                           '--cfg-options', *data_opts(coco_root)])
+        assert out.returncode == 0, out.stderr[-4000:]
+        assert len(list((tmp_path / 'show').rglob('*.png'))) == 4
+        out = run_in_repo([PY, 'tools/test.py', TINY[protocol], str(work / 'iter_10.pth'),
+                           '--tta', '--cfg-options', *data_opts(coco_root)])
+        assert out.returncode == 2
+        assert out.stderr == (f'error: {TINY[protocol]} defines no tta_model / tta_pipeline, '
+                              'so --tta has nothing to apply: test without --tta, or add them '
+                              'to the config (the ADE20K configs have them; mmdet has no '
+                              'test-time augmentation for Mask R-CNN)\n')
 
 
 @pytest.mark.slow

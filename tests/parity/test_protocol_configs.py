@@ -29,7 +29,8 @@ RUNNER_KEYS = ('model', 'train_dataloader', 'val_dataloader', 'test_dataloader',
                'val_cfg', 'test_cfg', 'optim_wrapper', 'param_scheduler', 'val_evaluator',
                'test_evaluator', 'default_hooks', 'custom_hooks', 'env_cfg', 'log_processor',
                'log_level', 'visualizer', 'default_scope', 'randomness', 'load_from', 'resume',
-               'auto_scale_lr', 'custom_imports', 'data_preprocessor', 'fp16', 'tta_model')
+               'auto_scale_lr', 'custom_imports', 'data_preprocessor', 'fp16', 'tta_model',
+               'tta_pipeline')
 
 #: ADE20K: ours (configs/ade20k/upernet_vit-b16-mae_8xb2-160k_ade20k-512x512.py) vs mmseg's MAE
 #: config. Backbone settings are compared separately, field by field (test below).
@@ -50,7 +51,6 @@ ADE20K_DIFFERENCES = {
     'data_preprocessor': "mmseg's top-level helper; the Runner uses it only when the model "
                          'has none (model.data_preprocessor is equal)',
     'fp16': 'legacy MMCV 1.x key, not read by MMEngine: both train in fp32 unless --amp',
-    'tta_model': "mmseg's --tta; ours: the *-ms.py configs",
     'default_hooks.checkpoint.max_keep_ckpts': 'bookkeeping (disk), no effect on training',
     'default_hooks.checkpoint.save_best': 'bookkeeping: also keeps the best-mIoU checkpoint',
     'randomness': 'ours seeds 0 (mmseg unseeded)',
@@ -68,6 +68,9 @@ ADE20K_DIFFERENCES = {
                                             'labels in range and label size = image size',
     'val_dataloader.dataset.label_check': 'as above',
     'test_dataloader.dataset.label_check': 'as above',
+    'tta_pipeline.1.transforms.3': 'the label check as one more TestTimeAug step (scales, flips '
+                                   "and the rest of tools/test.py --tta's pipeline are mmseg's)",
+    'tta_pipeline.1.transforms.4': 'PackSegInputs, one step later',
 }
 
 #: COCO protocol A (configs/coco/mask-rcnn_vit-b16-mae_fpn_8xb2-1x_coco.py) vs mmdet's

@@ -9,6 +9,7 @@ env_cfg = dict(
 )
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+tta_model = dict(type='SegTTAModel')  # tools/test.py --tta, with tta_pipeline
 log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 randomness = dict(seed=0)

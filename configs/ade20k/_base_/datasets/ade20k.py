@@ -22,6 +22,19 @@ test_pipeline = [
     dict(type='mixedae.CheckSegAnnotation', num_classes=num_classes),
     dict(type='PackSegInputs'),
 ]
+# test-time augmentation of tools/test.py --tta (mmseg's ADE20K one): multi-scale + flip
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in img_ratios],
+        [dict(type='RandomFlip', prob=0., direction='horizontal'),
+         dict(type='RandomFlip', prob=1., direction='horizontal')],
+        [dict(type='LoadAnnotations')],
+        [dict(type='mixedae.CheckSegAnnotation', num_classes=num_classes)],
+        [dict(type='PackSegInputs')],
+    ]),
+]
 train_dataloader = dict(
     batch_size=2,  # x 8 GPUs = 16
     num_workers=4,
