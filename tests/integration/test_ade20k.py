@@ -144,8 +144,16 @@ def test_dist_train_two_gloo_processes(ade_root, tmp_path):
                '--work-dir', str(work), '--out-metrics', str(metrics_file),
                '--cfg-options', *data_root_options(ade_root)], env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
-    assert 'mIoU' in json.loads(metrics_file.read_text())
+    tested = json.loads(metrics_file.read_text())
     assert not list(tmp_path.glob('m.json.tmp'))
+    # the validation at iteration 6 evaluated the weights saved as iter_6.pth: the same numbers
+    # (rank 1 validated with its own BN statistics before mixedae.BroadcastBuffersHook)
+    scalars, = work.glob('*/vis_data/scalars.json')
+    validated = [json.loads(line) for line in scalars.read_text().splitlines()
+                 if 'mIoU' in line][-1]
+    assert validated['step'] == 6
+    assert {k: validated[k] for k in ('aAcc', 'mIoU', 'mAcc')} == \
+        {k: tested[k] for k in ('aAcc', 'mIoU', 'mAcc')}
 
 
 def test_converted_checkpoint_loads_into_the_config_backbone(tmp_path):
