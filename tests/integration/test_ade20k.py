@@ -139,6 +139,9 @@ def test_dist_train_two_gloo_processes(ade_root, tmp_path):
                'default_hooks.checkpoint.interval=6'], env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     assert (work / 'iter_6.pth').exists()
+    # rank 1 shows no Python warning (MMEngine's logger shows it only errors): each once
+    warned = [line for line in (out.stdout + out.stderr).splitlines() if 'Warning: ' in line]
+    assert warned and len(warned) == len(set(warned)), warned
     metrics_file = tmp_path / 'm.json'
     out = run_in_repo(['bash', 'tools/dist_test.sh', TINY, str(work / 'iter_6.pth'), '2',
                '--work-dir', str(work), '--out-metrics', str(metrics_file),
