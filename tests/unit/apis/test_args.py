@@ -21,6 +21,7 @@ def test_launch_rank_reads_the_launchers_variable(launcher, environ, rank):
 @pytest.mark.parametrize('rank, shown', [('0', 1), ('1', 0)])
 def test_only_rank_0_shows_python_warnings(monkeypatch, rank, shown):
     monkeypatch.setenv('RANK', rank)
+    monkeypatch.delenv('LOCAL_RANK', raising=False)   # parse_launch_args sets it: undone after
     parser = argparse.ArgumentParser()
     add_launch_args(parser)
     with warnings.catch_warnings(record=True) as caught:   # restores the filters afterwards
