@@ -28,7 +28,9 @@ SLURM_ENV='Environment (Slurm launchers):
   GRES                  generic resources per node, srun --gres (default gpu:GPUS_PER_NODE).
                         On a CPU cluster set it empty (GRES=): no --gres, the tasks run on
                         CPU (gloo) and GPUS / GPUS_PER_NODE count tasks
-  CPUS_PER_TASK         CPU cores per task, used by the data loader workers (default 5)
+  CPUS_PER_TASK         CPU cores per task (default 5: at most 4 data loader workers in every
+                        config, plus the main process); for more workers raise it together
+                        with --cfg-options train_dataloader.num_workers=CPUS_PER_TASK-1
   SRUN_ARGS             extra srun options, e.g. "--quotatype=spot" or "--time=72:00:00"
   SIGNAL_LEAD           slurm_train.sh run outside an allocation: seconds before the time
                         limit at which Slurm sends SIGUSR1 to every task, which saves and exits

@@ -3,16 +3,18 @@ every transfer run's training and test, one after another on this machine.
 
 A run whose metrics exist is skipped; a run with a checkpoint (``last_checkpoint`` in its work
 dir) resumes from it; a run that stops on a preemption signal (exit 75) or fails is reported and
-the next run starts. Each run's output goes to the terminal and to ``<work_dir>/results_run.log``.
+the next run starts. Each run's output goes to ``<work_dir>/results_run.log``, and to the
+terminal without MMEngine's config dump, environment report and hook order (:func:`console_lines`).
 The runner ends with one summary line per entry (:class:`Outcome`).
 """
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional, TextIO
 
 from mixedae.engine.hooks.preemption_hook import EXIT_PREEMPTED
 from .results import metric_text, run_commands, run_name
@@ -35,19 +37,63 @@ class Outcome:
         return f'{self.name}: {self.state}' + (f', {self.detail}' if self.detail else '')
 
 
+#: the start of an MMEngine log record on the console: ``12/07 19:32:58 - mmengine - INFO - ``
+_RECORD = re.compile(r'\d\d/\d\d \d\d:\d\d:\d\d - mmengine - [A-Z]+ - ')
+#: multi-line records whose lines stay in the log file: the config and the hook order
+_BULKY = ('Config:', 'Hooks will be executed in the following order:')
+#: a line inside a skipped record that is not part of it (another rank's traceback or warning)
+_OUTSIDE = re.compile(r'Traceback|Error|error:|Warning')
+
+
+def console_lines(lines: Iterable[str]) -> Iterator[str]:
+    """``lines`` (a tool's output) without MMEngine's config dump, environment report and
+    hook order: each such record up to the next record, traceback, warning or error. Every
+    other line (losses, ETA, metrics and their tables, warnings, errors) is kept, in order."""
+    skipping = False
+    held = None  # a record with an empty message: the environment report or a table follows
+    for line in lines:
+        if held is not None:
+            record, held = held, None
+            if line.startswith('-' * 20):   # the environment report's first line
+                skipping = True
+                continue
+            yield record
+        record = _RECORD.match(line)
+        if record:
+            message = line[record.end():]
+            skipping = message.startswith(_BULKY)
+            if not message.strip():
+                held = line
+                continue
+        elif skipping and _OUTSIDE.search(line):
+            skipping = False
+        if not skipping:
+            yield line
+    if held is not None:
+        yield held
+
+
+def _copied(lines: Iterable[str], log: TextIO) -> Iterator[str]:
+    """``lines``, each written to ``log`` as it is read."""
+    for line in lines:
+        log.write(line)
+        yield line
+
+
 def execute_logged(cmd: str, log_path: str) -> int:
-    """Run ``cmd`` with bash; its output goes to this process's stdout and is appended to
-    ``log_path``. The exit status (a signal ``-N`` as 128 + N, as the shell reports it)."""
+    """Run ``cmd`` with bash; its output is appended to ``log_path`` and goes to this process's
+    stdout without the config dump, environment report and hook order (:func:`console_lines`).
+    The exit status (a signal ``-N`` as 128 + N, as the shell reports it)."""
     os.makedirs(os.path.dirname(log_path) or '.', exist_ok=True)
+    print(f'+ {cmd}\n  (full output, with the config and environment: {log_path})', flush=True)
     with open(log_path, 'a') as log:
         log.write(f'+ {cmd}\n')
         log.flush()
         proc = subprocess.Popen(['bash', '-c', cmd], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors='replace')
-        for line in proc.stdout:
+        for line in console_lines(_copied(proc.stdout, log)):
             sys.stdout.write(line)
             sys.stdout.flush()
-            log.write(line)
         status = proc.wait()
     return 128 - status if status < 0 else status
 

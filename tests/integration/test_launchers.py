@@ -1,13 +1,16 @@
 """The shell launchers explain themselves, check their input and pass the right arguments on
 (no GPU, no Slurm). The Slurm launchers run for real on a test cluster in tests/slurm (make
 test-slurm); the stand-in srun here only shows what one node cannot: a multi-node launch."""
+import glob
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from mmengine.config import Config
 
 from support import ROOT
 LAUNCHERS = {  # script: (minimum arguments, arguments it names in its usage)
@@ -217,3 +220,25 @@ def test_torchrun_launcher_forwards_preemption_signals_to_the_ranks(tmp_path, cf
         assert proc.wait(timeout=30) == 75, (sig, proc.stderr.read())
         assert got.read_text() == sig.name
         got.unlink()
+
+
+def launcher_default(variable: str) -> int:
+    """The default of ``variable`` in tools/_launch.sh's Slurm launch (``${VARIABLE:-N}``)."""
+    text = open(os.path.join(ROOT, 'tools', '_launch.sh')).read()
+    defaults = set(re.findall(r'\$\{%s:-(\d+)\}' % variable, text))
+    assert len(defaults) == 1, f'{variable} has the defaults {defaults} in tools/_launch.sh'
+    return int(defaults.pop())
+
+
+def test_shipped_configs_load_data_within_the_cpus_slurm_reserves():
+    # each task gets CPUS_PER_TASK cores: the loader workers and the main process fit in them
+    cpus = launcher_default('CPUS_PER_TASK')
+    configs = [c for c in glob.glob(os.path.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+               if '_base_' not in c]
+    assert len(configs) > 20
+    for path in configs:
+        cfg = Config.fromfile(path)
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+            if cfg.get(loader):
+                workers = cfg[loader].get('num_workers', 0)
+                assert workers + 1 <= cpus, f'{path}: {loader}.num_workers={workers}'

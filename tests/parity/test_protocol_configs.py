@@ -57,7 +57,8 @@ ADE20K_DIFFERENCES = {
     'auto_scale_lr': 'present but disabled (enable=False)',
     'custom_imports': 'imports mixedae',
     'custom_hooks': 'mixedae.NonFiniteGuardHook: stops a run at a non-finite loss (no effect on '
-                    'a healthy run)',
+                    "a healthy run); mixedae.BroadcastBuffersHook: rank 0's BN statistics on "
+                    'every rank before validation (no effect on training)',
     'optim_wrapper.type': "mixedae.AmpOptimWrapper (bf16 autocast, docs/mixed_precision.md); "
                           "mmseg's config names AMP only through the ignored fp16 key",
     'train_dataloader.dataset.type': "mixedae.ADE20KDataset: mmseg's ADE20KDataset whose sample "
@@ -92,7 +93,8 @@ COCO_A_DIFFERENCES = {
                                            '(RandomChoiceResize) instead of 1333x800',
     'custom_imports': 'imports mixedae and mmseg.models (the adapter)',
     'custom_hooks': 'mixedae.NonFiniteGuardHook: stops a run at a non-finite loss (no effect on '
-                    'a healthy run)',
+                    "a healthy run); mixedae.BroadcastBuffersHook: rank 0's BN statistics on "
+                    'every rank before validation (no effect on training)',
     'optim_wrapper.type': 'mixedae.AmpOptimWrapper: bf16 autocast (docs/mixed_precision.md)',
     'model.rpn_head.type': "mixedae.AmpRPNHead: mmdet's RPNHead with the proposal NMS in fp32 "
                            "(mmcv's nms has no bf16 kernel)",

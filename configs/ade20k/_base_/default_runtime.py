@@ -18,4 +18,6 @@ resume = False
 custom_hooks = [
     dict(type='mixedae.NonFiniteGuardHook'),
     dict(type='mixedae.RNGStateHook'),  # RNG states in checkpoints: exact resume
+    # every rank validates with rank 0's BN statistics, those of the saved checkpoint
+    dict(type='mixedae.BroadcastBuffersHook'),
 ]

@@ -6,6 +6,8 @@ custom_imports = dict(imports=['mixedae', 'mixedae.datasets.coco', 'mixedae.mode
 custom_hooks = [
     dict(type='mixedae.NonFiniteGuardHook'),
     dict(type='mixedae.RNGStateHook'),  # RNG states in checkpoints: exact resume
+    # every rank validates with rank 0's BN statistics, those of the saved checkpoint
+    dict(type='mixedae.BroadcastBuffersHook'),
 ]
 # the last two epochs' checkpoints (about 1.3 GB each at ViT-B), not all 12 or 36: enough to
 # resume and to evaluate the final one

@@ -8,7 +8,7 @@ import pytest
 
 from support import REPO, load_tool
 from mixedae.suite.results import input_problems, load_matrix, run_commands
-from mixedae.suite.runner import RUN_LOG, exit_status, run_matrix
+from mixedae.suite.runner import RUN_LOG, console_lines, exit_status, run_matrix
 from mixedae.utils.errors import UserInputError
 
 ADE = REPO.path('configs/ade20k/upernet_vit-tiny-p8_1xb4-40iter_ade20k-synthetic-64.py')
@@ -167,3 +167,42 @@ def test_gpus_per_node_must_divide_gpus(tmp_path):
     path.write_text(json.dumps(dict(gpus=12, gpus_per_node=8, runs=[])))
     with pytest.raises(ValueError, match='gpus 12 is not a multiple of gpus_per_node 8'):
         load_matrix(str(path))
+
+
+# a 2-rank training's console, shortened: the environment report, the config dump (interrupted
+# by another rank's warning), the hook order, a metric table and the iteration lines
+CONSOLE = '''\
+12/07 19:32:58 - mmengine - INFO -
+------------------------------------------------------------
+System environment:
+    sys.platform: linux
+------------------------------------------------------------
+
+12/07 19:32:58 - mmengine - INFO - Config:
+auto_scale_lr = dict(base_batch_size=16, enable=False)
+crop_size = (
+    64,
+/venv/mmseg/models/losses/cross_entropy_loss.py:250: UserWarning: Default avg_non_ignore
+  warnings.warn(
+12/07 19:32:59 - mmengine - INFO - Hooks will be executed in the following order:
+before_run:
+(VERY_HIGH   ) RuntimeInfoHook
+ --------------------
+12/07 19:33:01 - mmengine - INFO - Iter(train) [ 5/40]  eta: 0:00:07  loss: 0.2335
+12/07 19:33:04 - mmengine - INFO - per class results:
+12/07 19:33:04 - mmengine - INFO -
++----------+-------+-------+
+|  Class   |  IoU  |  Acc  |
++----------+-------+-------+
+12/07 19:33:04 - mmengine - INFO - Iter(val) [4/4]    aAcc: 31.7400  mIoU: 11.6600
+Traceback (most recent call last):
+RuntimeError: boom
+12/07 19:33:05 - mmengine - INFO -
+'''
+
+
+def test_console_keeps_progress_metrics_warnings_and_errors_only():
+    # MMEngine ends an empty message with the separator's space
+    lines = CONSOLE.replace('INFO -\n', 'INFO - \n').splitlines(keepends=True)
+    kept = list(console_lines(lines))
+    assert ''.join(kept) == ''.join(lines[10:12] + lines[16:])

@@ -10,7 +10,10 @@ train_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=batch_size,
-    num_workers=10,
+    # 4 loader workers and the main process: the 5 cores per GPU that tools/slurm_train.sh
+    # reserves by default (CPUS_PER_TASK), as mmseg's configs; with more cores, raise both:
+    # CPUS_PER_TASK=11 ... --cfg-options train_dataloader.num_workers=10 (MAE's own setting)
+    num_workers=4,
     persistent_workers=True,
     pin_memory=True,
     drop_last=True,  # as MAE: every batch holds whole mixing groups
