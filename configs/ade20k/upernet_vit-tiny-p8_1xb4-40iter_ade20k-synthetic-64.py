@@ -37,17 +37,14 @@ test_pipeline = [
     dict(type='mixedae.CheckSegAnnotation', num_classes=5),
     dict(type='PackSegInputs'),
 ]
-img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]   # the base's multi-scale + flip, 5 classes
+# the base's multi-scale + flip around this config's test steps (5 classes)
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='TestTimeAug', transforms=[
         [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in img_ratios],
-        [dict(type='RandomFlip', prob=0., direction='horizontal'),
-         dict(type='RandomFlip', prob=1., direction='horizontal')],
-        [dict(type='LoadAnnotations')],
-        [dict(type='mixedae.CheckSegAnnotation', num_classes=5)],
-        [dict(type='PackSegInputs')],
-    ]),
+        [dict(type='RandomFlip', prob=p, direction='horizontal') for p in (0., 1.)],
+    ] + [[step] for step in test_pipeline[2:]]),
 ]
 train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
                         dataset=dict(**synthetic_dataset, pipeline=train_pipeline))
