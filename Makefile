@@ -10,6 +10,9 @@ PYTEST_ARGS ?=
 # each has its own tmp_path, data and rendezvous port)
 PYTEST_WORKERS ?= 2
 XDIST := -n $(PYTEST_WORKERS) --dist worksteal
+# one torch thread per worker and per process it starts: two workers fill the two cores
+# without oversubscribing them (PYTEST_WORKERS=0 keeps torch's default)
+XDIST_THREADS := $(if $(filter 0,$(PYTEST_WORKERS)),,OMP_NUM_THREADS=1 MKL_NUM_THREADS=1)
 
 .PHONY: setup test test-fast test-parity test-slurm env-torch211 test-torch211 wheelhouse mutate demo \
 	clean
@@ -20,11 +23,11 @@ setup:
 # `parity` tests compare with mmcv's compiled ops, which this environment may not have;
 # `slurm` tests need a Slurm test cluster (make test-slurm)
 test: setup
-	$(PY) -m pytest $(XDIST) -m "not parity and not slurm" $(PYTEST_ARGS)
+	$(XDIST_THREADS) $(PY) -m pytest $(XDIST) -m "not parity and not slurm" $(PYTEST_ARGS)
 
 # unit tests only (no subprocess or end-to-end runs): about 1.5 minutes on 2 cores
 test-fast: setup
-	$(PY) -m pytest $(XDIST) -m "not slow and not parity and not slurm" $(PYTEST_ARGS)
+	$(XDIST_THREADS) $(PY) -m pytest $(XDIST) -m "not slow and not parity and not slurm" $(PYTEST_ARGS)
 
 # mixedae's torchvision-backed mmcv ops against mmcv's compiled ones, and the end-to-end runs
 # with compiled mmcv, in a second environment layered over the first (only mmcv and the
