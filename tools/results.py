@@ -31,13 +31,21 @@ from mixedae.utils.errors import UserInputError
 from mixedae.utils.io import atomic_write
 
 
+def positive_int(text: str) -> int:
+    """argparse type of --gpus: an integer >= 1 (0 or a negative count is refused, not
+    ignored or passed on to the launchers)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text!r}')
+    return int(text)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('action', choices=['commands', 'run', 'submit', 'status', 'collect'])
     parser.add_argument('matrix', help='matrix JSON file')
     parser.add_argument('--out', default='work_dirs/benchmark', help='collect: output folder')
-    parser.add_argument('--gpus', type=int, help='override the matrix "gpus"')
+    parser.add_argument('--gpus', type=positive_int, help='override the matrix "gpus"')
     slurm = parser.add_argument_group('submit (environment: SIGNAL_LEAD, seconds before the '
                                       'time limit at which a run saves and requeues; default 120)')
     slurm.add_argument('--partition', help='the Slurm partition (sinfo lists them)')
@@ -69,7 +77,7 @@ def submit(matrix: dict, args: argparse.Namespace) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     matrix = load_matrix(args.matrix)
-    if args.gpus:
+    if args.gpus is not None:
         matrix['gpus'] = args.gpus
     matrix.setdefault('gpus', 8)
     if args.action == 'commands':

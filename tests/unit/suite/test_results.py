@@ -179,3 +179,23 @@ def test_matrix_refuses_runs_that_would_shadow_each_other(tmp_path):
     (tmp_path / 'matrix.json').write_text(json.dumps(raw))
     with pytest.raises(ValueError, match=r"reference 'ibot' is not a method of its runs"):
         load_matrix(str(tmp_path / 'matrix.json'))
+
+
+@pytest.mark.parametrize('gpus', ['0', '-2', 'two'])
+def test_gpus_override_must_be_a_positive_integer(tmp_path, capsys, gpus):
+    # --gpus 0 was ignored (the matrix's 8 kept) and --gpus -2 went into the commands
+    _seeded_matrix(tmp_path, {'mae': [48.0]})
+    tool = load_tool('results')
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(['commands', str(tmp_path / 'matrix.json'), '--gpus', gpus])
+    assert exit_info.value.code == 2
+    assert f"--gpus: must be a positive integer, got '{gpus}'" in capsys.readouterr().err
+    assert capsys.readouterr().out == ''
+
+
+def test_gpus_override_goes_into_the_commands(tmp_path, capsys):
+    _seeded_matrix(tmp_path, {'mae': [48.0]})
+    assert load_tool('results').main(['commands', str(tmp_path / 'matrix.json'),
+                                      '--gpus', '3']) == 0
+    train = capsys.readouterr().out.splitlines()[0]
+    assert train.startswith('tools/dist_train.sh ') and ' 3 --work-dir ' in train
