@@ -12,7 +12,8 @@ preempted (exit 75) or failed run and ends with one summary line per run (exit s
 run failed, else 75 when one was preempted). submit: one Slurm job per training (requeued and
 resumed on preemption) and one per test (after it); running it again submits only what is
 neither done nor queued, failed runs only with --retry-failed. Both check every run's config,
-checkpoint and data first. Missing runs are shown as "missing" by collect; the published ViT-B
+checkpoint and data first. An option that the action does not read (status --out, collect
+--partition) is refused, not ignored. Missing runs are shown as "missing" by collect; the published ViT-B
 numbers are added as reference rows.
 """
 import argparse
@@ -59,7 +60,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                        'tasks run on CPU)')
     slurm.add_argument('--retry-failed', action='store_true',
                        help='submit again the runs whose last job failed')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    refuse_unread_options(args, parser)
+    return args
+
+
+#: option (its argparse dest) -> the actions that read it; any other action refuses it
+READ_BY = {'out': ('collect',), 'gpus': ('commands', 'run', 'submit'),
+           **{dest: ('submit',) for dest in ('partition', 'account', 'time', 'cpus_per_task',
+                                             'no_gres', 'retry_failed')}}
+
+
+def refuse_unread_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """An option given to an action that does not read it is an error, not ignored."""
+    for dest, actions in READ_BY.items():
+        if args.action not in actions and getattr(args, dest) != parser.get_default(dest):
+            raise UserInputError(f'--{dest.replace("_", "-")} is not used by {args.action} '
+                                 f'(only by {", ".join(actions)})')
 
 
 def submit(matrix: dict, args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from support import load_tool
-from mixedae.utils.errors import InvalidInputError, MissingInputError
+from mixedae.utils.errors import InvalidInputError, MissingInputError, UserInputError
 from mixedae.suite.plots import bar_figure, bar_layout, bar_x
 from mixedae.suite.results import (MISSING, collect, compare_to_reference, load_matrix,
                                    results_markdown, run_commands)
@@ -199,3 +199,20 @@ def test_gpus_override_goes_into_the_commands(tmp_path, capsys):
                                       '--gpus', '3']) == 0
     train = capsys.readouterr().out.splitlines()[0]
     assert train.startswith('tools/dist_train.sh ') and ' 3 --work-dir ' in train
+
+
+@pytest.mark.parametrize('argv,option,reader', [
+    (['status', '--out', 'x'], '--out', 'collect'),
+    (['collect', '--partition', 'P'], '--partition', 'submit'),
+    (['run', '--retry-failed'], '--retry-failed', 'submit'),
+    (['commands', '--no-gres'], '--no-gres', 'submit'),
+    (['status', '--gpus', '2'], '--gpus', 'commands, run, submit'),
+])
+def test_an_option_the_action_does_not_read_is_refused(tmp_path, argv, option, reader):
+    # these were accepted and silently ignored (status --out wrote nothing, said nothing)
+    _seeded_matrix(tmp_path, {'mae': [48.0]})
+    action, *options = argv
+    with pytest.raises(UserInputError, match=rf'^{option} is not used by {action} '
+                                             rf'\(only by {reader}\)$'):
+        load_tool('results').main([action, str(tmp_path / 'matrix.json'), *options])
+    assert not (tmp_path / 'x').exists()
