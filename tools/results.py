@@ -13,8 +13,8 @@ run failed, else 75 when one was preempted). submit: one Slurm job per training 
 resumed on preemption) and one per test (after it); running it again submits only what is
 neither done nor queued, failed runs only with --retry-failed. Both check every run's config,
 checkpoint and data first. An option that the action does not read (status --out, collect
---partition) is refused, not ignored. Missing runs are shown as "missing" by collect; the published ViT-B
-numbers are added as reference rows.
+--partition) is refused, not ignored. Missing runs are shown as "missing" by collect; the
+published ViT-B numbers are added as reference rows.
 """
 import argparse
 import os
