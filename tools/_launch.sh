@@ -107,7 +107,9 @@ case "$MODE" in
     # Preemption: SIGTERM or SIGUSR1 sent to this script is passed on to every rank (train.py
     # saves and exits 75); torchrun ignores SIGUSR1, whose default action would kill it and
     # orphan the ranks. A training whose torchrun fails after that exits 75 here.
-    ( trap '' USR1; exec "$PY" -m torch.distributed.run \
+    # tools/_torchrun.py is torchrun whose failed rank ends the launch in one line, with the
+    # rank's exit status (torchrun's own: a traceback and status 1).
+    ( trap '' USR1; exec "$PY" "$HERE/_torchrun.py" \
         --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
         --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
         --nproc_per_node="$GPUS" "$HERE/$TOOL" "$@" --launcher pytorch ) &

@@ -9,7 +9,7 @@ Reads every ``<work_dir>/<timestamp>/vis_data/scalars.json`` (a resumed run's re
 the ones it logged again). plot_curve: one panel per key, one line per work dir (training
 records; validation metrics such as mIoU are drawn at the iteration they were logged).
 cal_train_time: the median seconds per iteration after the first record, and the number of
-iterations logged.
+iterations logged (it takes no --keys, --title or --out).
 """
 import argparse
 import os
@@ -23,12 +23,15 @@ from mixedae.utils.errors import InvalidInputError, MissingInputError
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('action', choices=['plot_curve', 'cal_train_time'])
-    parser.add_argument('work_dirs', nargs='+', help='work dirs of tools/train.py runs')
-    parser.add_argument('--keys', nargs='+', default=['loss'], help='scalars to plot')
-    parser.add_argument('--legend', nargs='+', help='one name per work dir (default: its name)')
-    parser.add_argument('--title', default='', help='figure title')
-    parser.add_argument('--out', default='curves.png', help='plot_curve: image file to write')
+    actions = parser.add_subparsers(dest='action', required=True)
+    plot = actions.add_parser('plot_curve', help='one panel per key, one line per work dir')
+    train_time = actions.add_parser('cal_train_time', help='median s / iteration per work dir')
+    for sub in (plot, train_time):   # each takes only the options it uses: none is ignored
+        sub.add_argument('work_dirs', nargs='+', help='work dirs of tools/train.py runs')
+        sub.add_argument('--legend', nargs='+', help='one name per work dir (default: its name)')
+    plot.add_argument('--keys', nargs='+', default=['loss'], help='scalars to plot')
+    plot.add_argument('--title', default='', help='figure title')
+    plot.add_argument('--out', default='curves.png', help='image file to write')
     args = parser.parse_args(argv)
     names = args.legend or [os.path.basename(os.path.normpath(d)) for d in args.work_dirs]
     if len(names) != len(args.work_dirs):

@@ -27,6 +27,8 @@ for arg in "$@"; do
     case "$arg" in
         --allow-cpu) ALLOW_CPU=1 ;;
         check|bench|demo) PARTS+=("$arg") ;;
+        # the header comment above, without its '#' (the shebang and the code left out)
+        -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$ROOT/tools/gpu_window.sh"; exit 0 ;;
         *) echo "error: unknown argument '$arg'; usage: $0 [--allow-cpu] [check] [bench] [demo]" >&2
            exit 2 ;;
     esac

@@ -12,8 +12,9 @@ preempted (exit 75) or failed run and ends with one summary line per run (exit s
 run failed, else 75 when one was preempted). submit: one Slurm job per training (requeued and
 resumed on preemption) and one per test (after it); running it again submits only what is
 neither done nor queued, failed runs only with --retry-failed. Both check every run's config,
-checkpoint and data first. Missing runs are shown as "missing" by collect; the published ViT-B
-numbers are added as reference rows.
+checkpoint and data first. An option that the action does not read (status --out, collect
+--partition) is refused, not ignored. Missing runs are shown as "missing" by collect; the
+published ViT-B numbers are added as reference rows.
 """
 import argparse
 import os
@@ -31,13 +32,21 @@ from mixedae.utils.errors import UserInputError
 from mixedae.utils.io import atomic_write
 
 
+def positive_int(text: str) -> int:
+    """argparse type of --gpus: an integer >= 1 (0 or a negative count is refused, not
+    ignored or passed on to the launchers)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text!r}')
+    return int(text)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('action', choices=['commands', 'run', 'submit', 'status', 'collect'])
     parser.add_argument('matrix', help='matrix JSON file')
     parser.add_argument('--out', default='work_dirs/benchmark', help='collect: output folder')
-    parser.add_argument('--gpus', type=int, help='override the matrix "gpus"')
+    parser.add_argument('--gpus', type=positive_int, help='override the matrix "gpus"')
     slurm = parser.add_argument_group('submit (environment: SIGNAL_LEAD, seconds before the '
                                       'time limit at which a run saves and requeues; default 120)')
     slurm.add_argument('--partition', help='the Slurm partition (sinfo lists them)')
@@ -51,7 +60,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                        'tasks run on CPU)')
     slurm.add_argument('--retry-failed', action='store_true',
                        help='submit again the runs whose last job failed')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    refuse_unread_options(args, parser)
+    return args
+
+
+#: option (its argparse dest) -> the actions that read it; any other action refuses it
+READ_BY = {'out': ('collect',), 'gpus': ('commands', 'run', 'submit'),
+           **{dest: ('submit',) for dest in ('partition', 'account', 'time', 'cpus_per_task',
+                                             'no_gres', 'retry_failed')}}
+
+
+def refuse_unread_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """An option given to an action that does not read it is an error, not ignored."""
+    for dest, actions in READ_BY.items():
+        if args.action not in actions and getattr(args, dest) != parser.get_default(dest):
+            raise UserInputError(f'--{dest.replace("_", "-")} is not used by {args.action} '
+                                 f'(only by {", ".join(actions)})')
 
 
 def submit(matrix: dict, args: argparse.Namespace) -> int:
@@ -69,7 +94,7 @@ def submit(matrix: dict, args: argparse.Namespace) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)
     matrix = load_matrix(args.matrix)
-    if args.gpus:
+    if args.gpus is not None:
         matrix['gpus'] = args.gpus
     matrix.setdefault('gpus', 8)
     if args.action == 'commands':

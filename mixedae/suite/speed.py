@@ -39,6 +39,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 import torch
 from torch.utils import flop_counter
 
+from mixedae.utils.errors import DeviceUnavailableError, InvalidInputError
 from .repo import Repo
 from .tables import markdown_table
 
@@ -68,6 +69,27 @@ def cpu_model_name(cpuinfo: str = '/proc/cpuinfo') -> str:
             if key.strip() == 'model name':
                 return value.strip()
     return platform.processor() or platform.machine()
+
+
+def usable_device(device: str) -> torch.device:
+    """``--device`` as a torch device; refused in one line when torch does not know the name
+    or this machine lacks the device (no CUDA device visible, an index past the last one)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InvalidInputError(f'--device {device!r}: not a torch device; give cpu, cuda or '
+                                'cuda:N') from None
+    if dev.type != 'cuda':
+        return dev
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not count:
+        raise DeviceUnavailableError(
+            f'--device {device}: no CUDA device visible to torch {torch.__version__} (CUDA '
+            f'build: {torch.version.cuda}); on this machine benchmark with --device cpu')
+    if dev.index is not None and dev.index >= count:
+        raise DeviceUnavailableError(f'--device {device}: torch sees {count} CUDA devices '
+                                     f'(cuda:0 to cuda:{count - 1})')
+    return dev
 
 
 def device_description(device: str) -> str:
@@ -343,6 +365,7 @@ def benchmark_pretrain(repo: Repo, methods: Sequence[str] = PRETRAIN_METHODS,
                        amp: bool = False, warmup: int = 1, repeats: int = 3,
                        peak_tflops: Optional[float] = None, hr_acc: bool = False):
     """Measure each method, one after another in this process; (results, markdown report)."""
+    usable_device(device)
     results = [measure_pretrain(repo, m, arch, batch, device, amp, warmup, repeats, hr_acc)
                for m in methods]
     title = (f'ViT {arch}, batch {batch}, {"bf16 autocast" if amp else "fp32"}, '
@@ -468,6 +491,7 @@ def benchmark_backbones(repo: Repo, protocols: Sequence[str] = PROTOCOLS, scale:
                         amp: bool = False, warmup: int = 1, repeats: int = 3):
     """The yardstick, then the config's backbone, per protocol, one after another in this
     process; (results, markdown report)."""
+    usable_device(device)
     results = [measure_backbone(repo, protocol, model, scale, img_size, batch, device, amp,
                                 warmup, repeats)
                for protocol in protocols for model in BACKBONE_MODELS]

@@ -119,7 +119,7 @@ def test_torchrun_arguments(tmp_path, cfg):
     out = launch('dist_train.sh', cfg, '4', '--amp', env=env)
     assert out.returncode == 0, out.stderr
     args = out.stdout.splitlines()
-    assert args == ['-m', 'torch.distributed.run', '--nnodes=2', '--node_rank=1',
+    assert args == [os.path.join(ROOT, 'tools', '_torchrun.py'), '--nnodes=2', '--node_rank=1',
                     '--master_addr=10.0.0.1', '--master_port=29511', '--nproc_per_node=4',
                     os.path.join(ROOT, 'tools', 'train.py'), cfg, '--amp',
                     '--launcher', 'pytorch']
@@ -127,9 +127,9 @@ def test_torchrun_arguments(tmp_path, cfg):
     ckpt.write_text('')
     out = launch('dist_test.sh', cfg, str(ckpt), '2', env=dict(PYTHON=env['PYTHON']))
     args = out.stdout.splitlines()
-    assert args[2:7] == ['--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1',
+    assert args[1:6] == ['--nnodes=1', '--node_rank=0', '--master_addr=127.0.0.1',
                          '--master_port=29500', '--nproc_per_node=2']
-    assert args[7:] == [os.path.join(ROOT, 'tools', 'test.py'), cfg, str(ckpt),
+    assert args[6:] == [os.path.join(ROOT, 'tools', 'test.py'), cfg, str(ckpt),
                         '--launcher', 'pytorch']
 
 

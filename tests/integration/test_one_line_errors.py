@@ -12,7 +12,7 @@ import pytest
 
 from mixedae.datasets.synthetic import MANIFEST, write_dataset
 from mixedae.utils.errors import UserInputError
-from support import ROOT, data_root_options, load_tool
+from support import ROOT, data_root_options, free_port, load_tool
 
 PY = sys.executable
 PRETRAIN = 'configs/pretrain/mixedae_vit-tiny-p8_1xb16-coslr-4e_tiny-32.py'
@@ -91,3 +91,14 @@ def test_launcher_mistakes(tmp_path):
         line = one_error_line(['bash', 'tools/dist_train.sh', ADE, '2'],
                               env={'PORT': str(port)})
     assert line.startswith(f'error: PORT {port} is taken on this machine')
+
+
+@pytest.mark.slow   # torchrun with two ranks
+def test_a_mistake_every_rank_refuses_ends_the_launch_in_one_line(tmp_path):
+    # each rank prints its own error: line; torchrun used to add its failure table and the
+    # launcher's traceback (ChildFailedError) and exit 1
+    missing = tmp_path / 'no_data'
+    line = one_error_line(['bash', 'tools/dist_train.sh', ADE, '2', '--work-dir',
+                           str(tmp_path / 'w'), '--cfg-options', *data_root_options(str(missing))],
+                          env={'PORT': str(free_port())})
+    assert line.startswith('error: rank ') and 'exited with status 2' in line

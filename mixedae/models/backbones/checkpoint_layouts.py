@@ -114,10 +114,17 @@ def mmseg_to_timm_names(state_dict: StateDict) -> StateDict:
     return out
 
 
-def _weights(checkpoint: Any, entry: str, source: str) -> StateDict:
+def _format_hint(checkpoint: Any, src_format: str) -> str:
+    """``'; it looks like --src-format X'`` when the checkpoint looks like another format."""
+    detected = source_format(checkpoint)
+    return f'; it looks like --src-format {detected}' if detected not in (None, src_format) else ''
+
+
+def _weights(checkpoint: Any, entry: str, source: str, src_format: str) -> StateDict:
     if not isinstance(checkpoint, dict) or entry not in checkpoint:
         found = list(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(f'{source}: expected a {entry!r} entry, found {found}')
+        raise CheckpointError(f'{source}: expected a {entry!r} entry, found {found}'
+                              f'{_format_hint(checkpoint, src_format)}')
     return checkpoint[entry]
 
 
@@ -133,18 +140,18 @@ def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoin
     dropped: List[str] = []
     if src_format == 'mixedae':
         flat = {}
-        for name, value in _weights(checkpoint, 'state_dict', source).items():
+        for name, value in _weights(checkpoint, 'state_dict', source, src_format).items():
             if name.startswith('backbone.'):
                 flat[_strip(name, 'backbone.')] = value
             else:
                 dropped.append(name)
     elif src_format == 'mae':
-        flat = dict(_weights(checkpoint, 'model', source))
+        flat = dict(_weights(checkpoint, 'model', source, src_format))
     elif src_format == 'ibot':
         if isinstance(checkpoint, dict) and 'state_dict' in checkpoint and not key:
             raw = checkpoint['state_dict']
         else:
-            raw = _weights(checkpoint, key or 'teacher', source)
+            raw = _weights(checkpoint, key or 'teacher', source, src_format)
         flat = {_strip(_strip(n, 'module.'), 'backbone.'): v for n, v in raw.items()}
     elif src_format == 'mmseg':
         raw = state_dict_of(checkpoint, source, 'an mmseg checkpoint')
@@ -167,10 +174,7 @@ def extract_backbone(checkpoint: Any, src_format: str, source: str = '<checkpoin
         found = (f'keys not recognised for --src-format {src_format}: '
                  f'{describe_keys(unknown)}' if unknown else
                  f'no backbone weights found for --src-format {src_format}')
-        detected = source_format(checkpoint)
-        hint = (f'; it looks like --src-format {detected}'
-                if detected and detected != src_format else '')
-        raise CheckpointError(f'{source}: {found}{hint}')
+        raise CheckpointError(f'{source}: {found}{_format_hint(checkpoint, src_format)}')
     return backbone, dropped
 
 

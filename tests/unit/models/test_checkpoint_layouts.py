@@ -346,13 +346,23 @@ def test_conversion_counts_unknown_keys_and_names_the_first(count, suffix):
 def test_a_wrong_src_format_suggests_the_one_the_checkpoint_looks_like():
     pretrain = dict(state_dict={'backbone.cls_token': torch.zeros(1, 1, 4),
                                 'decoder.w': torch.zeros(1)})
-    with pytest.raises(CheckpointError, match=r"p.pth: expected a 'model' entry"):
+    with pytest.raises(CheckpointError, match=r"^p.pth: expected a 'model' entry, found "
+                                              r"\['state_dict'\]; it looks like --src-format "
+                                              r"mixedae$"):
         extract_backbone(pretrain, 'mae', 'p.pth')
     with pytest.raises(CheckpointError, match=r'; it looks like --src-format mixedae$'):
         extract_backbone(pretrain, 'timm', 'p.pth')
     mae = dict(model={'cls_token': torch.zeros(1, 1, 4), 'decoder_embed.weight': torch.zeros(1)})
     with pytest.raises(CheckpointError, match=r'; it looks like --src-format mae$'):
         extract_backbone(mae, 'ibot', 'm.pth', key='model')
+    # a missing entry names the format too (MAE's release given as mixedae or ibot)
+    for src_format, entry in (('mixedae', 'state_dict'), ('ibot', 'teacher')):
+        with pytest.raises(CheckpointError, match=rf"^m.pth: expected a '{entry}' entry, found "
+                                                  r"\['model'\]; it looks like --src-format mae$"):
+            extract_backbone(mae, src_format, 'm.pth')
+    # nothing recognisable: no guess
+    with pytest.raises(CheckpointError, match=r"expected a 'model' entry, found \['x'\]$"):
+        extract_backbone({'x': 0}, 'mae', 'x.pth')
 
 
 def optimizer_state(model: torch.nn.Module) -> dict:

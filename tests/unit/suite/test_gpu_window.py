@@ -74,6 +74,22 @@ def test_gpu_window_refuses_an_unknown_part_before_doing_anything(tmp_path):
     assert result.stderr.startswith("error: unknown argument 'benchmark'; usage:")
 
 
+@pytest.mark.parametrize('flag', ['--help', '-h'])
+def test_gpu_window_help_prints_its_header_and_does_nothing(tmp_path, flag):
+    # as every launcher: --help was refused as an unknown argument
+    out = tmp_path / 'out'
+    result = subprocess.run(['bash', 'tools/gpu_window.sh', flag, 'check'], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, 'OUT': str(out)})
+    assert result.returncode == 0 and result.stderr == ''
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith('One command for a lent GPU window')
+    assert '    bash tools/gpu_window.sh [--allow-cpu] [PART ...]     PART: check, bench, demo ' \
+        '(all)' in lines
+    assert not any(line.startswith(('#', 'set ')) for line in lines)
+    assert not out.exists()
+
+
 def test_window_env_refuses_a_wheelhouse_without_wheels(tmp_path):
     result = run_script('tools/window_env.sh', 'python3', str(tmp_path / 'venv'),
                         str(tmp_path / 'empty'))

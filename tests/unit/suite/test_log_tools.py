@@ -62,3 +62,15 @@ def test_print_config_resolves_overrides(tmp_path, capsys):
     assert "max_iters=7" in text and out.read_text() == text
     with pytest.raises(InvalidInputError, match="'trian_cfg' is not a field"):
         tool.main([config, '--cfg-options', 'trian_cfg.max_iters=7'])
+
+
+def test_train_time_refuses_the_plot_options_it_would_ignore(runs, tmp_path, capsys):
+    # cal_train_time draws nothing: --out / --keys / --title are refused, not silently dropped
+    tool = load_tool('analyze_logs')
+    out = tmp_path / 'c.png'
+    for extra in (['--out', str(out)], ['--keys', 'mIoU'], ['--title', 'T']):
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main(['cal_train_time', *runs, *extra])
+        assert exit_info.value.code == 2
+        assert f'unrecognized arguments: {extra[0]}' in capsys.readouterr().err
+    assert not out.exists()

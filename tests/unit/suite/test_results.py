@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from support import load_tool
-from mixedae.utils.errors import InvalidInputError, MissingInputError
+from mixedae.utils.errors import InvalidInputError, MissingInputError, UserInputError
 from mixedae.suite.plots import bar_figure, bar_layout, bar_x
 from mixedae.suite.results import (MISSING, collect, compare_to_reference, load_matrix,
                                    results_markdown, run_commands)
@@ -179,3 +179,40 @@ def test_matrix_refuses_runs_that_would_shadow_each_other(tmp_path):
     (tmp_path / 'matrix.json').write_text(json.dumps(raw))
     with pytest.raises(ValueError, match=r"reference 'ibot' is not a method of its runs"):
         load_matrix(str(tmp_path / 'matrix.json'))
+
+
+@pytest.mark.parametrize('gpus', ['0', '-2', 'two'])
+def test_gpus_override_must_be_a_positive_integer(tmp_path, capsys, gpus):
+    # --gpus 0 was ignored (the matrix's 8 kept) and --gpus -2 went into the commands
+    _seeded_matrix(tmp_path, {'mae': [48.0]})
+    tool = load_tool('results')
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main(['commands', str(tmp_path / 'matrix.json'), '--gpus', gpus])
+    assert exit_info.value.code == 2
+    assert f"--gpus: must be a positive integer, got '{gpus}'" in capsys.readouterr().err
+    assert capsys.readouterr().out == ''
+
+
+def test_gpus_override_goes_into_the_commands(tmp_path, capsys):
+    _seeded_matrix(tmp_path, {'mae': [48.0]})
+    assert load_tool('results').main(['commands', str(tmp_path / 'matrix.json'),
+                                      '--gpus', '3']) == 0
+    train = capsys.readouterr().out.splitlines()[0]
+    assert train.startswith('tools/dist_train.sh ') and ' 3 --work-dir ' in train
+
+
+@pytest.mark.parametrize('argv,option,reader', [
+    (['status', '--out', 'x'], '--out', 'collect'),
+    (['collect', '--partition', 'P'], '--partition', 'submit'),
+    (['run', '--retry-failed'], '--retry-failed', 'submit'),
+    (['commands', '--no-gres'], '--no-gres', 'submit'),
+    (['status', '--gpus', '2'], '--gpus', 'commands, run, submit'),
+])
+def test_an_option_the_action_does_not_read_is_refused(tmp_path, argv, option, reader):
+    # these were accepted and silently ignored (status --out wrote nothing, said nothing)
+    _seeded_matrix(tmp_path, {'mae': [48.0]})
+    action, *options = argv
+    with pytest.raises(UserInputError, match=rf'^{option} is not used by {action} '
+                                             rf'\(only by {reader}\)$'):
+        load_tool('results').main([action, str(tmp_path / 'matrix.json'), *options])
+    assert not (tmp_path / 'x').exists()

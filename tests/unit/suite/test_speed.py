@@ -303,3 +303,27 @@ def test_benchmark_tools_print_their_tables(tmp_path):
     assert len(rows) == 2 and 'MFU' in rows[0] and rows[1].endswith('| 1.000 |')
     saved = json.loads((tmp_path / 'r.json').read_text())
     assert saved['results'][0]['method'] == 'mae' and saved['results'][0]['flops'] > 0
+
+
+@pytest.mark.parametrize('bench', ['benchmark_pretrain', 'benchmark_backbones'])
+def test_a_device_this_machine_lacks_is_refused_before_any_model(monkeypatch, bench):
+    # the README's GPU commands (--device cuda) on a machine without one: one line, not
+    # torch's "Found no NVIDIA driver" traceback from the first .to(device)
+    from mixedae.utils.errors import DeviceUnavailableError, InvalidInputError
+    built = []
+    monkeypatch.setattr(speed, 'measure_pretrain', lambda *a: built.append(a))
+    monkeypatch.setattr(speed, 'measure_backbone', lambda *a: built.append(a))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    run = getattr(speed, bench)
+    with pytest.raises(DeviceUnavailableError, match=r"^--device cuda: no CUDA device visible "
+                                                     r"to torch .*--device cpu"):
+        run(REPO, device='cuda')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    with pytest.raises(DeviceUnavailableError, match=r'^--device cuda:2: torch sees 2 CUDA '
+                                                     r'devices \(cuda:0 to cuda:1\)$'):
+        run(REPO, device='cuda:2')
+    with pytest.raises(InvalidInputError, match=r"^--device 'gpu': not a torch device; give "
+                                                r'cpu, cuda or cuda:N$'):
+        run(REPO, device='gpu')
+    assert built == []
