@@ -15,7 +15,7 @@ import argparse
 import os
 
 from mixedae.datasets.checks import CHECKS, PROGRESS_EVERY, cap_problems
-from mixedae.utils.cli import run_tool
+from mixedae.utils.cli import positive_int, run_tool
 from mixedae.utils.errors import MissingInputError
 
 
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('format', choices=sorted(CHECKS))
     parser.add_argument('root', help='dataset root')
-    parser.add_argument('--every', type=int, default=PROGRESS_EVERY,
+    parser.add_argument('--every', type=positive_int, default=PROGRESS_EVERY,
                         help='images between two progress lines (default %(default)s)')
     parser.add_argument('--max-per-kind', type=int, default=5,
                         help='problems printed of each kind, 0 for all (default %(default)s)')

@@ -27,17 +27,9 @@ from mixedae.suite.runner import exit_status, run_matrix
 from mixedae.suite.slurm import (Slurm, SubmitOptions, matrix_status, signal_lead,
                                  submit_matrix)
 from mixedae.suite.tables import COLUMNS, markdown_table
-from mixedae.utils.cli import run_tool
+from mixedae.utils.cli import positive_int, run_tool
 from mixedae.utils.errors import UserInputError
 from mixedae.utils.io import atomic_write
-
-
-def positive_int(text: str) -> int:
-    """argparse type of --gpus: an integer >= 1 (0 or a negative count is refused, not
-    ignored or passed on to the launchers)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text!r}')
-    return int(text)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

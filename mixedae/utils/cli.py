@@ -8,6 +8,7 @@ opened. Other exceptions propagate with their traceback, as bugs should. A crash
 """
 from __future__ import annotations
 
+import argparse
 import faulthandler
 import logging
 import sys
@@ -30,6 +31,14 @@ USER_ERROR_STATUS = 2
 #: the line every tool's --help ends with (run_tool takes --debug before argparse sees it)
 DEBUG_HELP = ('\nany tool:\n  --debug               on an error, print the traceback as well '
               'as the one-line message')
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be at least 1 (0 or a negative value is refused, not
+    ignored or passed on)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text!r}')
+    return int(text)
 
 
 def quiet_third_party_warnings() -> None:

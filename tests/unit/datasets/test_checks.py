@@ -299,3 +299,10 @@ def test_tool_caps_each_kind_and_passes_a_small_set_with_the_size_warning(tmp_pa
                    f'coco at {root}: 8 problem(s)']
     with pytest.raises(MissingInputError, match=f'^{tmp_path}/none: dataset root not found$'):
         tool.main(['coco', str(tmp_path / 'none')])
+
+
+def test_tool_refuses_progress_every_zero_images(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        load_tool('check_dataset').main(['coco', str(tmp_path), '--every', '0'])
+    assert exit_.value.code == 2
+    assert "--every: must be a positive integer, got '0'" in capsys.readouterr().err

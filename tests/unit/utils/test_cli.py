@@ -10,7 +10,8 @@ import warnings
 import pytest
 from mmengine.logging import MMLogger
 
-from mixedae.utils.cli import labelled, pop_debug_flag, quiet_third_party_warnings, run_tool
+from mixedae.utils.cli import (labelled, pop_debug_flag, positive_int, quiet_third_party_warnings,
+                               run_tool)
 from mixedae.utils.errors import InvalidInputError, MissingInputError, UserInputError
 from support import ROOT
 
@@ -144,3 +145,10 @@ def test_labelled_splits_at_the_first_equals_sign():
     for bad in ('noequals', '=p.pth', 'label='):
         with pytest.raises(InvalidInputError, match=f"--checkpoint '{bad}': expected LABEL=VALUE"):
             labelled(bad, '--checkpoint')
+
+
+def test_positive_int_refuses_zero_negative_and_words():
+    assert positive_int('3') == 3
+    for text in ('0', '-2', 'x', '1.5', ''):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"got {text!r}"):
+            positive_int(text)
