@@ -3,8 +3,8 @@
 drawn predictions (``--show-dir``).
 
 The config decides which library's convention applies (:func:`task_of`): an mmseg config
-dumps one label PNG per image into a folder (``IoUMetric``'s ``output_dir``), an mmdet config a pickle of every image's predictions (``DumpDetResults``,
-masks as RLE). Unlike both libraries, an existing output is never overwritten.
+dumps one label PNG per image into a folder (``IoUMetric``'s ``output_dir``), an mmdet config
+a pickle of every image's predictions (``DumpDetResults``, masks as RLE). Unlike both libraries, an existing output is never overwritten.
 """
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def use_tta(cfg: Config, path: str) -> None:
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
 
+def evaluators_of(cfg: Config) -> list:
+    """The config's ``test_evaluator`` as a list (a config may give one or several)."""
+    evaluators = cfg.test_evaluator
+    return evaluators if isinstance(evaluators, list) else [evaluators]
+
+
 def dump_predictions(cfg: Config, out: str, task: str) -> None:
     """Write the raw predictions to ``out``: for ``'seg'`` a folder of label PNGs named after
     the images (ADE20K's 1-150 labels when the dataset reduces the zero label), for ``'det'``
@@ -51,8 +57,7 @@ def dump_predictions(cfg: Config, out: str, task: str) -> None:
             raise InvalidInputError(f'--out {out}: already exists and is not an empty folder; '
                                     'the label maps are not written over it: remove it or give '
                                     'another folder')
-        evaluators = cfg.test_evaluator
-        for evaluator in evaluators if isinstance(evaluators, list) else [evaluators]:
+        for evaluator in evaluators_of(cfg):
             evaluator['output_dir'] = out
         return
     if not out.endswith(('.pkl', '.pickle')):
@@ -61,9 +66,7 @@ def dump_predictions(cfg: Config, out: str, task: str) -> None:
     if osp.exists(out):
         raise InvalidInputError(f'--out {out}: already exists and is not written over: remove it '
                                 'or give another path')
-    evaluators = cfg.test_evaluator
-    cfg.test_evaluator = [*(evaluators if isinstance(evaluators, list) else [evaluators]),
-                          dict(type='DumpDetResults', out_file_path=out)]
+    cfg.test_evaluator = [*evaluators_of(cfg), dict(type='DumpDetResults', out_file_path=out)]
 
 
 def show_predictions(cfg: Config, show_dir: str, path: str, task: str) -> None:
