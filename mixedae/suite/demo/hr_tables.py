@@ -6,14 +6,22 @@ import os.path as osp
 from typing import Dict, Hashable, List, Mapping, Optional, Set, Tuple
 
 from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG
-from ..stats import (Comparison, compare, format_comparison, format_spread, read_scalars,
-                     steady_time_per_iter)
+from ..stats import (Comparison, compare, format_comparison, format_spread, mean_std,
+                     read_scalars, steady_time_per_iter)
 from ..tables import markdown_table
 from .presets import HOMOLOGOUS, NAMES, PRETRAINS
 from .stages import Demo
 
 PRETRAIN_HEADER = ['run', 'seed', 'iterations', 'final loss_rec', 'final hr_acc (logged)',
                    'ms / iter', 'ms / iter vs MAE', 'wall time (s)']
+#: the no-learning similarity selectors of ``tools/measure_hr_acc.py`` (``_selectors``)
+SELECTOR_NAMES = ('mean colour', 'raw pixels')
+SELECTORS = (
+    'No network: each patch of a mixed sequence keeps the K patches nearest to it in mean '
+    'colour (3 numbers), or in raw pixels, on the same scenes and mixing, scored like a top-K '
+    'layer. An encoder that does no better than these has shown nothing beyond colour; the '
+    'scenes are generated so that the four images of a measured sequence share their palette '
+    'and lighting, which brings the mean-colour selector near chance.')
 HR_HEADER = ['encoder', 'untrained (step 0)', 'pretrained', 'pretrained − untrained (paired)',
              'logged at the last record']
 
@@ -108,9 +116,41 @@ def hr_acc_table(demo: Demo, records: Mapping[str, List[dict]],
     for other in ('mae', 'naivemix'):
         rows.append({HR_HEADER[0]: f'{NAMES[other]} (in MixedAE\'s mixing)',
                      HR_HEADER[2]: _spread(values('mixedae', other))})
+    selectors = measured['mixedae'].get('_selectors', {})
+    for name in SELECTOR_NAMES:
+        value = f'{selectors[name]["hr_acc"]:.3f}' if name in selectors else 'missing'
+        rows.append({HR_HEADER[0]: f'{name} (no network)', HR_HEADER[1]: value,
+                     HR_HEADER[2]: value})
     rows.append({HR_HEADER[0]: 'chance', HR_HEADER[1]: f'{chance:.3f}',
                  HR_HEADER[2]: f'{chance:.3f}'})
     return markdown_table(rows, HR_HEADER), chance
+
+
+def layer_table(demo: Demo) -> str:
+    """hr_acc of each top-K layer (columns, in order of depth), mean ± std over seeds, for
+    each method's untrained and pretrained encoders and, in MixedAE's mixing, MAE's and naive
+    mixing's."""
+    seeds, measured = demo.p.pretrain_seeds, _measured(demo)
+    encoders = [(f'{NAMES[n]}, step 0', n, 'init') for n in HOMOLOGOUS]
+    encoders += [(NAMES[n], n, n) for n in HOMOLOGOUS]
+    encoders += [(f'{NAMES[o]} (in MixedAE\'s mixing)', 'mixedae', o) for o in ('mae', 'naivemix')]
+    rows, width = [], 0
+    for title, name, label in encoders:
+        per_seed = [measured[name][f'{label}_s{s}']['per_layer'] for s in seeds
+                    if 'per_layer' in measured[name].get(f'{label}_s{s}', {})]
+        layers = list(zip(*per_seed))                     # one tuple of seed values per layer
+        width = max(width, len(layers))
+        rows.append({'encoder': title, **{f'layer {i + 1}': _mean_std(v)
+                                          for i, v in enumerate(layers)}})
+    return markdown_table(rows, ['encoder'] + [f'layer {i + 1}' for i in range(width)])
+
+
+def _mean_std(values) -> str:
+    """``0.412 ± 0.031`` over seeds (one value alone)."""
+    if len(values) == 1:
+        return f'{values[0]:.3f}'
+    mean, std = mean_std(values)
+    return f'{mean:.3f} ± {std:.3f}'
 
 
 def amp_line(demo: Demo) -> str:

@@ -38,12 +38,11 @@ class Preset:
     pretrain_epochs: int
     pretrain_batch: int
     pretrain_lr: float
-    pretrain_seeds: Tuple[int, ...]  # every pretrained method runs once per seed; the linear
-                                     # probe of each encoder uses the same seed
+    pretrain_seeds: Tuple[int, ...]  # every pretrained method runs once per seed; each transfer
+                                     # run (probe, fine-tuning) of its encoder uses the same seed
     probe_iters: int                # linear probe (frozen encoder), ADE20K format
     probe_batch: int
     finetune_tasks: Tuple[str, ...]  # full fine-tuning: 'ade20k' (UperNet), 'coco' (Mask R-CNN)
-    finetune_seeds: Tuple[int, ...]  # pretraining seeds whose encoders are also fine-tuned
     finetune_iters: Dict[str, int]
     finetune_batch: Dict[str, int]
     hr_images: int                  # validation scenes hr_acc is measured on
@@ -62,8 +61,8 @@ class Preset:
         tuned = ' and '.join(f'{self.finetune_iters[t]} iterations of '
                              f'{"UperNet" if t == "ade20k" else "Mask R-CNN (FPN protocol)"}'
                              for t in self.finetune_tasks)
-        tuned = (f'{tuned}, from the encoders of pretraining seed(s) '
-                 f'{", ".join(map(str, self.finetune_seeds))}' if tuned else 'none in this preset')
+        tuned = (f'{tuned}, from the encoder of every pretraining run' if tuned
+                 else 'none in this preset')
         return (f'ViT ({a["depth"]} blocks, {a["embed_dim"]}-d, {heads}, '
                 f'{a["patch_size"]}x{a["patch_size"]} patches); {self.num_train} train / '
                 f'{self.num_val} val generated scenes of {self.scene_size}x{self.scene_size} px '
@@ -80,25 +79,25 @@ PRESETS = {
         arch=dict(patch_size=8, embed_dim=64, depth=4, num_heads=1),
         decoder=dict(decoder_embed_dim=32, depth=2, num_heads=4),
         pretrain_epochs=12, pretrain_batch=16, pretrain_lr=1e-3, pretrain_seeds=(0, 1, 2),
-        probe_iters=300, probe_batch=8, finetune_tasks=('ade20k',), finetune_seeds=(0,),
+        probe_iters=300, probe_batch=8, finetune_tasks=('ade20k',),
         finetune_iters=dict(ade20k=300, coco=300), finetune_batch=dict(ade20k=4, coco=2),
         hr_images=64, amp=False, device='cpu', threads=2, deterministic=True, workers=0,
         parallel=1, log_interval=37,
-        expected_s=dict(data=10, pretrain=30, convert=1, probe=15, ade20k=42, coco=80, hr_acc=12,
-                        figures=20, report=5)),
+        expected_s=dict(data=10, pretrain=30, convert=1, init=1, probe=15, ade20k=42, coco=80,
+                        hr_acc=12, figures=20, report=5)),
     'gpu': Preset(
         name='gpu', num_train=4000, num_val=500, scene_size=64, pretrain_size=64,
         arch=dict(patch_size=8, embed_dim=384, depth=12, num_heads=6),
         decoder=dict(decoder_embed_dim=256, depth=4, num_heads=8),
         pretrain_epochs=20, pretrain_batch=256, pretrain_lr=1.5e-4 * 10,
         pretrain_seeds=(0, 1, 2), probe_iters=300, probe_batch=32,
-        finetune_tasks=('ade20k', 'coco'), finetune_seeds=(0,),
+        finetune_tasks=('ade20k', 'coco'),
         finetune_iters=dict(ade20k=300, coco=300), finetune_batch=dict(ade20k=16, coco=8),
         hr_images=256, amp=True, device='cuda', threads=2, deterministic=False, workers=3,
         parallel=4, log_interval=15,
         # not measured on a GPU: guesses from the one H100 attempt (0.19 s / iteration)
-        expected_s=dict(data=60, pretrain=60, convert=2, probe=25, ade20k=45, coco=60, hr_acc=15,
-                        figures=15, report=5)),
+        expected_s=dict(data=60, pretrain=60, convert=2, init=1, probe=25, ade20k=45, coco=60,
+                        hr_acc=15, figures=15, report=5)),
 }
 #: the GPU preset cut to fit one GPU window after the checks (tools/gpu_window.sh,
 #: docs/benchmarks.md): the same data, model, pretraining (every method, seeds 0-2) and linear

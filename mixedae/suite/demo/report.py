@@ -7,15 +7,16 @@ import os
 import os.path as osp
 import re
 import shutil
-from typing import Dict, List, Mapping, Set, Tuple
+from typing import Dict, Mapping, Set, Tuple
 
 from mixedae.utils.io import atomic_write
 from ..plots import plot_curves, plot_seeds
 from ..results import read_metrics
 from ..stats import Comparison, compare, family_real, format_comparison, format_spread
 from ..tables import markdown_table, published_rows
-from .hr_tables import amp_line, hr_acc_comparisons, hr_acc_table, pretrain_table
-from .presets import NAMES, TRANSFERS, Preset
+from .hr_tables import (SELECTORS, amp_line, hr_acc_comparisons, hr_acc_table, layer_table,
+                        pretrain_table)
+from .presets import NAMES, TRANSFERS
 from .runner import fmt
 from .stages import Demo
 
@@ -36,62 +37,85 @@ SCOPE = ('What this demo can show: that every stage of the pipeline runs, and ho
 FAMILY_RULE = (
     'Differences: mean of the row minus mean of the reference, with a 95 % t interval: paired '
     '(over the per-seed differences) where both numbers come from the same run, as an encoder '
-    'before and after pretraining; Welch\'s (unequal variances) between methods, treated as '
-    'unpaired (chosen here). Bold marks a difference called real under one family-wise rule for the '
-    'whole report: Holm\'s step-down correction at 5 % over its {m} comparisons with an '
-    'interval. With {n} seeds per group the intervals are wide and a real difference can go '
-    'unseen. No interval where a group has one run or a difference has no spread at all.')
+    'before and after pretraining, or MAE against random init (random init is the encoder MAE\'s '
+    'run of that seed starts from); Welch\'s (unequal variances) between other methods, whose '
+    'runs share a seed but not a start, treated as unpaired (chosen here). Bold marks a '
+    'difference called real under one family-wise rule for the whole report: Holm\'s '
+    'step-down correction at 5 % over its {m} comparisons with an interval. With {n} seeds per '
+    'group the intervals are wide and a real difference can go unseen. No interval where a '
+    'group has one run or a difference has no spread at all.')
+
+#: the references every transfer column is compared with
+REFERENCES = ('MAE', 'random init')
+
+SeedValues = Dict[str, Dict[str, Dict[int, float]]]
 
 
-def _seeds(p: Preset, task: str):
-    return p.pretrain_seeds if task == 'probe' else p.finetune_seeds
-
-
-def seed_values(demo: Demo) -> Dict[str, Dict[str, List[float]]]:
-    """column title -> method name -> values over the seeds whose metrics exist."""
+def seed_values(demo: Demo) -> SeedValues:
+    """column title -> method name -> {pretraining seed: value} over the runs whose metrics
+    exist (every transfer run of an encoder uses its pretraining seed)."""
     p = demo.p
-    values: Dict[str, Dict[str, List[float]]] = {}
+    values: SeedValues = {}
     for task, key, title, scale in TRANSFER_COLUMNS:
         if task != 'probe' and task not in p.finetune_tasks:
             continue
         values[title] = {}
         for method in TRANSFERS:
-            found = [read_metrics(demo.metrics(task, method, s)) for s in _seeds(p, task)]
-            values[title][NAMES[method]] = [float(m[key]) * scale for m in found
-                                            if m is not None and key in m]
+            found = {s: read_metrics(demo.metrics(task, method, s)) for s in p.pretrain_seeds}
+            values[title][NAMES[method]] = {s: float(m[key]) * scale for s, m in found.items()
+                                            if m is not None and key in m}
     return values
 
 
-def transfer_comparisons(values: Mapping[str, Mapping[str, List[float]]]
-                         ) -> Dict[Tuple[str, str, str], Comparison]:
-    """The linear probe of each method against MAE and against random init, keyed (column,
-    method, reference): Welch intervals (the methods' runs are treated as unpaired)."""
-    probe = values['linear probe mIoU']
-    return {('linear probe mIoU', method, ref): compare(probe[method], probe[ref])
-            for method in (NAMES[m] for m in TRANSFERS) for ref in ('MAE', 'random init')
-            if method != ref and probe[method] and probe[ref]}
+def _paired(method: str, reference: str) -> bool:
+    """MAE and random init are one run of each seed, at its end and at its start."""
+    return {method, reference} == {NAMES['mae'], NAMES['scratch']}
 
 
-def transfer_table(values: Mapping[str, Mapping[str, List[float]]],
-                   comparisons: Mapping[Tuple[str, str, str], Comparison],
+def transfer_comparisons(values: SeedValues) -> Dict[Tuple[str, str, str], Comparison]:
+    """Each column of each method against MAE and against random init, keyed (column, method,
+    reference), each pair of methods once (no "random init − MAE" beside "MAE − random init"):
+    paired by seed for MAE against random init, Welch otherwise."""
+    comparisons = {}
+    for title, column in values.items():
+        for method in (NAMES[m] for m in TRANSFERS):
+            for ref in REFERENCES:
+                a, b = column[method], column[ref]
+                if method == ref or not a or not b or (title, ref, method) in comparisons:
+                    continue                  # each pair once: random init − MAE is MAE's row
+                if _paired(method, ref):
+                    seeds = [s for s in a if s in b]
+                    if not seeds:
+                        continue
+                    comparisons[(title, method, ref)] = compare(
+                        [a[s] for s in seeds], [b[s] for s in seeds], paired=True)
+                else:
+                    comparisons[(title, method, ref)] = compare(list(a.values()),
+                                                                list(b.values()))
+    return comparisons
+
+
+def transfer_table(values: SeedValues, comparisons: Mapping[Tuple[str, str, str], Comparison],
                    real: Set[Tuple[str, str, str]]) -> str:
-    """Per method: each column's mean ± std (values), and for the linear probe the difference
-    to MAE and to random init with its 95 % interval, bold where ``real``."""
-    header = ['method', 'linear probe mIoU', '− MAE [95 % interval]',
-              '− random init [95 % interval]'] + [t for t in values if t != 'linear probe mIoU']
+    """Per method and column: mean ± std (values), then the difference to MAE and to random
+    init with its 95 % interval, bold where ``real``."""
+    header = ['method'] + [c for title in values
+                           for c in [title, *(f'{title} − {ref}' for ref in REFERENCES)]]
     rows = []
     for method in (NAMES[m] for m in TRANSFERS):
-        row = {t: format_spread(v[method]) if v[method] else 'missing' for t, v in values.items()}
-        for ref, col in (('MAE', header[2]), ('random init', header[3])):
-            key = ('linear probe mIoU', method, ref)
-            if key in comparisons:
-                row[col] = format_comparison(comparisons[key], key in real)
-        rows.append(dict(row, method=method))
+        row = {'method': method}
+        for title, column in values.items():
+            found = list(column[method].values())
+            row[title] = format_spread(found) if found else 'missing'
+            for ref in REFERENCES:
+                key = (title, method, ref)
+                if key in comparisons:
+                    row[f'{title} − {ref}'] = format_comparison(comparisons[key], key in real)
+        rows.append(row)
     return markdown_table(rows, header)
 
 
-def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]],
-                 timings: Mapping[str, float]) -> None:
+def write_report(demo: Demo, values: SeedValues, timings: Mapping[str, float]) -> None:
     """``report.md``, ``report.png`` (per-seed results) and ``curves.png`` of a demo;
     ``timings``: seconds per stage name."""
     p, out = demo.p, demo.out
@@ -99,10 +123,12 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]],
     comparisons = {**transfer_comparisons(values), **hr_acc_comparisons(demo)}
     real = family_real(comparisons)
     hr_table, chance = hr_acc_table(demo, records, comparisons, real)
+    layers = layer_table(demo)
     homologous = {label: r for label, r in records.items() if any('hr_acc' in x for x in r)}
     plot_curves(homologous, ['hr_acc', 'loss_hc'], osp.join(out, 'curves.png'),
                 'homologous recognition during pretraining', reference={'hr_acc': chance})
-    plot_seeds(values, osp.join(out, 'report.png'),
+    plot_seeds({title: {m: list(v.values()) for m, v in column.items()}
+                for title, column in values.items()}, osp.join(out, 'report.png'),
                f'mixedae demo, preset {p.name}: mean ± std over seeds')
     lines = [
         '# mixedae demo report', '',
@@ -114,10 +140,12 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]],
         '## Transfer', '',
         'Linear probe (the headline number): batch norm and a 1x1 classifier trained on the '
         'frozen last-block features of each encoder (docs/protocols.md); one probe per '
-        f'pretraining seed ({", ".join(map(str, p.pretrain_seeds))}; random init: one '
-        'initialisation per seed). Fine-tuning columns: the encoders of pretraining seed(s) '
-        f'{", ".join(map(str, p.finetune_seeds))}. Mean ± standard deviation (values); a '
-        'single run shows its value alone.', '',
+        f'pretraining seed ({", ".join(map(str, p.pretrain_seeds))}), and one fine-tuning run '
+        'of each encoder with the same seed. Random init is no new draw: it is the encoder '
+        'MAE\'s pretraining run of that seed starts from (MAE\'s initialisation: xavier-uniform '
+        'Linears, fixed sin-cos positions; `tools/init_backbone.py`), so its probe is the step-0 '
+        'probe of the pretrained methods. Mean ± standard deviation (values); a single run '
+        'shows its value alone.', '',
         FAMILY_RULE.format(m=sum(c.p is not None for c in comparisons.values()),
                            n=len(p.pretrain_seeds)), '',
         transfer_table(values, comparisons, real), '',
@@ -135,6 +163,10 @@ def write_report(demo: Demo, values: Dict[str, Dict[str, List[float]]],
         'initialisation: step 0) and for the pretrained one; MAE\'s and naive mixing\'s '
         'encoders are measured in MixedAE\'s mixing with zero segment embeddings.', '',
         hr_table, '',
+        SELECTORS, '',
+        '### hr_acc per top-K layer', '',
+        'The top-K layers in order of depth, mean ± std over pretraining seeds:', '',
+        layers, '',
         '![hr_acc and loss_hc over pretraining](curves.png)', '',
         '## Pretraining', '',
         pre_table, '',

@@ -6,7 +6,7 @@ with ``tools/train.py <that file>``.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 from mmengine.config import Config
 
@@ -57,12 +57,6 @@ def pretrain_config(repo: Repo, p: Preset, name: str, data: str, seed: int) -> C
     return cfg
 
 
-def _init_from(cfg: Config, backbone: Optional[str]) -> None:
-    """Start the transfer backbone from the converted encoder ``backbone`` (None: random)."""
-    if backbone:
-        set_backbone_checkpoint(cfg, backbone)
-
-
 def _set_iters(cfg: Config, iters: int, batch: int) -> None:
     cfg.train_dataloader.batch_size = batch
     cfg.train_cfg.update(max_iters=iters, val_interval=iters)
@@ -70,14 +64,13 @@ def _set_iters(cfg: Config, iters: int, batch: int) -> None:
     cfg.default_hooks.logger.interval = max(iters // 10, 1)
 
 
-def probe_config(repo: Repo, p: Preset, data: str, seed: int, backbone: Optional[str]
-                 ) -> Config:
+def probe_config(repo: Repo, p: Preset, data: str, seed: int, backbone: str) -> Config:
     """The config of one linear probe: batch norm and a 1x1 classifier on the last block's
-    patch features of the frozen encoder ``backbone`` (None: random init)."""
+    patch features of the frozen encoder ``backbone`` (a converted checkpoint)."""
     cfg = _load(repo, 'probe')
     d = p.arch['embed_dim']
     cfg.model.backbone.update(p.arch, out_indices=[p.arch['depth'] - 1])
-    _init_from(cfg, backbone)
+    set_backbone_checkpoint(cfg, backbone)
     cfg.model.decode_head.update(in_channels=d, channels=d)
     set_data_root(cfg, 'ade20k', f'{data}/ade')
     _set_iters(cfg, p.probe_iters, p.probe_batch)
@@ -86,12 +79,12 @@ def probe_config(repo: Repo, p: Preset, data: str, seed: int, backbone: Optional
 
 
 def finetune_config(repo: Repo, p: Preset, task: str, data: str, seed: int,
-                    backbone: Optional[str]) -> Config:
-    """The config of one fine-tuning run (``backbone`` None: random init)."""
+                    backbone: str) -> Config:
+    """The config of one fine-tuning run from the converted encoder ``backbone``."""
     cfg = _load(repo, task)
     d = p.arch['embed_dim']
     cfg.model.backbone.update(p.arch, out_indices=out_indices(p.arch['depth']))
-    _init_from(cfg, backbone)
+    set_backbone_checkpoint(cfg, backbone)
     if task == 'ade20k':
         cfg.model.neck.embed_dim = d
         cfg.model.decode_head.in_channels = [d] * 4

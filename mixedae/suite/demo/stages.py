@@ -10,8 +10,6 @@ import json
 import os
 import os.path as osp
 import sys
-from typing import Optional
-
 from mmengine.config import Config
 
 from mixedae.datasets.synthetic import matches_manifest
@@ -20,6 +18,7 @@ from mixedae.utils.io import atomic_write
 from ..repo import Repo
 from ..runner import has_checkpoint
 from ..stats import read_validation
+from ..step0 import write_step0_backbone
 from .presets import Preset
 from .run_configs import finetune_config, pretrain_config, probe_config
 from .runner import child_env, stream
@@ -40,10 +39,9 @@ class Demo:
     def pretrain_ckpt(self, name: str, seed: int) -> str:
         return osp.join(self.pretrain_dir(name, seed), f'epoch_{self.p.pretrain_epochs}.pth')
 
-    def backbone(self, method: str, seed: int) -> Optional[str]:
-        """The converted encoder of ``method`` (``seed`` is its pretraining seed)."""
-        if method == 'scratch':
-            return None
+    def backbone(self, method: str, seed: int) -> str:
+        """The converted encoder of ``method`` (``seed`` is its pretraining seed); for
+        ``scratch`` (random init), the step-0 encoder of MAE's run of that seed."""
         return osp.join(self.out, 'backbones', f'{method}_s{seed}.pth')
 
     def metrics(self, task: str, method: str, seed: int) -> str:
@@ -81,10 +79,17 @@ class Demo:
         os.makedirs(osp.dirname(self.backbone(name, seed)), exist_ok=True)
         convert_checkpoint(self.pretrain_ckpt(name, seed), self.backbone(name, seed), 'mixedae')
 
+    def init_backbone(self, seed: int) -> None:
+        """Random init of seed ``seed``: the encoder MAE's pretraining run of that seed starts
+        from (MAE's initialisation, :mod:`~mixedae.suite.step0`), in-process."""
+        config = self.write_config(pretrain_config(self.repo, self.p, 'mae', self.data, seed),
+                                   f'init_s{seed}')
+        write_step0_backbone(config, seed, self.backbone('scratch', seed))
+
     def transfer(self, task: str, method: str, seed: int) -> None:
         """Train one transfer run, ``probe`` (linear probe of the frozen encoder), ``ade20k`` or
         ``coco`` (full fine-tuning), from the encoder of ``method``'s pretraining seed ``seed``
-        (random init with seed ``seed`` for ``scratch``); its metrics are the validation at
+        (for ``scratch``, the step-0 encoder of that seed); its metrics are the validation at
         the last iteration (the config's test split is its val split)."""
         run = f'{task}_{method}_s{seed}'
         wd = osp.join(self.out, run)

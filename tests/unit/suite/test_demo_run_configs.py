@@ -67,8 +67,8 @@ def test_preset_pretraining_configs_build_and_run(preset, tmp_path):
 def test_preset_finetuning_configs_build_and_run(preset, tmp_path):
     p = PRESETS[preset]
     d = p.arch['embed_dim']
-    ade = _roundtrip(finetune_config(REPO, p, 'ade20k', str(tmp_path), 1, None), tmp_path, 'a')
-    assert 'init_cfg' not in ade.model.backbone or ade.model.backbone.init_cfg is None
+    ade = _roundtrip(finetune_config(REPO, p, 'ade20k', str(tmp_path), 1, 'i.pth'), tmp_path, 'a')
+    assert ade.model.backbone.init_cfg.checkpoint == 'i.pth'
     assert ade.model.decode_head.in_channels == [d] * 4
     assert ade.train_dataloader.batch_size == p.finetune_batch['ade20k']
     assert ade.train_cfg.max_iters == p.finetune_iters['ade20k']

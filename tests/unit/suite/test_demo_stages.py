@@ -75,6 +75,25 @@ def test_children_get_written_configs_and_no_list_index_options(tmp_path, monkey
     assert hr[hr.index('--out') + 1] == demo.hr_acc_file('mixedae')
 
 
+def test_random_init_is_the_step0_encoder_of_maes_run(tmp_path):
+    """The random-init row starts from MAE's initialisation of that seed (sin-cos positions,
+    xavier Linears), and the transfer ViT takes it whole."""
+    from mixedae.models import ViT
+    from mixedae.suite.step0 import step0_model
+    demo = Demo(REPO, str(tmp_path / 'o'), str(tmp_path / 'd'), PRESETS['cpu'])
+    demo.init_backbone(1)
+    written = torch.load(demo.backbone('scratch', 1))['state_dict']
+    config = os.path.join(demo.out, 'configs', 'init_s1.py')
+    assert Config.fromfile(config).model.backbone.group_size == 1        # MAE's config
+    start = step0_model(config, 1).backbone.state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in written.items())
+    vit = ViT(**demo.p.arch, img_size=64)
+    missing, unexpected = vit.load_state_dict(written, strict=False)
+    assert not missing and not unexpected
+    assert not torch.equal(written['blocks.0.attn.qkv.weight'],
+                           step0_model(config, 2).backbone.state_dict()['blocks.0.attn.qkv.weight'])
+
+
 @pytest.mark.slow
 def test_one_training_stage_is_deterministic(tmp_path):
     """The demo's MixedAE pretraining, run twice from scratch: identical weights and logs."""
