@@ -7,5 +7,6 @@ _base_ = [
     '_base_/schedules/adamw_linear_40k.py',
     '_base_/default_runtime.py',
 ]
-# bf16 autocast without loss scaling, as the UperNet recipe (docs/mixed_precision.md)
+# bf16 autocast without loss scaling, as the UperNet recipe (docs/mixed_precision.md);
+# DINOv2's linear configs train in fp32 (docs/protocols.md)
 optim_wrapper = dict(type='mixedae.AmpOptimWrapper')

@@ -3,7 +3,8 @@
 Batch norm and a 1x1 convolution (one linear classifier per patch) on the backbone's patch
 feature map; the logits, one per patch, are upsampled bilinearly to the label size by
 ``BaseDecodeHead``'s loss and prediction. This is the "linear" protocol of DINOv2 (Oquab et
-al. 2023, sec. 7.4, semantic segmentation); mmseg ships no head that is only a norm and a
+al. 2023, sec. 7.4, semantic segmentation; the configs differ from DINOv2's in the resize cap
+and in precision, docs/protocols.md); mmseg ships no head that is only a norm and a
 classifier, hence this one (docs/protocols.md, "Linear probe").
 
 mmseg is imported here, not by ``import mixedae``: the ADE20K configs list this module in

@@ -16,7 +16,8 @@ import torch
 def sample_assignment(num_groups: int, num_patches: int, group_size: int,
                       device: Optional[torch.device] = None,
                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Balanced random assignment: S x N, each source image owns exactly N/G positions."""
+    """Balanced random assignment (balance chosen here, docs/method.md): S x N, each source
+    image owns exactly N/G positions."""
     if num_patches % group_size:
         raise ValueError(f'{num_patches} patches cannot be split evenly among {group_size} '
                          'images (N % G != 0)')

@@ -4,6 +4,9 @@
 # size. The UperNet model's data preprocessor, ViT-B/16 and sliding-window test, with the
 # backbone as pretrained (no relative position bias, no layer scale, no drop path: chosen here,
 # so that nothing in it is new), frozen, and the probe in place of the neck and heads.
+# Two differences from DINOv2's linear configs (docs/protocols.md): the UperNet pipeline's
+# (2048, 512) resize cap where DINOv2 keeps the aspect with the short side 512, and bf16
+# autocast (set in linear_vit-b16-scratch_...) where DINOv2 trains in fp32.
 # CPU runs: set norm_cfg to BN (see the tiny config) since SyncBN needs a GPU process group.
 _base_ = './upernet_vit-b16_ms-adapter.py'
 norm_cfg = dict(type='SyncBN', requires_grad=True)

@@ -1,6 +1,7 @@
 # MAE's pretraining schedule: AdamW (0.9, 0.95), base lr 1.5e-4 per 256 images, wd 0.05
 # (none on 1-D parameters: norms, biases; class and mask tokens are decayed, as MAE's
-# add_weight_decay does), 40 warm-up epochs then cosine decay.
+# add_weight_decay does; MixedAE's segment embeddings and contrastive-head weight, which MAE
+# lacks, are decayed by the same rule: chosen here), 40 warm-up epochs then cosine decay.
 base_batch_size = 4096
 optim_wrapper = dict(
     type='OptimWrapper',
