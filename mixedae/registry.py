@@ -41,7 +41,8 @@ METRICS = Registry('metric', parent=MMENGINE_METRICS)  # none of our own: mmseg'
 
 # scope children so that default_scope='mixedae' resolves MMEngine's own components (without
 # one, MMEngine warns and falls back to its root registry: e.g. the pretraining configs' sampler)
-DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS)
+DATA_SAMPLERS = Registry('data sampler', parent=MMENGINE_DATA_SAMPLERS,
+                         locations=['mixedae.datasets'])  # and one of ours: FamilySampler
 RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS)
 LOOPS = Registry('loop', parent=MMENGINE_LOOPS)
 FUNCTIONS = Registry('function', parent=MMENGINE_FUNCTIONS)

@@ -14,9 +14,12 @@ tokens not counted), mean over the top-K layers; chance is (N/G - 1) / (N - 1).
 --checkpoint LABEL=PATH loads the backbone of a pretraining checkpoint: a MixedAE one fully; a
 MAE one (G = 1) loads with only the segment embeddings missing, which are set to zero (listed
 under "missing_zeroed"). --init LABEL=SEED measures the config's model untrained, built with
-that seed. OUT.json: {LABEL: {"hr_acc": float, "per_layer": [float, ...], "source":
-"checkpoint PATH" | "init seed S"[, "missing_zeroed": [keys]]}, "_chance": float,
-"_config": CONFIG, "_num": N, "_seed": S}.
+that seed. Two selectors without learning make the same choice on the same mixed sequences:
+each patch query keeps the config's K patches nearest to it (itself included) in the mean
+colour of the patch or in its raw pixels; they show how much the images' look alone gives away.
+OUT.json: {LABEL: {"hr_acc": float, "per_layer": [float, ...], "source": "checkpoint PATH" |
+"init seed S"[, "missing_zeroed": [keys]]}, "_chance": float, "_config": CONFIG, "_num": N,
+"_seed": S, "_selectors": {"mean colour": {"hr_acc": float}, "raw pixels": {"hr_acc": float}}}.
 """
 import argparse
 import json
@@ -67,6 +70,8 @@ def main(argv=None) -> int:
     for label, entry in result.items():
         if not label.startswith('_'):
             print(f'{label}: hr_acc {entry["hr_acc"]:.4f} ({entry["source"]})')
+    for name, entry in result['_selectors'].items():
+        print(f'{name} (no learning): hr_acc {entry["hr_acc"]:.4f}')
     print(f'chance {result["_chance"]:.4f}; wrote {args.out}')
     return 0
 

@@ -1,14 +1,18 @@
 """Seeded synthetic scenes: objects of a few shape classes with their own colours and
 textures, at random sizes and positions, overlapping (later objects occlude earlier ones).
 
-Each scene has an identity of its own, as a photograph does, so that telling the patches of
-one scene from those of another (MixedAE's homologous recognition) is learnable: the
-background is either a procedural texture (random plane waves and smooth noise through a
-random 3-colour palette) or a randomly rotated, scaled and sheared crop of one of
-scikit-image's bundled photographs, and the whole scene then gets its own channel mix, colour
-cast and brightness gradient. Each scene comes with exact per-instance visible masks, from which
-the dataset writers derive segmentation labels and instance annotations that agree pixel for
-pixel.
+Scenes come in families of ``family`` consecutive scenes (default :data:`DEFAULT_FAMILY`, the
+demo's G) that share one look (:func:`draw_look`): a background, either a procedural texture
+(random plane waves and smooth noise through a random 3-colour palette) or a randomly rotated,
+scaled and sheared crop of one of scikit-image's bundled photographs, mirror-tiled into a
+seamless periodic canvas; and one lighting, a channel mix, colour cast, brightness gradient
+and offset. Each scene takes its own window of that canvas and draws its own objects, so the
+scenes of a family share their colour statistics: mixing the scenes of one family (as
+MixedAE mixes consecutive images) leaves nothing for colour alone to sort
+(``tools/measure_hr_acc.py`` reports the no-learning colour selectors), while the objects,
+their layout and each scene's part of the background are its own. Each scene comes with exact
+per-instance visible masks, from which the dataset writers derive segmentation labels and
+instance annotations that agree pixel for pixel.
 """
 from __future__ import annotations
 
@@ -105,17 +109,34 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return _photo_background(rng, h, w)
 
 
-def _lighting(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-    """The scene's own colour and light: a random channel mix near identity, a colour cast and
-    a linear brightness gradient, applied to the whole H x W x 3 float image."""
-    h, w = image.shape[:2]
+@dataclass
+class Look:
+    """What the scenes of one family share: a background canvas and the lighting."""
+    canvas: np.ndarray   # 2H x 2W x 3 float background, mirror-tiled: periodic and seamless
+    mix: np.ndarray      # 3 x 3 channel mix
+    cast: np.ndarray     # 3 per-channel gains
+    light: np.ndarray    # H x W brightness gradient
+    offset: float        # added to every channel
+
+
+def draw_look(rng: np.random.Generator, h: int, w: int) -> Look:
+    """A family's look: a background (:func:`_background`), a random channel mix near
+    identity, a colour cast, a linear brightness gradient and an offset."""
+    tile = _background(rng, h, w)                                           # H x W x 3
+    canvas = np.concatenate([tile, tile[::-1]], axis=0)
+    canvas = np.concatenate([canvas, canvas[:, ::-1]], axis=1)               # 2H x 2W x 3
     mix = np.eye(3, dtype=np.float32) + rng.normal(0, 0.25, (3, 3)).astype(np.float32)
     cast = rng.uniform(0.5, 1.5, 3).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     ramp = ((xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle)) / max(h, w)
     light = 1 + rng.uniform(0, 0.6) * ramp                                   # H x W
-    return (image @ mix.T) * cast * light[..., None] + rng.uniform(-30, 30)
+    return Look(canvas, mix, cast, light, float(rng.uniform(-30, 30)))
+
+
+def _lighting(look: Look, image: np.ndarray) -> np.ndarray:
+    """The family's colour and light applied to a whole H x W x 3 float image."""
+    return (image @ look.mix.T) * look.cast * look.light[..., None] + look.offset
 
 
 def _shape_mask(rng: np.random.Generator, category: int, h: int, w: int) -> np.ndarray:
@@ -171,15 +192,21 @@ def _visible(masks: List[np.ndarray]) -> List[np.ndarray]:
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int, max_objects: int = 4,
-                 tries: int = 10) -> Tuple[np.ndarray, List[Instance]]:
+                 tries: int = 10, look: Optional[Look] = None) -> Tuple[np.ndarray, List[Instance]]:
     """One scene: H x W x 3 uint8 RGB image and its visible instances.
+
+    The background is an H x W window at a random offset of ``look``'s periodic canvas (the
+    scene's own part of the shared background), under ``look``'s lighting; without ``look``
+    the scene draws one of its own (a family of one).
 
     Objects overlap and occlude each other, but a placement that would leave a hole in any
     visible region is redrawn (up to ``tries`` times, then the object is skipped), so every
     instance is exactly described by outer polygons (:func:`mask_to_polygons`). Instances with
     fewer than 4 visible pixels are dropped.
     """
-    image = _background(rng, height, width)
+    look = draw_look(rng, height, width) if look is None else look
+    shift = (int(rng.integers(2 * height)), int(rng.integers(2 * width)))
+    image = np.roll(look.canvas, shift, axis=(0, 1))[:height, :width].copy()  # H x W x 3
     drawn: List[Tuple[int, np.ndarray]] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _ in range(tries):
@@ -192,7 +219,22 @@ def render_scene(rng: np.random.Generator, height: int, width: int, max_objects:
                 break
     visible = _visible([m for _, m in drawn])
     instances = [Instance(c, v) for (c, _), v in zip(drawn, visible) if v.sum() >= 4]
-    return np.clip(_lighting(rng, image), 0, 255).astype(np.uint8), instances
+    return np.clip(_lighting(look, image), 0, 255).astype(np.uint8), instances
+
+
+def render_scenes(rng: np.random.Generator, count: int, height: int, width: int,
+                  family: int) -> List[Scene]:
+    """``count`` scenes in families of ``family`` consecutive ones sharing one look
+    (:func:`draw_look`; the last family is cut short when ``family`` does not divide
+    ``count``), each with its own background shift, objects and layout."""
+    if family < 1:
+        raise ValueError(f'family must be >= 1, got {family}')
+    scenes = []
+    for start in range(0, count, family):
+        look = draw_look(rng, height, width)
+        scenes += [render_scene(rng, height, width, look=look)
+                   for _ in range(min(family, count - start))]
+    return scenes
 
 
 def semantic_label(instances: List[Instance], height: int, width: int) -> np.ndarray:
@@ -217,6 +259,9 @@ def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
 
 
 Scene = Tuple[np.ndarray, List[Instance]]
+#: consecutive scenes sharing one look (the demo's group size G, so that each group MixedAE
+#: mixes from consecutive images is one family).
+DEFAULT_FAMILY = 4
 VIEWS = ('pretrain', 'ade20k', 'coco')
 #: (split name of the ADE20K view, of the COCO view)
 SPLITS = (('training', 'train2017'), ('validation', 'val2017'))
@@ -262,9 +307,12 @@ def _write_coco_split(root: str, split: str, scenes: List[Scene]) -> None:
 
 
 def write_dataset(root: str, num_train: int, num_val: int, size: Tuple[int, int] = (64, 64),
-                  seed: int = 0, views: Sequence[str] = VIEWS, replace: bool = False
-                  ) -> Dict[str, str]:
-    """Render ``num_train + num_val`` scenes from ``seed`` and write views of the same scenes:
+                  seed: int = 0, views: Sequence[str] = VIEWS, replace: bool = False,
+                  family: int = DEFAULT_FAMILY) -> Dict[str, str]:
+    """Render ``num_train + num_val`` scenes from ``seed`` (the training scenes, then the
+    validation ones, each split in families of ``family`` consecutive scenes sharing one look,
+    :func:`render_scenes`) and write views of the same scenes, numbered in scene order (files
+    ``family*k .. family*k + family - 1`` of a split, in sorted order, are one family):
 
     - ``pretrain``: ``root/pretrain/*.jpg``, the training images without labels;
     - ``ade20k``: ``root/ade/`` in ADEChallengeData2016 layout (label k + 1 for class k);
@@ -279,10 +327,12 @@ def write_dataset(root: str, num_train: int, num_val: int, size: Tuple[int, int]
     unknown = set(views) - set(VIEWS)
     if unknown:
         raise ValueError(f'unknown views {sorted(unknown)}; choose from {VIEWS}')
+    if family < 1:
+        raise ValueError(f'family must be >= 1, got {family}')
     clear_generated(root, replace)
     rng = np.random.default_rng(seed)
-    scenes = {'train': [render_scene(rng, *size) for _ in range(num_train)],
-              'val': [render_scene(rng, *size) for _ in range(num_val)]}
+    scenes = {'train': render_scenes(rng, num_train, *size, family=family),
+              'val': render_scenes(rng, num_val, *size, family=family)}
     out = {}
     if 'pretrain' in views:
         out['pretrain'] = os.path.join(root, 'pretrain')
@@ -297,7 +347,7 @@ def write_dataset(root: str, num_train: int, num_val: int, size: Tuple[int, int]
             out['coco'] = os.path.join(root, 'coco')
             _write_coco_split(out['coco'], coco_split, scenes[key])
     write_json(dict(generator=GENERATOR, version=GENERATOR_VERSION, num_train=num_train,
-                    num_val=num_val, size=list(size), seed=seed, views=list(views),
+                    num_val=num_val, size=list(size), seed=seed, views=list(views), family=family,
                     files=expected_files(num_train, num_val, views)),
                os.path.join(root, MANIFEST))
     return out
@@ -307,8 +357,9 @@ def write_dataset(root: str, num_train: int, num_val: int, size: Tuple[int, int]
 #: the record :func:`write_dataset` leaves in the root of what it generated.
 MANIFEST = 'manifest.json'
 GENERATOR = 'mixedae.datasets.synthetic'
-#: bumped whenever the same arguments would render different scenes.
-GENERATOR_VERSION = 1
+#: bumped whenever the same arguments would render different scenes (2: families of scenes
+#: sharing one look, :data:`DEFAULT_FAMILY`).
+GENERATOR_VERSION = 2
 #: the entries of a generated root (the views' folders and the manifest).
 GENERATED_NAMES = ('pretrain', 'ade', 'coco', MANIFEST)
 
@@ -376,13 +427,15 @@ def find_generated_root(path: str, levels: int = 3) -> Optional[str]:
 def regenerate_command(root: str, manifest: dict) -> str:
     """The command that writes ``root`` again as its manifest describes it (the tool writes
     every view of square scenes; other data sets are rewritten by a call of
-    :func:`write_dataset`)."""
+    :func:`write_dataset`). A manifest without ``family`` (version 1, every scene its own
+    look) gets family 1."""
     n, m, size, seed = (manifest[k] for k in ('num_train', 'num_val', 'size', 'seed'))
+    family = manifest.get('family', 1)
     if size[0] != size[1] or tuple(manifest['views']) != VIEWS:
         return (f'mixedae.datasets.synthetic.write_dataset({root!r}, {n}, {m}, {tuple(size)}, '
-                f'{seed}, {tuple(manifest["views"])}, replace=True)')
+                f'{seed}, {tuple(manifest["views"])}, replace=True, family={family})')
     return (f'.venv/bin/python tools/make_synthetic_data.py {root} --replace --num-train {n} '
-            f'--num-val {m} --size {size[0]} --seed {seed}')
+            f'--num-val {m} --size {size[0]} --seed {seed} --family {family}')
 
 
 def manifest_problems(root: str) -> List[str]:
@@ -403,11 +456,12 @@ def manifest_problems(root: str) -> List[str]:
 
 
 def matches_manifest(root: str, num_train: int, num_val: int, size: Tuple[int, int],
-                     seed: int, views: Sequence[str] = VIEWS) -> bool:
+                     seed: int, views: Sequence[str] = VIEWS, family: int = DEFAULT_FAMILY
+                     ) -> bool:
     """Whether ``root`` holds exactly what :func:`write_dataset` would write with these
     arguments (by this generator version), according to its manifest and the files on disk."""
     manifest = read_manifest(root)
     wanted = dict(version=GENERATOR_VERSION, num_train=num_train, num_val=num_val,
-                  size=list(size), seed=seed, views=list(views))
+                  size=list(size), seed=seed, views=list(views), family=family)
     return (manifest is not None and all(manifest.get(k) == v for k, v in wanted.items())
             and not manifest_problems(root))

@@ -5,16 +5,25 @@ weights, so trained and untrained encoders are compared on equal terms.
 ``hr_acc`` is :func:`~mixedae.models.layers.topk_attention.homologous_precision`: among the
 patch keys other than its own that a patch query of a top-K layer keeps, the fraction from the
 query's image; the encoder's value is the mean over its top-K layers, as MixedAE logs it.
+
+Beside the encoders, two selectors without learning (``SELECTORS``) make the same choice on the
+same mixed sequences: each patch query keeps the K tokens nearest to it (Euclidean) in the mean
+colour of the patch or in its raw pixels, K being the config's top-K (which counts the query
+itself, always nearest at distance 0). They keep no class token: a class token has no pixels,
+and ``homologous_precision`` counts none anyway. What they score is what the images' own look
+gives away without any network.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
+from torch import Tensor
 
 from mixedae.models import MixedAE
-from mixedae.models.layers.topk_attention import hr_acc_chance
-from mixedae.models.utils.mixing import sample_assignment
+from mixedae.models.layers.topk_attention import hr_acc_chance, homologous_precision, topk_keep
+from mixedae.models.utils.mixing import mix, sample_assignment
+from mixedae.models.utils.patches import patchify
 from mixedae.utils.errors import InvalidInputError
 from .figures import build_pretrain_model, list_images, load_images, normalize
 from .pretrain_checkpoint import CheckpointKindError, encoder_weights, read_pretrain_checkpoint
@@ -36,6 +45,44 @@ def layer_hr_acc(model: MixedAE, images: torch.Tensor, assign: torch.Tensor) -> 
         raise InvalidInputError('the encoder has no top-K (homologous) layers: attn_mode must '
                                 'be topk')
     return [p.item() for p in ctx.precisions]
+
+
+def mean_colour(patches: Tensor) -> Tensor:
+    """B x N x (p*p*C) patch vectors (MAE's layout, channels last) -> B x N x C mean colours."""
+    return patches.unflatten(-1, (-1, 3)).mean(dim=-2)
+
+
+def raw_pixels(patches: Tensor) -> Tensor:
+    """The patch vectors themselves: B x N x (p*p*C)."""
+    return patches
+
+
+#: no-learning selectors: name -> the features (B x N x F) it compares patches by.
+SELECTORS: Dict[str, Callable[[Tensor], Tensor]] = {'mean colour': mean_colour,
+                                                    'raw pixels': raw_pixels}
+
+
+def nearest_keep(features: Tensor, topk: int, num_prefix: int) -> Tensor:
+    """Keep mask of a selector: features T x N x F of the patches of each mixed sequence ->
+    T x 1 x (P+N) x (P+N) bool, P = ``num_prefix`` class tokens first. Each patch query keeps
+    the ``topk`` patches nearest in Euclidean distance, itself included (ties at the K-th all
+    kept, as in the top-K layers); prefix rows and columns keep nothing."""
+    t, n, _ = features.shape
+    dist = torch.cdist(features.double(), features.double())               # T x N x N
+    dist.diagonal(dim1=-2, dim2=-1).zero_()                                # itself: nearest
+    keep = torch.zeros(t, 1, num_prefix + n, num_prefix + n, dtype=torch.bool)
+    keep[:, 0, num_prefix:, num_prefix:] = topk_keep(-dist, min(topk, n))
+    return keep
+
+
+def selector_hr_acc(features: Tensor, assign: Tensor, topk: int, group_size: int) -> float:
+    """hr_acc of the nearest-patch selector on per-image patch features B x N x F (B = T*G),
+    mixed as ``assign`` T x N says (compose mode), labelled as ``MixedViT.encode_mixed`` labels
+    its tokens (G class tokens, then each patch's source)."""
+    t, g = len(assign), group_size
+    mixed = mix(features, assign, torch.arange(t), g)                      # T x N x F
+    labels = torch.cat([torch.arange(g).expand(t, g), assign], dim=1)      # T x (G+N)
+    return homologous_precision(nearest_keep(mixed, topk, g), labels, g).item()
 
 
 def load_encoder(model: MixedAE, checkpoint: str) -> List[str]:
@@ -82,8 +129,9 @@ def measure_hr_acc(config: str, image_dir: str, num: int = 64, seed: int = 0,
     config: a MixedAE pretraining config (G, K, top-K layers, image size, initialisation);
     checkpoints: (label, pretraining checkpoint) pairs (MixedAE, or MAE with zero segment
     embeddings); inits: (label, seed of an untrained model of the config) pairs; labels are
-    unique. seed: the mixing assignment's. Returns {label: {"hr_acc", "per_layer", "source"[, "missing_zeroed"]},
-    "_chance", "_config", "_num", "_seed"}.
+    unique. seed: the mixing assignment's. Returns {label: {"hr_acc", "per_layer", "source"[,
+    "missing_zeroed"]}, "_chance", "_config", "_num", "_seed", "_selectors": {name: {"hr_acc"}}}
+    with the no-learning selectors (``SELECTORS``) on the same normalised images and mixing.
     """
     labels = [label for label, _ in [*checkpoints, *inits]]
     if not labels:
@@ -112,7 +160,12 @@ def measure_hr_acc(config: str, image_dir: str, num: int = 64, seed: int = 0,
         model, _ = build_pretrain_model(config)
         result[label] = dict(_summary(layer_hr_acc(model, images, assign)),
                              source=f'init seed {init_seed}')
-    result.update(_chance=hr_acc_chance(n, g), _config=config, _num=num, _seed=seed)
+    patches = patchify(images, model.backbone.patch_embed.patch_size[0])  # num x N x (p*p*3)
+    selectors = {name: dict(hr_acc=selector_hr_acc(features(patches), assign,
+                                                   model.backbone.topk, g))
+                 for name, features in SELECTORS.items()}
+    result.update(_chance=hr_acc_chance(n, g), _config=config, _num=num, _seed=seed,
+                  _selectors=selectors)
     return result
 
 

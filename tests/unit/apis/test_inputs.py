@@ -61,10 +61,10 @@ def test_train_refuses_data_that_no_longer_matches_its_manifest(tmp_path):
     assert f'{root} no longer matches its manifest.json' in message
     assert 'ade/images/validation: 3 files, its manifest.json lists 2' in message
     assert message.endswith(f"regenerate it: mixedae.datasets.synthetic.write_dataset({root!r}, "
-                            "3, 2, (32, 32), 1, ('ade20k',), replace=True)")
+                            "3, 2, (32, 32), 1, ('ade20k',), replace=True, family=4)")
     write_dataset(root, 3, 2, (32, 32), seed=1, replace=True)     # all views, square
     (tmp_path / 'syn' / 'pretrain' / '00000000.jpg').unlink()
     cfg.merge_from_dict({'train_dataloader.dataset.data_root': os.path.join(root, 'ade')})
     with pytest.raises(ValueError, match='regenerate it: .venv/bin/python tools/make_synthetic_data.py '
-                       f'{root} --replace --num-train 3 --num-val 2 --size 32 --seed 1'):
+                       f'{root} --replace --num-train 3 --num-val 2 --size 32 --seed 1 --family 4'):
         check_inputs_exist(cfg, 'train')

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from mixedae.datasets.synthetic import (MANIFEST, manifest_problems, matches_manifest,
-                                        write_dataset)
+from mixedae.datasets.synthetic import (GENERATOR_VERSION, MANIFEST, manifest_problems,
+                                        matches_manifest, regenerate_command, write_dataset)
 from mixedae.suite.demo.presets import PRESETS
 from mixedae.suite.demo.plan import plan
 from mixedae.suite.demo.stages import Demo
@@ -24,15 +24,36 @@ def test_manifest_records_what_was_written(tmp_path):
     root = str(tmp_path / 'syn')
     write_dataset(root, 3, 2, (32, 32), seed=4)
     manifest = json.load(open(os.path.join(root, MANIFEST)))
-    assert {k: manifest[k] for k in ('num_train', 'num_val', 'size', 'seed', 'version')} == \
-        dict(num_train=3, num_val=2, size=[32, 32], seed=4, version=1)
+    assert {k: manifest[k] for k in ('num_train', 'num_val', 'size', 'seed', 'version',
+                                     'family')} == \
+        dict(num_train=3, num_val=2, size=[32, 32], seed=4, version=GENERATOR_VERSION, family=4)
+    assert GENERATOR_VERSION == 2                           # families of scenes sharing a look
     for folder, n in manifest['files'].items():
         assert count(root, folder) == n, folder
     assert manifest['files']['ade/images/validation'] == 2
     assert matches_manifest(root, 3, 2, (32, 32), 4)
     assert not matches_manifest(root, 64, 2, (32, 32), 4)
     assert not matches_manifest(root, 3, 2, (32, 32), 0)
+    assert not matches_manifest(root, 3, 2, (32, 32), 4, family=1)
     assert manifest_problems(root) == []
+
+
+def test_family_is_recorded_and_regenerated(tmp_path, capsys):
+    tool = load_tool('make_synthetic_data')
+    out = str(tmp_path / 'f2')
+    assert tool.main([out, '--num-train', '4', '--num-val', '2', '--size', '32',
+                      '--family', '2']) == 0
+    assert 'families of 2' in capsys.readouterr().out
+    manifest = json.load(open(os.path.join(out, MANIFEST)))
+    assert manifest['family'] == 2 and matches_manifest(out, 4, 2, (32, 32), 0, family=2)
+    assert not matches_manifest(out, 4, 2, (32, 32), 0)          # the default family is 4
+    assert regenerate_command(out, manifest).endswith(
+        f'make_synthetic_data.py {out} --replace --num-train 4 --num-val 2 --size 32 --seed 0 '
+        '--family 2')
+    old = {k: v for k, v in manifest.items() if k != 'family'}     # version 1: its own looks
+    assert regenerate_command(out, old).endswith('--family 1')
+    with pytest.raises(SystemExit):
+        tool.main([str(tmp_path / 'bad'), '--family', '0'])
 
 
 def test_non_empty_folder_is_refused_and_replace_starts_afresh(tmp_path):

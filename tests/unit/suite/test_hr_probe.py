@@ -9,8 +9,10 @@ from mmengine.config import Config
 
 from support import REPO, load_tool
 from mixedae.models.layers.topk_attention import hr_acc_chance
+from mixedae.models.utils.patches import patchify
 from mixedae.suite.figures import build_pretrain_model
-from mixedae.suite.hr_probe import load_encoder, measure_hr_acc
+from mixedae.suite.hr_probe import (load_encoder, mean_colour, measure_hr_acc, nearest_keep,
+                                    selector_hr_acc)
 from mixedae.utils.errors import InvalidInputError, MissingInputError
 from mixedae.suite.pretrain_checkpoint import CheckpointKindError
 
@@ -40,7 +42,10 @@ def test_tool_writes_the_json_and_is_deterministic(scenes, tmp_path):
                           '--init', 'tied=0', '--init', 'other=1', '--out', str(out)]) == 0
     first, second = (json.loads(out.read_text()) for out in outs)
     assert first == second
-    assert set(first) == {'tied', 'other', '_chance', '_config', '_num', '_seed'}
+    assert set(first) == {'tied', 'other', '_chance', '_config', '_num', '_seed', '_selectors'}
+    assert set(first['_selectors']) == {'mean colour', 'raw pixels'}
+    for entry in first['_selectors'].values():
+        assert set(entry) == {'hr_acc'} and 0 <= entry['hr_acc'] <= 1
     assert (first['_config'], first['_num'], first['_seed']) == (TINY_MIXEDAE, 32, 3)
     assert first['_chance'] == pytest.approx(hr_acc_chance(16, 4)) == pytest.approx(0.2)
     assert first['tied']['source'] == 'init seed 0' and first['other']['source'] == 'init seed 1'
@@ -57,6 +62,68 @@ def test_tied_init_recognises_the_query_image_above_chance(scenes):
     result = measure_hr_acc(TINY_MIXEDAE, str(scenes), num=32, seed=0, inits=[('tied', 0)])
     assert result['tied']['hr_acc'] > 2 * result['_chance']
     assert min(result['tied']['per_layer']) > result['_chance']
+
+
+def test_mean_colour_reads_each_patch_s_colour():
+    """A 4 x 4 image of four flat 2 x 2 patches: the mean colour of patch n is its colour."""
+    colours = torch.tensor([[1., 2., 3.], [4., 5., 6.], [7., 8., 9.], [0., 10., 20.]])  # N x 3
+    image = colours.view(2, 2, 3).permute(2, 0, 1).repeat_interleave(2, 1).repeat_interleave(2, 2)
+    assert torch.equal(mean_colour(patchify(image[None], 2))[0], colours)
+
+
+def test_selector_on_two_known_colours():
+    """G = 2 images of 4 patches, image 0 dark and image 1 bright, mixed alternately: with
+    K = 2 each query keeps itself and the nearest patch, always of its own image (1.0); with
+    K = 3 it keeps one more, of the other image (1 of 2 counted keys: 0.5)."""
+    features = torch.tensor([[0., 1., 3., 7.], [100., 101., 103., 107.]])[..., None]  # 2x4x1
+    assign = torch.tensor([[0, 1, 0, 1]])                          # T=1 x N=4
+    assert selector_hr_acc(features, assign, topk=2, group_size=2) == 1.0
+    assert selector_hr_acc(features, assign, topk=3, group_size=2) == 0.5
+    mixed = torch.tensor([[[0.], [101.], [3.], [107.]]])            # the sequence: 1 x 4 x 1
+    keep = nearest_keep(mixed, 2, num_prefix=2)                     # 1 x 1 x 6 x 6
+    assert keep.shape == (1, 1, 6, 6) and not keep[:, :, :2].any() and not keep[..., :2].any()
+    assert keep[0, 0, 2:, 2:].nonzero().tolist() == [[0, 0], [0, 2], [1, 1], [1, 3], [2, 0],
+                                                      [2, 2], [3, 1], [3, 3]]
+
+
+def test_selector_equals_a_direct_count_with_the_own_key_left_out():
+    """Random features: the selector's hr_acc is, over every patch query, the fraction of its
+    K - 1 nearest other patches that come from its image (itself kept but not counted)."""
+    g, n, k, t = 4, 16, 5, 3
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(t * g, n, 7, generator=gen)
+    assign = torch.rand(t, n, generator=gen).argsort(1) % g
+    same = total = 0
+    for seq in range(t):
+        mixed = features[seq * g + assign[seq], torch.arange(n)]   # N x 7
+        dist = torch.cdist(mixed, mixed)
+        for q in range(n):
+            others = [j for j in dist[q].argsort().tolist() if j != q][:k - 1]
+            same += sum(int(assign[seq, j] == assign[seq, q]) for j in others)
+            total += len(others)
+    assert selector_hr_acc(features, assign, k, g) == pytest.approx(same / total)
+    assert np.isnan(selector_hr_acc(features, assign, 1, g))      # only itself: nothing counted
+
+
+def test_demo_scenes_leave_colour_at_chance(tmp_path):
+    """The issue's done-when: on the demo's validation scenes (cpu preset: 600 + 100 scenes
+    of 64 px, seed 0; the first 64, MixedAE's config, mixing seed 0), keeping the patches
+    nearest in mean colour recognises the query's image no better than chance + 0.05 (the
+    scenes of each mixed group share one look). Scenes with a look each scored 0.777."""
+    from mixedae.datasets.synthetic import write_dataset
+    from mixedae.suite.demo.presets import PRESETS
+    from mixedae.suite.demo.run_configs import pretrain_config
+    p = PRESETS['cpu']
+    data = str(tmp_path / 'data')
+    write_dataset(data, p.num_train, p.num_val, (p.scene_size, p.scene_size), 0,
+                  views=('ade20k',))
+    config = str(tmp_path / 'mixedae.py')
+    pretrain_config(REPO, p, 'mixedae', data, 0).dump(config)
+    result = measure_hr_acc(config, f'{data}/ade/images/validation', p.hr_images, 0,
+                            inits=[('init', 0)])
+    assert result['_chance'] == pytest.approx(hr_acc_chance(64, 4))
+    assert abs(result['_selectors']['mean colour']['hr_acc'] - result['_chance']) < 0.05
+    assert 0 <= result['_selectors']['raw pixels']['hr_acc'] <= 1
 
 
 def mae_checkpoint(path):
