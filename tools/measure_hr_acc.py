@@ -13,8 +13,8 @@ tokens not counted), mean over the top-K layers; chance is (N/G - 1) / (N - 1).
 
 --checkpoint LABEL=PATH loads the backbone of a pretraining checkpoint: a MixedAE one fully; a
 MAE one (G = 1) loads with only the segment embeddings missing, which are set to zero (listed
-under "missing_zeroed"). --init LABEL=SEED measures the config's model untrained, built with
-that seed. Two selectors without learning make the same choice on the same mixed sequences:
+under "missing_zeroed"). --init LABEL=SEED measures the config's model untrained: the encoder
+``tools/train.py CONFIG`` starts from with randomness.seed SEED (mixedae.suite.step0). Two selectors without learning make the same choice on the same mixed sequences:
 each patch query keeps the config's K patches nearest to it (itself included) in the mean
 colour of the patch or in its raw pixels; they show how much the images' look alone gives away.
 OUT.json: {LABEL: {"hr_acc": float, "per_layer": [float, ...], "source": "checkpoint PATH" |
@@ -54,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument('--checkpoint', action='append', default=[],
                    metavar='LABEL=PATH', help='pretraining checkpoint (MixedAE or MAE)')
     p.add_argument('--init', action='append', default=[],
-                   metavar='LABEL=SEED', help="the config's model untrained, built with SEED")
+                   metavar='LABEL=SEED', help="the config's model at step 0 of a run with randomness.seed SEED")
     p.add_argument('--out', required=True, help='JSON file to write')
     return p.parse_args(argv)
 

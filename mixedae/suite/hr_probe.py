@@ -27,6 +27,7 @@ from mixedae.models.utils.patches import patchify
 from mixedae.utils.errors import InvalidInputError
 from .figures import build_pretrain_model, list_images, load_images, normalize
 from .pretrain_checkpoint import CheckpointKindError, encoder_weights, read_pretrain_checkpoint
+from .step0 import step0_model
 
 #: backbone parameters a checkpoint may lack; they are set to zero (a MAE encoder, G = 1, has
 #: no segment embeddings: zero ones add nothing to its tokens).
@@ -156,8 +157,7 @@ def measure_hr_acc(config: str, image_dir: str, num: int = 64, seed: int = 0,
         result[label] = dict(_summary(layer_hr_acc(model, images, assign)),
                              source=f'checkpoint {path}', missing_zeroed=zeroed)
     for label, init_seed in inits:
-        torch.manual_seed(init_seed)
-        model, _ = build_pretrain_model(config)
+        model = step0_model(config, init_seed)
         result[label] = dict(_summary(layer_hr_acc(model, images, assign)),
                              source=f'init seed {init_seed}')
     patches = patchify(images, model.backbone.patch_embed.patch_size[0])  # num x N x (p*p*3)

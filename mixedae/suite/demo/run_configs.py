@@ -10,6 +10,7 @@ from typing import List
 
 from mmengine.config import Config
 
+from mixedae.datasets.synthetic import DEFAULT_FAMILY
 from mixedae.models.backbones.loading import set_backbone_checkpoint
 from ..repo import Repo, set_data_root
 from .presets import PRETRAINS, Preset, out_indices
@@ -49,6 +50,10 @@ def pretrain_config(repo: Repo, p: Preset, name: str, data: str, seed: int) -> C
     loader.update(batch_size=p.pretrain_batch, num_workers=p.workers,
                   persistent_workers=p.workers > 0)
     loader.dataset.data_root = f'{data}/pretrain'
+    # chosen here: batches of whole families of look-alike scenes, so each mixing group (G
+    # consecutive images) is one family and colour alone cannot tell its images apart; every
+    # method, MAE included, reads the same batches
+    loader.sampler = dict(type='mixedae.FamilySampler', family=DEFAULT_FAMILY, shuffle=True)
     cfg.optim_wrapper.optimizer.lr = p.pretrain_lr
     cfg.train_cfg.max_epochs = p.pretrain_epochs
     cfg.default_hooks.logger.interval = p.log_interval

@@ -42,6 +42,10 @@ def test_preset_pretraining_configs_build_and_run(preset, tmp_path):
             type='RandomResizedCrop', size=p.pretrain_size, scale=(0.2, 1.0),
             interpolation='bicubic')
         assert cfg.train_dataloader.dataset.data_root == f'{tmp_path}/pretrain'
+        # each mixing group of a batch is one family of look-alike generated scenes
+        assert cfg.train_dataloader.sampler == dict(type='mixedae.FamilySampler', family=4,
+                                                    shuffle=True)
+        assert p.pretrain_batch % 4 == 0 and p.num_train % 4 == 0
         assert cfg.train_dataloader.batch_size == p.pretrain_batch
         assert p.pretrain_batch % cfg.model.backbone.group_size == 0
         assert cfg.randomness == dict(seed=3, diff_rank_seed=True,
