@@ -32,11 +32,11 @@ override are separate rows, never averaged together.
     "pretrain": [{"name": "mixedae", "config": "configs/pretrain/....py",
                   "work_dir": "work_dirs/mixedae_pretrain", "src_format": "mixedae",
                   "checkpoint": "pretrain/mixedae_vit-b16_backbone.pth", "nodes": 2,
-                  "train_args": "--amp"}]
+                  "train_args": "--amp", "seed": 0}]
 
 Each is trained (on ``nodes`` machines under Slurm, default 1; on this machine's ``gpus`` by
-``results.py run``), then its last checkpoint is converted (``tools/convert_checkpoint.py
---src-format``) to ``checkpoint``. A transfer run whose ``checkpoint`` is that file waits for it
+``results.py run``; ``seed``, optional, sets ``randomness.seed``), then its last checkpoint
+is converted (``tools/convert_checkpoint.py --src-format``) to ``checkpoint``. A transfer run whose ``checkpoint`` is that file waits for it
 (``results.py submit``: ``--dependency=afterok`` on the pretraining job). A pretraining entry is
 done when its ``checkpoint`` exists. ``gpus_per_node`` (optional, top level; default
 ``min(gpus, 8)``) splits ``gpus`` over Slurm nodes.
