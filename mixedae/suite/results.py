@@ -36,10 +36,11 @@ override are separate rows, never averaged together.
 
 Each is trained (on ``nodes`` machines under Slurm, default 1; on this machine's ``gpus`` by
 ``results.py run``; ``seed``, optional, sets ``randomness.seed``), then its last checkpoint
-is converted (``tools/convert_checkpoint.py --src-format``) to ``checkpoint``. A transfer run whose ``checkpoint`` is that file waits for it
-(``results.py submit``: ``--dependency=afterok`` on the pretraining job). A pretraining entry is
-done when its ``checkpoint`` exists. ``gpus_per_node`` (optional, top level; default
-``min(gpus, 8)``) splits ``gpus`` over Slurm nodes.
+is converted (``tools/convert_checkpoint.py --src-format``) to ``checkpoint``. A transfer run
+whose ``checkpoint`` is that file waits for it (``results.py submit``: ``--dependency=afterok``
+on the pretraining job). A pretraining entry is done when its ``checkpoint`` exists.
+``gpus_per_node`` (optional, top level; default ``min(gpus, 8)``) splits ``gpus`` over Slurm
+nodes.
 """
 from __future__ import annotations
 
