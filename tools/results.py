@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Transfer results over a run matrix (see mixedae/suite/results.py for the format).
 
-    .venv/bin/python tools/results.py commands MATRIX.json          # print the commands
+    .venv/bin/python tools/results.py commands MATRIX.json          # print the commands:
+        # each pretraining (train, convert) before the transfer runs (train, test)
     .venv/bin/python tools/results.py run MATRIX.json               # run them on this machine
     .venv/bin/python tools/results.py submit MATRIX.json --partition P [--account A] [--time T]
     .venv/bin/python tools/results.py status MATRIX.json            # where each Slurm run stands

@@ -18,19 +18,29 @@ run (model, data, schedule); it is shown next to the method so that a small run 
 a full-scale one. A run whose metrics file does not exist is reported as missing, never as zero;
 a method/task pair absent from the matrix is shown as "–".
 
+``recipe`` (optional, per run) overrides the default fine-tuning recipe for that run, e.g. the
+learning rate that a method's own paper fine-tuned with:
+
+    "recipe": {"name": "lr 8e-5", "cfg_options": {"optim_wrapper.optimizer.lr": 8e-05}}
+
+Its ``cfg_options`` join the run's ``--cfg-options`` (training and test) and its ``name`` is
+shown in the method's label, ``ibot-official (lr 8e-5)``: runs of a method with and without an
+override are separate rows, never averaged together.
+
 ``pretrain`` (optional) lists pretraining runs whose converted encoder a transfer run loads:
 
     "pretrain": [{"name": "mixedae", "config": "configs/pretrain/....py",
                   "work_dir": "work_dirs/mixedae_pretrain", "src_format": "mixedae",
                   "checkpoint": "pretrain/mixedae_vit-b16_backbone.pth", "nodes": 2,
-                  "train_args": "--amp"}]
+                  "train_args": "--amp", "seed": 0}]
 
 Each is trained (on ``nodes`` machines under Slurm, default 1; on this machine's ``gpus`` by
-``results.py run``), then its last checkpoint is converted (``tools/convert_checkpoint.py
---src-format``) to ``checkpoint``. A transfer run whose ``checkpoint`` is that file waits for it
-(``results.py submit``: ``--dependency=afterok`` on the pretraining job). A pretraining entry is
-done when its ``checkpoint`` exists. ``gpus_per_node`` (optional, top level; default
-``min(gpus, 8)``) splits ``gpus`` over Slurm nodes.
+``results.py run``; ``seed``, optional, sets ``randomness.seed``), then its last checkpoint
+is converted (``tools/convert_checkpoint.py --src-format``) to ``checkpoint``. A transfer run
+whose ``checkpoint`` is that file waits for it (``results.py submit``: ``--dependency=afterok``
+on the pretraining job). A pretraining entry is done when its ``checkpoint`` exists.
+``gpus_per_node`` (optional, top level; default ``min(gpus, 8)``) splits ``gpus`` over Slurm
+nodes.
 """
 from __future__ import annotations
 
@@ -41,7 +51,7 @@ import os
 import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmengine.config import DictAction
+from mmengine.config import Config, DictAction
 
 from mixedae.apis.config import load_config
 from mixedae.apis.inputs import missing_inputs
@@ -89,16 +99,15 @@ def load_matrix(path: str) -> dict:
                 raise InvalidInputError(f'{path}: {where} must be a string, got {entry[name]!r}')
     seen: Dict[tuple, int] = {}
     for i, run in enumerate(matrix.get('runs', [])):
-        seed = run.get('seed')
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise InvalidInputError(f'{path}: runs[{i}].seed must be an integer, got {seed!r}')
-        key = (run['method'], run['task'], seed)
+        _check_seed(run, f'{path}: runs[{i}]')
+        _check_recipe(run, f'{path}: runs[{i}]')
+        key = (method_label(run), run['task'], run.get('seed'))
         if key in seen:
             raise InvalidInputError(f'{path}: runs[{seen[key]}] and runs[{i}] are both '
-                                    f'{run["method"]}/'
-                                    f'{run["task"]} with seed {seed}: give each run its own "seed"')
+                                    f'{key[0]}/{key[1]} with seed {key[2]}: give each run its '
+                                    'own "seed"')
         seen[key] = i
-    methods = {run['method'] for run in matrix.get('runs', [])}
+    methods = {method_label(run) for run in matrix.get('runs', [])}
     if 'reference' in matrix and matrix['reference'] not in methods:
         raise InvalidInputError(f'{path}: reference {matrix["reference"]!r} is not a method '
                                 'of its runs '
@@ -114,6 +123,45 @@ def load_matrix(path: str) -> dict:
             raise InvalidInputError(f'{path}: ablations[{i}] needs name, task in {sorted(tasks)} '
                                     'and metrics')
     return matrix
+
+
+def _check_seed(entry: dict, where: str) -> None:
+    """``entry['seed']``, where given, is an integer."""
+    seed = entry.get('seed')
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise InvalidInputError(f'{where}.seed must be an integer, got {seed!r}')
+
+
+def _check_recipe(run: dict, where: str) -> None:
+    """``run['recipe']``, where given, is ``{"name": non-empty text, "cfg_options": non-empty
+    {config key: value}}``."""
+    if 'recipe' not in run:
+        return
+    recipe = run['recipe']
+    example = '{"name": "lr 8e-5", "cfg_options": {"optim_wrapper.optimizer.lr": 8e-05}}'
+    if not isinstance(recipe, dict) or set(recipe) != {'name', 'cfg_options'}:
+        raise InvalidInputError(f'{where}.recipe must be {{"name", "cfg_options"}} and nothing '
+                                f'else, e.g. {example}; got {recipe!r}')
+    if not isinstance(recipe['name'], str) or not recipe['name'].strip():
+        raise InvalidInputError(f'{where}.recipe.name must be a non-empty string (shown in the '
+                                f'method label), got {recipe["name"]!r}')
+    options = recipe['cfg_options']
+    if not isinstance(options, dict) or not options or not all(
+            isinstance(k, str) and k and ' ' not in k for k in options):
+        raise InvalidInputError(f'{where}.recipe.cfg_options must be a non-empty object of '
+                                f'config keys (e.g. "optim_wrapper.optimizer.lr") to values, '
+                                f'got {options!r}')
+
+
+def method_label(run: dict) -> str:
+    """The method as its row names it: ``method``, or ``method (recipe name)`` for a run with
+    a recipe override."""
+    return f'{run["method"]} ({run["recipe"]["name"]})' if 'recipe' in run else run['method']
+
+
+def recipe_options(run: dict) -> Dict[str, str]:
+    """The ``--cfg-options`` entries of a run's recipe override ({} without one)."""
+    return {k: str(v) for k, v in run.get('recipe', {}).get('cfg_options', {}).items()}
 
 
 def _check_pretrain(path: str, matrix: dict) -> None:
@@ -134,6 +182,7 @@ def _check_pretrain(path: str, matrix: dict) -> None:
         where = f'{path}: pretrain[{i}]'
         check_entry(entry, where, ('name', 'config', 'work_dir', 'checkpoint', 'src_format'),
                     'src_format', list(FORMATS))
+        _check_seed(entry, where)
         nodes = entry.setdefault('nodes', 1)
         if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
             raise InvalidInputError(f'{where}.nodes must be a positive integer, got {nodes!r}')
@@ -178,6 +227,23 @@ def _cfg_options(args: str) -> Dict[str, object]:
     return parser.parse_known_args(shlex.split(args))[0].cfg_options
 
 
+def unknown_keys(cfg: Config, options: Dict[str, str]) -> List[str]:
+    """The dotted keys of ``options`` that ``cfg`` does not have (a recipe override changes
+    a value of the recipe; it never adds a key)."""
+    unknown = []
+    for key in options:
+        node = cfg
+        for part in key.split('.'):
+            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif hasattr(node, 'keys') and part in node:
+                node = node[part]
+            else:
+                unknown.append(key)
+                break
+    return unknown
+
+
 def input_problems(matrix: dict) -> List[str]:
     """Every missing config, backbone checkpoint and data folder or file of every entry of the
     matrix, one line each naming the entry and the fix. A checkpoint that a ``pretrain`` entry
@@ -196,6 +262,12 @@ def input_problems(matrix: dict) -> List[str]:
                             'tools/convert_checkpoint.py, or add a "pretrain" entry that '
                             'writes it)')
         options = _cfg_options(entry.get('train_args', ''))
+        unknown = unknown_keys(Config.fromfile(entry['config']), recipe_options(entry))
+        if unknown:
+            problems.append(f'{name}: recipe "{entry["recipe"]["name"]}" sets {unknown}, not '
+                            f'keys of {entry["config"]} (fix recipe.cfg_options in the matrix)')
+            continue
+        options.update(recipe_options(entry))
         if ckpt:
             options.update(backbone_checkpoint_options(ckpt))
         cfg = load_config(entry['config'], options, 'none', entry['work_dir'])
@@ -224,7 +296,8 @@ def _cell(metrics: Optional[dict], key: str, scale: float) -> str:
 
 
 def _methods(runs: Sequence[dict]) -> List[str]:
-    return list(dict.fromkeys(r['method'] for r in runs))
+    """The method labels of the runs (:func:`method_label`), in their first order."""
+    return list(dict.fromkeys(method_label(r) for r in runs))
 
 
 def seed_values(runs: Sequence[dict]) -> Dict[str, Dict[str, Tuple[List[float], int]]]:
@@ -234,7 +307,7 @@ def seed_values(runs: Sequence[dict]) -> Dict[str, Dict[str, Tuple[List[float], 
         out[method] = {}
         for task, key, title, scale in COLUMNS:
             found = [read_metrics(r['metrics']) for r in runs
-                     if r['method'] == method and r['task'] == task]
+                     if method_label(r) == method and r['task'] == task]
             out[method][title] = ([float(m[key]) * scale for m in found
                                    if m is not None and key in m], len(found))
     return out
@@ -253,14 +326,17 @@ def collect(runs: Sequence[dict]) -> List[Dict[str, str]]:
     """One row per method: {'method': ..., column title: value, 'missing' or '–'}; several
     runs of a method and task (seeds) give mean ± std (values), one run its value.
 
-    The method is labelled with the scale of its runs, e.g. ``mixedae (tiny ViT, 64 px)``.
+    The method is labelled with its recipe override and the scale of its runs, e.g.
+    ``mixedae (tiny ViT, 64 px)``, ``ibot-official (lr 8e-5; ViT-B/16)``.
     """
     values = seed_values(runs)
     rows = []
     for method in _methods(runs):
-        scales = list(dict.fromkeys(r['scale'] for r in runs
-                                    if r['method'] == method and r.get('scale')))
-        row = {'method': f'{method} ({"; ".join(scales)})' if scales else method}
+        group = [r for r in runs if method_label(r) == method]
+        notes = list(dict.fromkeys([*(r['recipe']['name'] for r in group[:1] if 'recipe' in r),
+                                    *(r['scale'] for r in group if r.get('scale'))]))
+        name = group[0]['method']
+        row = {'method': f'{name} ({"; ".join(notes)})' if notes else name}
         row.update({title: _spread_cell(*values[method][title]) for _, _, title, _ in COLUMNS})
         rows.append(row)
     return rows
@@ -339,6 +415,7 @@ def train_arguments(run: dict, resume: bool = False) -> str:
     ``--cfg-options`` last."""
     options = backbone_checkpoint_options(run['checkpoint']) if run.get('checkpoint') and \
         'name' not in run else {}
+    options.update(recipe_options(run))
     if run.get('seed') is not None:
         options['randomness.seed'] = str(run['seed'])
     args = _merged_args(run.get('train_args', ''), options)
@@ -351,8 +428,9 @@ def eval_arguments(run: dict) -> str:
     return ' '.join(filter(None, [f'--work-dir {shlex.quote(run["work_dir"])} --out-metrics '
                                   f'{shlex.quote(run["metrics"])}',
                                   _merged_args(run.get('test_args', ''),
-                                               backbone_checkpoint_options(run['checkpoint'])
-                                               if run.get('checkpoint') else {})]))
+                                               {**(backbone_checkpoint_options(run['checkpoint'])
+                                                   if run.get('checkpoint') else {}),
+                                                **recipe_options(run)})]))
 
 
 def last_checkpoint_arg(work_dir: str) -> str:

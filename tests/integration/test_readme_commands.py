@@ -54,7 +54,10 @@ def test_readme_cpu_commands_run_as_written(tmp_path):
 
 QUICK_START = '<!-- gpu-quick-start -->'
 MATRIX = 'configs/matrix_vit-b16.json'
-METHODS, TASKS = ('mixedae', 'mae', 'ibot', 'scratch'), ('ade20k', 'coco')
+METHODS = ('mixedae', 'mae', 'naivemix', 'mae-official', 'ibot-official', 'scratch')
+TASKS = ('ade20k', 'coco')
+#: the methods this project pretrains itself (the matrix's "pretrain" entries)
+OWN = ('mixedae', 'mae', 'naivemix')
 
 
 def quick_start_commands(text: str) -> List[List[str]]:
@@ -72,14 +75,22 @@ def test_quick_start_commands_are_split():
 
 def test_matrix_lists_every_method_and_task_with_the_configs_weights():
     matrix = load_matrix(os.path.join(ROOT, MATRIX))
-    runs = matrix['runs']
+    runs = [r for r in matrix['runs'] if 'recipe' not in r]    # the default recipe
     assert sorted((r['method'], r['task']) for r in runs) == sorted(
         itertools.product(METHODS, TASKS))
     assert matrix['gpus'] == 8 and 'ViT-B/16' in matrix['scale']
-    for run in runs:
+    produced = {p['name']: p['checkpoint'] for p in matrix['pretrain']}
+    assert sorted(produced) == sorted(OWN)
+    for run in matrix['runs']:
         cfg = Config.fromfile(os.path.join(ROOT, run['config']))
-        assert f'vit-b16-{run["method"]}_' in run['config']
         init = cfg.model.backbone.get('init_cfg') or {}
+        if run['method'] in OWN[1:]:
+            # the project's MAE and naive mixing: the random-init config loading the encoder
+            # their pretraining wrote (the configs differ only in init_cfg: tested)
+            assert 'vit-b16-scratch_' in run['config'] and not init
+            assert run['checkpoint'] == produced[run['method']]
+            continue
+        assert f'vit-b16-{run["method"].removesuffix("-official")}_' in run['config']
         # the matrix loads exactly the weights its config names (none for random init)
         assert run.get('checkpoint') == init.get('checkpoint'), run['config']
         assert (run['method'] == 'scratch') == ('checkpoint' not in run)
@@ -112,15 +123,21 @@ def test_gpu_quick_start_parses_and_its_cpu_steps_run(tmp_path, capsys):
             results.append(args[0])
     assert results == ['commands', 'run', 'collect']
     assert pretrain_out is not None
-    # what the conversions write is what the matrix loads; MixedAE's comes from the pretraining
-    assert set(converted) == {r['checkpoint'] for r in matrix['runs'] if 'checkpoint' in r}
+    # what the conversions and the matrix's pretrainings write is what the matrix loads;
+    # MixedAE's comes from the README's pretraining, at the matrix's one schedule
+    produced = {p['checkpoint'] for p in matrix['pretrain']}
+    assert set(converted) | produced == {r['checkpoint'] for r in matrix['runs']
+                                         if 'checkpoint' in r}
     assert converted['pretrain/mixedae_vit-b16_backbone.pth'] == os.path.normpath(pretrain_out)
+    [mixedae] = [p for p in matrix['pretrain'] if p['name'] == 'mixedae']
+    assert os.path.normpath(pretrain_out) == os.path.join(mixedae['work_dir'], 'epoch_1600.pth')
     tool = load_tool('results')
     capsys.readouterr()                                   # drop what build_config printed
     assert tool.main(['commands', os.path.join(ROOT, MATRIX)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 * len(matrix['runs']) == 16
-    for run, (train, test) in zip(matrix['runs'], zip(lines[::2], lines[1::2])):
+    assert len(lines) == 2 * (len(matrix['pretrain']) + len(matrix['runs'])) == 32
+    transfer = lines[2 * len(matrix['pretrain']):]     # after the pretrainings
+    for run, (train, test) in zip(matrix['runs'], zip(transfer[::2], transfer[1::2])):
         assert train.startswith(f'tools/dist_train.sh {run["config"]} 8 ') and '--amp' in train
         assert test.startswith(f'tools/dist_test.sh {run["config"]} ')
         assert f'--out-metrics {run["metrics"]}' in test
@@ -129,3 +146,4 @@ def test_gpu_quick_start_parses_and_its_cpu_steps_run(tmp_path, capsys):
     table = (tmp_path / 'results.md').read_text()
     for method in METHODS:
         assert f'| {method} (ViT-B/16, full schedule) | missing | missing | missing |' in table
+    assert '| ibot-official (lr 8e-5; ViT-B/16, full schedule) | missing | – | – |' in table

@@ -6,12 +6,13 @@ import os
 import cv2
 import numpy as np
 import pytest
+from mmengine.config import Config
 
-from support import load_tool
+from support import ROOT, load_tool
 from mixedae.utils.errors import InvalidInputError, MissingInputError, UserInputError
 from mixedae.suite.plots import bar_figure, bar_layout, bar_x
-from mixedae.suite.results import (MISSING, collect, compare_to_reference, load_matrix,
-                                   results_markdown, run_commands)
+from mixedae.suite.results import (MISSING, collect, compare_to_reference, input_problems,
+                                   load_matrix, results_markdown, run_commands)
 from mixedae.suite.tables import ANCHOR_HEADING
 
 
@@ -216,3 +217,105 @@ def test_an_option_the_action_does_not_read_is_refused(tmp_path, argv, option, r
                                              rf'\(only by {reader}\)$'):
         load_tool('results').main([action, str(tmp_path / 'matrix.json'), *options])
     assert not (tmp_path / 'x').exists()
+
+
+SHIPPED = 'configs/matrix_vit-b16.json'
+#: the project's own pretrainings of the equal-budget comparison
+OWN_METHODS = ('mixedae', 'mae', 'naivemix')
+
+
+def test_shipped_matrix_pretrains_each_method_at_one_schedule_and_loads_what_it_wrote():
+    matrix = load_matrix(os.path.join(ROOT, SHIPPED))
+    pre = {p['name']: p for p in matrix['pretrain']}
+    assert sorted(pre) == sorted(OWN_METHODS)
+    epochs = {name: Config.fromfile(os.path.join(ROOT, p['config'])).train_cfg.max_epochs
+              for name, p in pre.items()}
+    assert set(epochs.values()) == {1600}, epochs    # one schedule for the three
+    for name, p in pre.items():
+        assert isinstance(p['seed'], int)
+        transfer = [r for r in matrix['runs'] if r['method'] == name]
+        assert sorted(r['task'] for r in transfer) == ['ade20k', 'coco']
+        assert {r['checkpoint'] for r in transfer} == {p['checkpoint']}
+        assert all('recipe' not in r for r in transfer)   # the one default recipe
+    # the releases are methods of their own, never mixed with the project's runs
+    own = {p['checkpoint'] for p in pre.values()}
+    official = {r['method']: r['checkpoint'] for r in matrix['runs']
+                if r['method'].endswith('-official')}
+    assert sorted(official) == ['ibot-official', 'mae-official'] and not own & set(
+        official.values())
+    assert all(isinstance(r['seed'], int) for r in matrix['runs'])
+    assert {r['method'] for r in matrix['runs'] if 'checkpoint' not in r} == {'scratch'}
+    assert len({r['work_dir'] for r in matrix['runs']}) == len(matrix['runs'])
+
+
+def test_commands_print_the_pretrainings_before_the_transfer_runs(capsys):
+    matrix = load_matrix(os.path.join(ROOT, SHIPPED))
+    assert load_tool('results').main(['commands', os.path.join(ROOT, SHIPPED)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 * (len(matrix['pretrain']) + len(matrix['runs']))
+    for i, p in enumerate(matrix['pretrain']):
+        assert lines[2 * i].startswith(f'tools/dist_train.sh {p["config"]} 8 ')
+        assert lines[2 * i + 1].startswith('.venv/bin/python tools/convert_checkpoint.py ')
+        assert f' {p["checkpoint"]} --src-format mixedae' in lines[2 * i + 1]
+    transfer = lines[2 * len(matrix['pretrain']):]
+    assert all(line.startswith(('tools/dist_train.sh configs/ade20k/',
+                                'tools/dist_train.sh configs/coco/', 'tools/dist_test.sh'))
+               for line in transfer)
+    # dependency order: each own method's encoder is converted before a run loads it
+    for run in (r for r in matrix['runs'] if r['method'] in OWN_METHODS):
+        writes = [i for i, line in enumerate(lines) if line.startswith(
+            '.venv/bin/python tools/convert_checkpoint.py ') and f' {run["checkpoint"]} ' in line]
+        convert = writes[0] if writes else None
+        assert convert is not None, f'nothing writes {run["checkpoint"]}'
+        assert convert < lines.index(run_commands(run, 8)[0]), run['method']
+
+
+def _recipe_matrix(tmp_path, recipe):
+    """Two seeded ADE20K runs of one method, the second with ``recipe``."""
+    runs = [dict(method='ibot', task='ade20k', config='configs/ade20k/x.py', work_dir=f'w/{i}',
+                 metrics=str(tmp_path / f'{i}.json'), seed=0) for i in range(2)]
+    runs[1]['recipe'] = recipe
+    write_json(str(tmp_path / '0.json'), {'mIoU': 48.0})
+    write_json(str(tmp_path / '1.json'), {'mIoU': 50.0})
+    path = tmp_path / 'matrix.json'
+    write_json(str(path), dict(gpus=2, scale='ViT-B/16', runs=runs))
+    return path
+
+
+def test_a_recipe_override_is_applied_and_named_in_the_method_label(tmp_path):
+    path = _recipe_matrix(tmp_path, {'name': 'lr 8e-5',
+                                     'cfg_options': {'optim_wrapper.optimizer.lr': 8e-05}})
+    runs = load_matrix(str(path))['runs']
+    assert [(r['method'], r['ADE20K mIoU']) for r in collect(runs)] == [
+        ('ibot (ViT-B/16)', '48.00'), ('ibot (lr 8e-5; ViT-B/16)', '50.00')]  # never averaged
+    train, test = run_commands(runs[1], 2)
+    assert train.endswith('--cfg-options optim_wrapper.optimizer.lr=8e-05 randomness.seed=0')
+    assert test.endswith('--cfg-options optim_wrapper.optimizer.lr=8e-05')
+    assert 'optim_wrapper' not in run_commands(runs[0], 2)[0]
+    [diff] = compare_to_reference(runs, 'ibot')
+    assert diff['method'] == 'ibot (lr 8e-5) − ibot'
+
+
+@pytest.mark.parametrize('recipe,message', [
+    ({'cfg_options': {'optim_wrapper.optimizer.lr': 8e-05}},
+     r'runs\[1\]\.recipe must be \{"name", "cfg_options"\}'),
+    ({'name': '', 'cfg_options': {'optim_wrapper.optimizer.lr': 8e-05}},
+     r'runs\[1\]\.recipe\.name must be a non-empty string'),
+    ({'name': 'lr', 'cfg_options': {}}, r'runs\[1\]\.recipe\.cfg_options must be a non-empty'),
+    ('lr 8e-5', r'runs\[1\]\.recipe must be'),
+])
+def test_a_bad_recipe_override_is_refused_naming_the_file_and_key(tmp_path, recipe, message):
+    with pytest.raises(InvalidInputError, match=r'matrix\.json: ' + message):
+        load_matrix(str(_recipe_matrix(tmp_path, recipe)))
+
+
+def test_a_recipe_key_the_config_lacks_is_an_input_problem(tmp_path):
+    run = dict(method='ibot', task='ade20k', work_dir=str(tmp_path / 'w'), metrics='m.json',
+               config=os.path.join(ROOT, 'configs/ade20k/upernet_vit-b16-ibot_8xb2-160k_'
+                                         'ade20k-512x512.py'),
+               recipe={'name': 'lr', 'cfg_options': {'optim_wrapper.optimiser.lr': 8e-05}})
+    path = tmp_path / 'matrix.json'
+    write_json(str(path), dict(runs=[run]))
+    [problem] = input_problems(load_matrix(str(path)))
+    assert problem == ("ibot/ade20k: recipe \"lr\" sets ['optim_wrapper.optimiser.lr'], not keys "
+                       f"of {run['config']} (fix recipe.cfg_options in the matrix)")
