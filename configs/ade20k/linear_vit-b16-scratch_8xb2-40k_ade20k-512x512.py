@@ -10,3 +10,7 @@ _base_ = [
 # bf16 autocast without loss scaling, as the UperNet recipe (docs/mixed_precision.md);
 # DINOv2's linear configs train in fp32 (docs/protocols.md)
 optim_wrapper = dict(type='mixedae.AmpOptimWrapper')
+# the random-init floor starts where the pretrainings start: MAE's initialisation (fixed sin-cos
+# values in the learnable position table, xavier-uniform Linears); chosen here. A method config
+# that loads a checkpoint replaces these weights.
+model = dict(backbone=dict(init_mode='mae'))

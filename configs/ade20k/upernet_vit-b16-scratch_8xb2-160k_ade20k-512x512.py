@@ -10,3 +10,7 @@ _base_ = [
 # bf16 autocast without loss scaling, as the wrapper's default (docs/mixed_precision.md);
 # the tiny CPU configs switch back to fp32 with optim_wrapper.type='OptimWrapper'
 optim_wrapper = dict(type='mixedae.AmpOptimWrapper')
+# the random-init floor starts where the pretrainings start: MAE's initialisation (fixed sin-cos
+# values in the learnable position table, xavier-uniform Linears); chosen here. A method config
+# that loads a checkpoint replaces these weights.
+model = dict(backbone=dict(init_mode='mae'))

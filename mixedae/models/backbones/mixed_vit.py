@@ -17,7 +17,6 @@ from timm.layers import to_2tuple, trunc_normal_
 from mixedae.registry import MODELS
 from ..layers.homologous_attention import HomologousAttention, MixingContext
 from ..utils.mixing import mix
-from ..layers.pos_embed import sincos_2d_pos_embed
 from .vit import ViT
 
 
@@ -58,10 +57,11 @@ class MixedViT(ViT):
                  img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16,
                  depth: int = 12, **kwargs) -> None:
         for fixed in ('with_cls_token', 'use_abs_pos_embed', 'window_size', 'use_rel_pos_bias',
-                      'rel_pos_type', 'attn_layer'):
+                      'rel_pos_type', 'attn_layer', 'init_mode'):
             if fixed in kwargs:
                 raise ValueError(f'MixedViT does not take {fixed!r} (pretraining uses a class '
-                                 'token, fixed absolute positions and homologous attention)')
+                                 'token, fixed absolute positions, homologous attention and '
+                                 'MAE\'s initialisation)')
         img_size = to_2tuple(img_size)
         grid = [s // p for s, p in zip(img_size, to_2tuple(patch_size))]
         num_patches = grid[0] * grid[1]                                # timm's PatchEmbed grid
@@ -90,25 +90,6 @@ class MixedViT(ViT):
         self._init_mae()
         if tied_qk_init:
             self._tie_qk_init()
-
-    @torch.no_grad()
-    def _init_mae(self) -> None:
-        """MAE's ``initialize_weights``: fixed sin-cos positions, xavier-uniform patch projection
-        (viewed as a Linear) and Linears with zero biases, LayerNorm 1/0, normal(0.02) class
-        token. The projection's bias keeps PyTorch's Conv2d default, as in MAE."""
-        self.pos_embed.copy_(sincos_2d_pos_embed(self.embed_dim, self.patch_embed.grid_size,
-                                                 num_prefix_tokens=1))
-        proj = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
-        nn.init.normal_(self.cls_token, std=.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     @torch.no_grad()
     def _tie_qk_init(self) -> None:

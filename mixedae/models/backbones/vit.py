@@ -24,8 +24,11 @@ from timm.models.vision_transformer import init_weights_vit_timm
 from mixedae.registry import MODELS
 from ..layers.attention import Attention
 from ..layers.block import Block, LayerNorm
-from ..layers.pos_embed import Grid, resize_pos_embed
+from ..layers.pos_embed import Grid, resize_pos_embed, sincos_2d_pos_embed
 from . import loading
+
+#: the random initialisations of :class:`ViT` (``init_mode``)
+INIT_MODES = ('timm', 'mae')
 
 
 def with_rel_pos(attn_layer: Callable[..., nn.Module], grid: Grid, with_cls_token: bool,
@@ -66,6 +69,11 @@ class ViT(BaseModule):
             as :class:`~mixedae.models.layers.block.Block` builds it (timm's ``Block``'s
             contract; ``use_rel_pos_bias`` binds its relative-position options in first);
             pretraining encoders install theirs through it.
+        init_mode: the random initialisation: ``'timm'`` (timm's ViT: truncated-normal
+            position table and Linears) or ``'mae'`` (MAE's, which every pretraining here
+            starts from: fixed 2-D sin-cos values in the (still learnable) position table,
+            xavier-uniform Linears and patch projection, zero biases; chosen here for the
+            random-init floor, so it starts where the pretrained encoders started).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` loads a backbone
             checkpoint (see ``tools/convert_checkpoint.py``) with a checked key report.
     """
@@ -81,8 +89,11 @@ class ViT(BaseModule):
                  window_size: int = 0, window_block_indexes: Sequence[int] = (),
                  with_cp: bool = False, frozen: bool = False,
                  attn_layer: Union[Callable[..., nn.Module], Sequence[Callable[..., nn.Module]]]
-                 = Attention, init_cfg: Optional[dict] = None) -> None:
+                 = Attention, init_mode: str = 'timm', init_cfg: Optional[dict] = None
+                 ) -> None:
         super().__init__(init_cfg=init_cfg)
+        if init_mode not in INIT_MODES:
+            raise ValueError(f'init_mode must be one of {INIT_MODES}, got {init_mode!r}')
         self.depth = depth
         self.embed_dim = embed_dim
         self.out_indices = self._check_indices(out_indices, depth)
@@ -119,6 +130,8 @@ class ViT(BaseModule):
             for i in range(depth)])
         self.norm = LayerNorm(embed_dim) if final_norm else nn.Identity()
         self._init_random()
+        if init_mode == 'mae':
+            self._init_mae()
         self.requires_grad_(not frozen)
         self.train()
 
@@ -142,6 +155,27 @@ class ViT(BaseModule):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
         named_apply(init_weights_vit_timm, self)
+
+    @torch.no_grad()
+    def _init_mae(self) -> None:
+        """MAE's ``initialize_weights``: fixed sin-cos positions, xavier-uniform patch projection
+        (viewed as a Linear) and Linears with zero biases, LayerNorm 1/0, normal(0.02) class
+        token. The projection's bias keeps PyTorch's Conv2d default, as in MAE."""
+        if self.pos_embed is not None:
+            self.pos_embed.copy_(sincos_2d_pos_embed(self.embed_dim, self.patch_embed.grid_size,
+                                                     num_prefix_tokens=self.num_prefix_tokens))
+        proj = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     # ---------------------------------------------------------------- forward
     def prepare_tokens(self, x: torch.Tensor) -> Tuple[torch.Tensor, Grid]:

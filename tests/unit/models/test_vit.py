@@ -1,11 +1,13 @@
 """mixedae.ViT: agreement with timm, output shapes, relative position, windows, checkpointing."""
+import os
+
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from mixedae.models import ViT
 from mixedae.models.layers.attention import Attention
-from support import TINY
+from support import ROOT, TINY
 
 
 def timm_twin(**kw):
@@ -180,3 +182,36 @@ def test_blocks_build_their_attention_with_the_contract_and_bound_rel_pos_option
         window_size=2, window_block_indexes=(0,), attn_layer=Recording)
     assert options == [dict(rel_pos_grid=(2, 2), with_cls_token=False, rel_pos_type='decomposed'),
                        dict(rel_pos_grid=(4, 4), with_cls_token=False, rel_pos_type='decomposed')]
+
+
+def test_mae_init_mode_is_the_pretrainings_start():
+    """init_mode='mae' (the random-init floor of the scratch configs): MAE's initialisation,
+    as the pretraining encoder has it; the default stays timm's."""
+    import math
+    from mmengine.config import Config
+    from mixedae.models import MixedViT
+    from mixedae.models.layers.pos_embed import sincos_2d_pos_embed
+    arch = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
+    mae = ViT(**arch, init_mode='mae')
+    assert torch.equal(mae.pos_embed, sincos_2d_pos_embed(32, (4, 4), num_prefix_tokens=1))
+    assert mae.pos_embed.requires_grad                      # fixed values, still learned
+    for m in mae.modules():
+        if isinstance(m, torch.nn.Linear):
+            bound = math.sqrt(6 / sum(m.weight.shape))     # xavier-uniform
+            assert m.weight.abs().max() <= bound and m.weight.abs().max() > 0.9 * bound
+            assert not m.bias.any()
+    pretrain = MixedViT(**arch, group_size=4)
+    assert torch.equal(mae.pos_embed, pretrain.pos_embed)
+    timm = ViT(**arch)
+    assert not torch.equal(timm.pos_embed, mae.pos_embed)
+    assert timm.blocks[0].mlp.fc1.weight.std() < 0.03      # truncated normal 0.02
+    with pytest.raises(ValueError, match="init_mode must be one of \\('timm', 'mae'\\), got 'xavier'"):
+        ViT(**arch, init_mode='xavier')
+    with pytest.raises(ValueError, match="does not take 'init_mode'"):
+        MixedViT(**arch, group_size=4, init_mode='timm')
+    # the random-init configs start from it
+    for path in ('configs/ade20k/upernet_vit-b16-scratch_8xb2-160k_ade20k-512x512.py',
+                 'configs/ade20k/linear_vit-b16-scratch_8xb2-40k_ade20k-512x512.py',
+                 'configs/coco/mask-rcnn_vit-b16-scratch_fpn_8xb2-1x_coco.py',
+                 'configs/coco/vitdet_mask-rcnn_vit-b16-scratch_16xb4-100e_coco-lsj-1024.py'):
+        assert Config.fromfile(os.path.join(ROOT, path)).model.backbone.init_mode == 'mae', path
