@@ -81,8 +81,8 @@ PRESETS = {
         pretrain_epochs=12, pretrain_batch=16, pretrain_lr=1e-3, pretrain_seeds=(0, 1, 2),
         probe_iters=300, probe_batch=8, finetune_tasks=('ade20k',),
         finetune_iters=dict(ade20k=300, coco=300), finetune_batch=dict(ade20k=4, coco=2),
-        hr_images=64, amp=False, device='cpu', threads=2, deterministic=True, workers=0,
-        parallel=1, log_interval=37,
+        hr_images=64, amp=False, device='cpu', threads=1, deterministic=True, workers=0,
+        parallel=2, log_interval=37,
         expected_s=dict(data=10, pretrain=30, convert=1, init=1, probe=15, ade20k=42, coco=80,
                         hr_acc=12, figures=20, report=5)),
     'gpu': Preset(
