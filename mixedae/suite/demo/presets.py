@@ -83,8 +83,9 @@ PRESETS = {
         finetune_iters=dict(ade20k=300, coco=300), finetune_batch=dict(ade20k=4, coco=2),
         hr_images=64, amp=False, device='cpu', threads=1, deterministic=True, workers=0,
         parallel=2, log_interval=37,
-        expected_s=dict(data=10, pretrain=30, convert=1, init=1, probe=15, ade20k=42, coco=80,
-                        hr_acc=12, figures=20, report=5)),
+        # measured on a 2-core CPU (2026-12-07), two runs side by side; coco: not run
+        expected_s=dict(data=7, pretrain=23, convert=1, init=1, probe=12, ade20k=20, coco=80,
+                        hr_acc=4, figures=8, report=5)),
     'gpu': Preset(
         name='gpu', num_train=4000, num_val=500, scene_size=64, pretrain_size=64,
         arch=dict(patch_size=8, embed_dim=384, depth=12, num_heads=6),

@@ -179,8 +179,10 @@ def write_report(demo: Demo, values: SeedValues, timings: Mapping[str, float]) -
         'One MixedAE step on a group of validation scenes: the mixed input, each image\'s '
         'own patches, and its reconstruction (`tools/visualize_mixing.py`):', '',
         '![mixing](mixing.png)', '',
-        f'Total time of the stages: {fmt(sum(timings.values()))} with {p.threads} thread(s) '
-        f'per process ({os.cpu_count()} cores visible).', '']
+        f'Sum of the stages\' own times: {fmt(sum(timings.values()))} with {p.threads} '
+        f'thread(s) per process ({os.cpu_count()} cores visible)'
+        + (f'; up to {p.parallel} training runs side by side, so the wall time is shorter (the '
+           'demo prints it at the end).' if p.parallel > 1 else '.'), '']
     with atomic_write(osp.join(out, 'report.md')) as f:
         f.write('\n'.join(lines))
 
