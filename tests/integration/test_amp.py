@@ -3,7 +3,9 @@ mixedae.AmpOptimWrapper (MMEngine's AmpOptimWrapper code path), close to its fp3
 import contextlib
 import copy
 import os
+import random
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -48,11 +50,15 @@ def data_root(tmp_path_factory):
 
 
 def build(cfg: Config, scope: str, models, datasets, size: int):
-    """``cfg``'s model (initialised) and its first ``size`` training samples, collated."""
+    """``cfg``'s model (initialised) and its first ``size`` training samples, collated. The
+    samples' random augmentation (crops, flips, resizes draw from numpy and random) is seeded,
+    so the batch does not depend on which tests ran before in the same process."""
     with DefaultScope.overwrite_default_scope(scope):
         model = models.build(cfg.model)
         dataset = datasets.build(cfg.train_dataloader.dataset)
     model.init_weights()
+    random.seed(0)
+    np.random.seed(0)
     return model, pseudo_collate([dataset[i] for i in range(size)])
 
 
