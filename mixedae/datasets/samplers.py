@@ -7,43 +7,20 @@ of G = ``family`` every mixing group is one family.
 """
 from __future__ import annotations
 
-import math
-from typing import Iterator, List, Optional, Sized
+from typing import Iterator, Optional, Sized
 
-import torch
-from mmengine.dist import get_dist_info, sync_random_seed
-from torch.utils.data import Sampler
+from mmengine.dataset import DefaultSampler
 
 from mixedae.registry import DATA_SAMPLERS
 from mixedae.utils.errors import InvalidInputError
 
 
-def family_order(num_families: int, seed: int, epoch: int, shuffle: bool) -> List[int]:
-    """The order of the families in one epoch: a permutation of range(num_families), drawn
-    from ``seed + epoch`` as MMEngine's DefaultSampler draws its order (identity without
-    ``shuffle``)."""
-    if not shuffle:
-        return list(range(num_families))
-    generator = torch.Generator().manual_seed(seed + epoch)
-    return torch.randperm(num_families, generator=generator).tolist()
-
-
-def rank_families(order: List[int], rank: int, world_size: int, round_up: bool) -> List[int]:
-    """The families of ``rank``: every ``world_size``-th of ``order`` from ``rank``; with
-    ``round_up`` the order is first repeated up to a multiple of ``world_size`` (as
-    DefaultSampler pads its indices), so that every rank gets as many families."""
-    if round_up:
-        total = math.ceil(len(order) / world_size) * world_size
-        order = (order * (total // len(order) + 1))[:total]
-    return order[rank::world_size]
-
-
 @DATA_SAMPLERS.register_module()
-class FamilySampler(Sampler):
+class FamilySampler(DefaultSampler):
     """Shuffles families of ``family`` consecutive dataset indices (0 .. family - 1, then
     family .. 2 * family - 1, ...) and yields the indices of each family consecutively, in
-    order. Distributed like MMEngine's DefaultSampler (seed synchronised across ranks when not
-    given, a new order per epoch through ``set_epoch``, ``round_up`` padding), except that the
+    order. It is MMEngine's DefaultSampler over the families (seed synchronised across ranks
+    when not given, a new order per epoch through ``set_epoch``, ``round_up`` padding), so the
     ranks split whole families.
 
     Args:
@@ -66,27 +43,14 @@ class FamilySampler(Sampler):
                 f'multiple of family={family}; generate a number of images that is one '
                 f'(tools/make_synthetic_data.py --num-train) or set the sampler\'s family to '
                 f'the generator\'s --family')
-        self.rank, self.world_size = get_dist_info()
-        self.dataset = dataset
+        super().__init__(range(len(dataset) // family), shuffle, seed, round_up)
+        self.images = dataset
         self.family = family
-        self.shuffle = shuffle
-        self.seed = sync_random_seed() if seed is None else seed
-        self.round_up = round_up
-        self.epoch = 0
-        families = len(dataset) // family
-        self.num_families = (math.ceil(families / self.world_size) if round_up
-                             else len(range(self.rank, families, self.world_size)))
 
     def __iter__(self) -> Iterator[int]:
-        order = family_order(len(self.dataset) // self.family, self.seed, self.epoch,
-                             self.shuffle)
-        for f in rank_families(order, self.rank, self.world_size, self.round_up):
+        for f in super().__iter__():                   # this rank's families, in epoch order
             yield from range(f * self.family, (f + 1) * self.family)
 
     def __len__(self) -> int:
         """The number of indices this rank yields."""
-        return self.num_families * self.family
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the order of ``epoch`` on the next iteration (DistSamplerSeedHook calls it)."""
-        self.epoch = epoch
+        return self.num_samples * self.family

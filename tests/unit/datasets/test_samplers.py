@@ -21,7 +21,7 @@ def families(indices, family):
 
 
 def on_rank(rank, world_size, **kwargs):
-    with mock.patch('mixedae.datasets.samplers.get_dist_info', return_value=(rank, world_size)):
+    with mock.patch('mmengine.dataset.sampler.get_dist_info', return_value=(rank, world_size)):
         return FamilySampler(**kwargs)
 
 
