@@ -78,13 +78,14 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def format_spread(values: Sequence[float], digits: int = 2) -> str:
-    """``mean ± std (v1, v2, ...)`` with ``digits`` decimals; a single value alone."""
+def format_spread(values: Sequence[float], digits: int = 2, show_values: bool = True) -> str:
+    """``mean ± std (v1, v2, ...)`` with ``digits`` decimals (without the values where
+    ``show_values`` is False); a single value alone."""
     if len(values) == 1:
         return f'{values[0]:.{digits}f}'
     mean, std = mean_std(values)
-    return (f'{mean:.{digits}f} ± {std:.{digits}f} '
-            f'({", ".join(f"{v:.{digits}f}" for v in values)})')
+    text = f'{mean:.{digits}f} ± {std:.{digits}f}'
+    return f'{text} ({", ".join(f"{v:.{digits}f}" for v in values)})' if show_values else text
 
 
 @dataclass(frozen=True)

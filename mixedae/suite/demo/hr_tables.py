@@ -6,8 +6,8 @@ import os.path as osp
 from typing import Dict, Hashable, List, Mapping, Optional, Set, Tuple
 
 from mixedae.engine.optimizers.amp_optim_wrapper import AUTOCAST_LOG
-from ..stats import (Comparison, compare, format_comparison, format_spread, mean_std,
-                     read_scalars, steady_time_per_iter)
+from ..stats import (Comparison, compare, format_comparison, format_spread, read_scalars,
+                     steady_time_per_iter)
 from ..tables import markdown_table
 from .presets import HOMOLOGOUS, NAMES, PRETRAINS
 from .stages import Demo
@@ -140,17 +140,10 @@ def layer_table(demo: Demo) -> str:
                     if 'per_layer' in measured[name].get(f'{label}_s{s}', {})]
         layers = list(zip(*per_seed))                     # one tuple of seed values per layer
         width = max(width, len(layers))
-        rows.append({'encoder': title, **{f'layer {i + 1}': _mean_std(v)
-                                          for i, v in enumerate(layers)}})
+        rows.append({'encoder': title,
+                     **{f'layer {i + 1}': format_spread(v, 3, show_values=False)
+                        for i, v in enumerate(layers)}})
     return markdown_table(rows, ['encoder'] + [f'layer {i + 1}' for i in range(width)])
-
-
-def _mean_std(values) -> str:
-    """``0.412 ± 0.031`` over seeds (one value alone)."""
-    if len(values) == 1:
-        return f'{values[0]:.3f}'
-    mean, std = mean_std(values)
-    return f'{mean:.3f} ± {std:.3f}'
 
 
 def amp_line(demo: Demo) -> str:

@@ -1,6 +1,8 @@
-"""The demo's report: ``report.md`` with the transfer table (linear probe first, each method
-beside MAE and random init with an interval over pretraining seeds), the hr_acc table
-(untrained, pretrained, chance), bold decided by Holm's rule over all the report's comparisons, the pretraining table, the curves and the figures."""
+"""The demo's report: ``report.md`` with the transfer table (linear probe first, then
+fine-tuning; each method beside MAE and random init with an interval over pretraining seeds),
+the hr_acc tables (untrained, pretrained, the no-learning selectors, chance; per layer), bold
+decided by Holm's rule over all the report's comparisons, the pretraining table, the curves
+and the figures."""
 from __future__ import annotations
 
 import os
